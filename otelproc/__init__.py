@@ -1,0 +1,3 @@
+"""otelproc: OpenTelemetry-native log analysis engine."""
+
+__version__ = "0.1.0"
