@@ -197,9 +197,15 @@ class LogBatch:
       scope_attrs         AttrMap with s rows
     services: list[str]   distinct service names ("" when a resource has none)
 
-    ``columns`` holds what processors add (e.g. ``pattern_id`` uint64[n],
-    ``anomaly_score`` float32[n]); each value is an array of length n or a
-    StringArray of length n.
+    What processors add travels with the batch, so data flows one way and
+    exporters decide where it lands:
+      columns   per-record columns, name -> array[n] or StringArray[n]
+                (``pattern_id`` uint64, ``pattern_template`` StringArray,
+                ``pattern_params`` see otelproc.store.arrow, ``anomaly_score`` float32)
+      tables    rows for other tables, table name -> pyarrow.Table
+                (``log_patterns``, ``pattern_counts``, ``anomalies``, ``series``...);
+                the clickhouse exporter inserts each into the table of that name
+      findings  otelproc.findings.Finding list, read by the alerting processor
     """
 
     time_ns: np.ndarray
@@ -222,6 +228,8 @@ class LogBatch:
     scope_attrs: AttrMap
     services: list[str]
     columns: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    findings: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -242,6 +250,18 @@ class LogBatch:
             if len(col) != len(self):
                 raise ValueError(f"column {name!r} has {len(col)} rows, batch has {len(self)}")
         return replace(self, columns={**self.columns, **cols})
+
+    def with_table(self, name: str, table: Any) -> "LogBatch":
+        """A shallow copy carrying extra rows for table ``name`` (appended to any already carried)."""
+        if name in self.tables:
+            import pyarrow as pa
+
+            table = pa.concat_tables([self.tables[name], table], promote_options="default")
+        return replace(self, tables={**self.tables, name: table})
+
+    def with_findings(self, findings: Sequence[Any]) -> "LogBatch":
+        """A shallow copy carrying extra findings."""
+        return replace(self, findings=[*self.findings, *findings])
 
     def check(self) -> None:
         """Raise ValueError if the columns are inconsistent (used by tests and decoders)."""
@@ -357,6 +377,14 @@ def concat_batches(batches: Sequence[LogBatch]) -> LogBatch:
             columns[name] = concat_strings([b.columns[name] for b in batches])
         else:
             columns[name] = np.concatenate([b.columns[name] for b in batches])
+    tables: dict[str, Any] = {}
+    for b in batches:
+        for tname, t in b.tables.items():
+            tables.setdefault(tname, []).append(t)
+    if tables:
+        import pyarrow as pa
+
+        tables = {k: pa.concat_tables(v, promote_options="default") for k, v in tables.items()}
     cat = np.concatenate
     return LogBatch(
         time_ns=cat([b.time_ns for b in batches]),
@@ -379,4 +407,6 @@ def concat_batches(batches: Sequence[LogBatch]) -> LogBatch:
         scope_attrs=concat_maps([b.scope_attrs for b in batches]),
         services=services,
         columns=columns,
+        tables=tables,
+        findings=[f for b in batches for f in b.findings],
     )
