@@ -176,7 +176,8 @@ def _decode_value(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:
-            return None
+            # as in the Collector, a present-but-empty section (``grpc:``) means "on, with defaults"
+            return decode(args[0], {}, path, errors) if dataclasses.is_dataclass(args[0]) else None
         return _decode_value(args[0], value, path, errors)
     if tp is Any:
         return value
@@ -267,8 +268,27 @@ class TelemetryConfig:
 
 
 @dataclass
+class QueueConfig:
+    # records accepted from receivers but not yet taken by the processors; above it
+    # receivers answer 429 / RESOURCE_EXHAUSTED so clients retry
+    max_records: int = 200_000
+    # the Retry-After given to clients when the queue is full
+    retry_after: Duration = Duration(1.0)
+
+    def validate(self) -> list[str]:
+        out = []
+        if self.max_records < 1:
+            out.append(f"max_records: must be >= 1, got {self.max_records}")
+        if self.retry_after <= 0:
+            out.append(f"retry_after: must be > 0, got {self.retry_after}s")
+        return out
+
+
+@dataclass
 class ServiceConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    # the bounded hand-off between receivers and each pipeline's processors
+    queue: QueueConfig = field(default_factory=QueueConfig)
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
 
 

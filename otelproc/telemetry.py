@@ -71,3 +71,47 @@ def setup_logging(level: str = "info", encoding: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(lvl)
     root.propagate = False
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (Prometheus text), ``/healthz`` (process alive) and ``/readyz``
+    (pipelines started) on ``address`` (host:port)."""
+
+    def __init__(self, telemetry: Telemetry, address: str, ready) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, ctype, code = telemetry.render(), "text/plain; version=0.0.4", 200
+                elif path == "/healthz":
+                    body, ctype, code = b'{"status":"ok"}', "application/json", 200
+                elif path == "/readyz":
+                    ok = bool(outer.ready())
+                    body = b'{"status":"ready"}' if ok else b'{"status":"not ready"}'
+                    ctype, code = "application/json", 200 if ok else 503
+                else:
+                    body, ctype, code = b"not found\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        host, _, port = address.rpartition(":")
+        self.ready = ready
+        self._server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
