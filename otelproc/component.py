@@ -22,6 +22,7 @@ from otelproc.batch import LogBatch
 
 
 class Kind(str, enum.Enum):
+    EXTENSION = "extensions"
     RECEIVER = "receivers"
     PROCESSOR = "processors"
     EXPORTER = "exporters"
@@ -83,6 +84,10 @@ class Processor(Component):
         self.next_consumer.consume(batch)
 
 
+class Extension(Component):
+    """Outside the data path: serves something next to the pipelines (e.g. a query endpoint)."""
+
+
 class Exporter(Component):
     """The end of a pipeline: writes batches somewhere."""
 
@@ -95,7 +100,7 @@ class Factory:
     """How to build one component type from its config.
 
     type:         the YAML key (``otlp``, ``batch``, ``clickhouse``...)
-    kind:         receivers / processors / exporters
+    kind:         extensions / receivers / processors / exporters
     config_class: a dataclass; its fields are the YAML keys, its defaults the defaults
     create:       (name, config, next_consumer or None, context) -> Component
     """
@@ -113,3 +118,4 @@ class Context:
 
     telemetry: Any = None  # otelproc.telemetry.Telemetry
     stores: Any = None     # otelproc.store.StoreRegistry: one store per distinct store config
+    config: Any = None     # the whole OtelprocConfig (extensions look up e.g. an exporter's store settings)

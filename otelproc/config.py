@@ -1,6 +1,7 @@
 """Collector-style YAML configuration: load, substitute ``${env:VAR}``, decode into typed
 dataclasses, validate, and report *every* problem with its key path.
 
+    extensions: {clickhouse_query: {...}}      (started with service::extensions)
     receivers:  {otlp: {protocols: {grpc: {endpoint: ...}, http: {endpoint: ...}}}}
     processors: {batch: {...}, patterns: {...}}
     exporters:  {clickhouse: {...}, otlphttp: {...}, debug: {...}}
@@ -286,6 +287,8 @@ class QueueConfig:
 
 @dataclass
 class ServiceConfig:
+    # extensions to run (ids configured under the top-level extensions:)
+    extensions: list[str] = field(default_factory=list)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # the bounded hand-off between receivers and each pipeline's processors
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -300,6 +303,7 @@ class OtelprocConfig:
     processors: dict[str, Any]
     exporters: dict[str, Any]
     service: ServiceConfig
+    extensions: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
 
@@ -332,13 +336,13 @@ def parse_config(text: str, source: str = "<string>") -> OtelprocConfig:
     raw = _substitute_env(raw, "", errors)
     for key in raw:
         if key not in _TOP_KEYS:
-            errors.append(f"{key}: unknown top-level key; valid keys: receivers, processors, exporters, service")
-        elif key in ("extensions", "connectors") and raw[key]:
+            errors.append(f"{key}: unknown top-level key; valid keys: extensions, receivers, processors, exporters, service")
+        elif key == "connectors" and raw[key]:
             errors.append(f"{key}: not supported by otelproc")
 
     registry = factories()
     sections: dict[str, dict[str, Any]] = {}
-    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER):
+    for kind in (Kind.EXTENSION, Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER):
         sections[kind.value] = {}
         comps = raw.get(kind.value) or {}
         if not isinstance(comps, dict):
@@ -356,6 +360,9 @@ def parse_config(text: str, source: str = "<string>") -> OtelprocConfig:
 
     service = decode(ServiceConfig, raw.get("service"), "service", errors)
     if service is not None:
+        for i, eid in enumerate(service.extensions):
+            if eid not in (raw.get("extensions") or {}):
+                errors.append(f"service::extensions[{i}]: {eid!r} is not configured under extensions:")
         if not service.pipelines:
             errors.append("service::pipelines: at least one pipeline is required (e.g. logs: {receivers: [otlp], exporters: [clickhouse]})")
         for pname, pipe in service.pipelines.items():
@@ -373,4 +380,5 @@ def parse_config(text: str, source: str = "<string>") -> OtelprocConfig:
     if errors:
         raise ConfigError(errors)
     return OtelprocConfig(receivers=sections["receivers"], processors=sections["processors"],
-                          exporters=sections["exporters"], service=service, source=source)
+                          exporters=sections["exporters"], service=service, extensions=sections["extensions"],
+                          source=source)

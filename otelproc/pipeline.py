@@ -9,8 +9,9 @@ per pipeline runs the processors in order, so processors see one batch at a
 time and need no locks. A ``batch`` processor hands merged batches to the
 exporters on a thread of its own, so mining overlaps with the ClickHouse insert.
 
-Start order: exporters, processors, queues, receivers. Shutdown is the reverse:
-receivers stop accepting, queues drain, processors flush, exporters close.
+Start order: extensions, exporters, processors, queues, receivers. Shutdown is the
+reverse: receivers stop accepting, queues drain, processors flush, exporters close,
+extensions stop.
 """
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ class Service:
         self.telemetry = telemetry or Telemetry()
         from otelproc.store import StoreRegistry
 
-        self.context = Context(telemetry=self.telemetry, stores=StoreRegistry())
+        self.context = Context(telemetry=self.telemetry, stores=StoreRegistry(), config=config)
+        self.extensions: dict[str, Component] = {}
         self.receivers: dict[str, Component] = {}
         self.exporters: dict[str, Component] = {}
         self.processors: dict[str, list[Component]] = {}   # pipeline -> processors in order
@@ -153,6 +155,8 @@ class Service:
         return fac.create(cid, cfg, next_consumer, self.context)
 
     def _build(self) -> None:
+        for xid in self.config.service.extensions:
+            self.extensions[xid] = self._create(Kind.EXTENSION, xid, None)
         feeds: dict[str, list[Consumer]] = {}
         for pname, pipe in self.config.service.pipelines.items():
             for eid in pipe.exporters:
@@ -191,7 +195,7 @@ class Service:
                  len(self.receivers), len(self.queues), len(self.exporters))
 
     def _start_order(self) -> list[Component]:
-        order: list[Component] = list(self.exporters.values())
+        order: list[Component] = list(self.extensions.values()) + list(self.exporters.values())
         for pname, procs in self.processors.items():
             order += list(reversed(procs))
             order.append(self.queues[pname])
@@ -208,6 +212,8 @@ class Service:
                 for proc in self.processors[pname]:
                     _safe_shutdown(proc)
             for comp in self.exporters.values():
+                _safe_shutdown(comp)
+            for comp in self.extensions.values():
                 _safe_shutdown(comp)
             self.context.stores.close_all()
             if self._started:
