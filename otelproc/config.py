@@ -159,7 +159,10 @@ def decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             errors.append(f"{sub}: unknown key{hint}; valid keys: {', '.join(sorted(fields))}")
             continue
-        kwargs[key] = _decode_value(hints[key], value, sub, errors)
+        before = len(errors)
+        decoded = _decode_value(hints[key], value, sub, errors)
+        if len(errors) == before:  # a bad value keeps the default, so validate() still sees sane types
+            kwargs[key] = decoded
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field without default was missing

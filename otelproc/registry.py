@@ -10,9 +10,13 @@ from otelproc.component import Factory, Kind
 COMPONENT_MODULES = (
     "otelproc.receivers.otlp",
     "otelproc.processors.batch",
+    "otelproc.processors.patterns",
+    "otelproc.processors.anomaly",
+    "otelproc.processors.alerting",
     "otelproc.exporters.clickhouse",
     "otelproc.exporters.otlphttp",
     "otelproc.exporters.debug",
+    "otelproc.extensions.query_endpoint",
 )
 
 

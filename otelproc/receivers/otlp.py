@@ -190,6 +190,9 @@ class OtlpReceiver(Receiver):
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        # Compile (or load from cache) the decoder before listening, so the first request
+        # does not wait seconds for the JIT.
+        decode_protobuf(b"")
         proto = self.config.protocols
         if proto.grpc is not None:
             self._start_grpc(proto.grpc)

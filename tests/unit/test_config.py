@@ -47,16 +47,16 @@ def test_minimal_config_decodes_into_typed_dataclasses():
 def test_env_substitution_with_defaults_and_types(monkeypatch):
     monkeypatch.setenv("OTP_SIZE", "321")
     monkeypatch.setenv("OTP_EP", "127.0.0.1:9999")
-    cfg = parse_config(MINIMAL.replace("send_batch_size: 100", "send_batch_size: ${env:OTP_SIZE}")
+    cfg = parse_config(MINIMAL.replace("send_batch_size: 100", "send_batch_size: '${env:OTP_SIZE}'")
                        .replace("http:\n", "http: {endpoint: '${env:OTP_EP}'}\n")
-                       .replace("timeout: 200ms", "timeout: ${env:OTP_UNSET:-3s}"))
+                       .replace("timeout: 200ms", "timeout: '${env:OTP_UNSET:-3s}'"))
     assert cfg.processors["batch"].send_batch_size == 321
     assert cfg.receivers["otlp"].protocols.http.endpoint == "127.0.0.1:9999"
     assert cfg.processors["batch"].timeout == 3.0
 
 
 def test_missing_env_var_is_reported_with_its_path():
-    errs = errors_of(MINIMAL.replace("send_batch_size: 100", "send_batch_size: ${env:OTP_DEFINITELY_UNSET}"))
+    errs = errors_of(MINIMAL.replace("send_batch_size: 100", "send_batch_size: '${env:OTP_DEFINITELY_UNSET}'"))
     assert any(e.startswith("processors::batch::send_batch_size: environment variable OTP_DEFINITELY_UNSET") for e in errs)
 
 

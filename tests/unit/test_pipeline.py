@@ -155,4 +155,5 @@ def _minimal_settings(ctype: str, tmp_path, chdb_path) -> dict:
         "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}},
         "otlphttp": {"endpoint": "http://127.0.0.1:1"},
         "clickhouse": {"endpoint": f"chdb://{chdb_path}"},
+        "clickhouse_query": {"endpoint": "127.0.0.1:0", "allow_anonymous": True},
     }.get(ctype, {})

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Throughput of the pattern kernel path vs Drain3 on Loghub-2k content replicated to >= 1M lines.
+
+    python benchmarks/pattern_throughput.py --data ../shared/data/loghub2k [--lines 1000000]
+        [--batch 100000] [--drain3-lines 200000] [--repeat 3]
+
+Content lines are cut from every system's raw log with formats.yaml (as pattern_accuracy.py does),
+cycled to --lines and shuffled (seed 42). Timed, single thread, after a JIT warm-up, median of
+--repeat runs, each with a fresh miner:
+  * learn        PatternMiner.learn per batch: tokenise + mask + hash + cache lookup + slow path for
+                 new keys + counts (what the processor needs to get pattern ids)
+  * learn+params the same plus parameter extraction (spans + gather), i.e. everything the patterns
+                 processor computes per line except Arrow/table building
+Drain3 (defaults, no masking, profiling off) runs on the first --drain3-lines lines of the same
+shuffled input. Peak memory is the process's max RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+
+from otelproc.batch import StringArray  # noqa: E402
+from otelproc.patterns import PatternMiner  # noqa: E402
+from pattern_accuracy import read_contents  # noqa: E402
+
+
+def load(data: Path, n: int) -> list[str]:
+    formats = yaml.safe_load((data / "formats.yaml").read_text())["systems"]
+    lines: list[str] = []
+    for s in sorted(formats):
+        if (data / s).is_dir():
+            lines += read_contents(data / s / formats[s]["log_file"], formats[s]["log_format"])
+    reps = -(-n // len(lines))
+    allv = (lines * reps)[:n]
+    rng = np.random.default_rng(42)
+    order = rng.permutation(len(allv))
+    return [allv[i] for i in order]
+
+
+def run(sa: StringArray, batch: int, params: bool) -> tuple[float, PatternMiner]:
+    m = PatternMiner()
+    n = len(sa)
+    svc = np.zeros(batch, dtype=np.int32)
+    slices = []
+    for a in range(0, n, batch):
+        b = min(n, a + batch)
+        slices.append((sa.buf[sa.off[a]:sa.off[b]], sa.off[a:b + 1] - sa.off[a], svc[:b - a]))
+    t0 = time.perf_counter()
+    for buf, off, s in slices:
+        res = m.learn(buf, off, s, ["bench"])
+        if params:
+            m.params(buf, off, res.genmask)
+    return time.perf_counter() - t0, m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=100_000)
+    ap.add_argument("--drain3-lines", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    lines = load(Path(args.data), args.lines)
+    sa = StringArray.from_pylist(lines)
+    print(f"input: {len(sa):,} lines, {len(sa.buf) / len(sa):.1f} B/line, {len(set(lines[:200000])):,} distinct in first 200k")
+    run(StringArray.from_pylist(lines[:5000]), 1000, True)  # JIT warm-up (or cache load)
+
+    results = {}
+    for name, params in (("learn", False), ("learn+params", True)):
+        times = []
+        for _ in range(args.repeat):
+            dt, m = run(sa, args.batch, params)
+            times.append(dt)
+        med = float(np.median(times))
+        results[name] = len(sa) / med
+        print(f"ours {name:<13} {len(sa) / med / 1e6:6.2f} M lines/s  (median {med:.3f} s of {args.repeat}; "
+              f"{m.pattern_count} patterns)")
+
+    from drain3 import TemplateMiner
+    from drain3.template_miner_config import TemplateMinerConfig
+
+    cfg = TemplateMinerConfig()
+    cfg.profiling_enabled = False
+    tm = TemplateMiner(config=cfg)
+    sub = lines[:args.drain3_lines]
+    t0 = time.perf_counter()
+    for ln in sub:
+        tm.add_log_message(ln)
+    dt = time.perf_counter() - t0
+    d3 = len(sub) / dt
+    print(f"drain3             {d3 / 1e6:6.3f} M lines/s  ({len(sub):,} lines in {dt:.2f} s; {len(tm.drain.clusters)} clusters)")
+    for name, v in results.items():
+        print(f"ratio {name:<12} {v / d3:6.1f}x drain3")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

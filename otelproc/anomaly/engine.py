@@ -1,0 +1,495 @@
+"""The anomaly engine: series per event-time bucket -> detectors -> anomalies, bands, findings.
+
+One :class:`AnomalyEngine` per ``anomaly`` processor. ``ingest()`` takes the
+arrays of one batch (no LogBatch: the processor unpacks it), files every point
+into the open buckets of each resolution, closes the buckets the watermark
+has passed and runs the detectors over the closed rows, all series at once.
+
+Series (per resolution):
+  counts     per (service, pattern) and per service total (pattern 0):
+             Anscombe transform 2*sqrt(c + 3/8) (Poisson noise -> ~unit variance),
+             robust seasonal baseline, DSPOT threshold on |z| (spike / drop),
+             CUSUM (level shift); at the coarsest resolution also presence
+             (new / rare / vanished pattern).
+  errors     per service: error count (severity >= 17) / total, binomial jump.
+  values     per (service, pattern, parameter position): durations in ms,
+             log(p50) per bucket -> robust baseline (value anomaly) and, at the
+             coarsest resolution, Theil-Sen creep (trend, time to threshold).
+
+Detection only ever looks at event time, so replaying a day in minutes gives
+the findings live traffic gave.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex
+from otelproc.findings import Finding, FindingKind, Severity
+from otelproc.kernels import detectors as det
+from otelproc.kernels import trend as trk
+from otelproc.kernels.series import aggregate_cells
+
+__all__ = ["EngineParams", "AnomalyEngine", "ANOMALY_COLUMNS", "SERIES_COLUMNS"]
+
+NS = 1_000_000_000
+ERROR_SEVERITY = 17  # OTLP SEVERITY_NUMBER_ERROR
+N_SLOTS = 24         # hour-of-day seasonal profile
+
+ANOMALY_COLUMNS = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
+                   "severity", "description", "resolution_s", "series", "template")
+SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower",
+                  "upper", "score")
+
+
+@dataclass
+class EngineParams:
+    """Detector settings (see the processor Config for the YAML keys and their meaning)."""
+
+    resolutions_s: tuple = (10.0, 60.0)
+    allowed_lateness_s: float = 30.0
+    max_gap_s: float = 3600.0
+    warmup_s: float = 1800.0
+    cooldown_s: float = 900.0
+    alpha: float = 0.05
+    beta: float = 0.02
+    season_gamma: float = 0.1
+    spot_q: float = 1e-4
+    spot_init: float = 3.0
+    min_z: float = 5.0
+    min_count_change: float = 10.0
+    min_ratio: float = 2.0
+    cusum_k: float = 1.0
+    cusum_h: float = 15.0
+    error_z: float = 6.0
+    error_min_jump: float = 0.05
+    error_min_total: float = 10.0
+    error_min_count: float = 5.0
+    value_z: float = 6.0
+    value_min_ratio: float = 1.5
+    trend_rate: float = 0.02
+    trend_window_s: float = 3600.0
+    trend_min_t: float = 3.5
+    trend_forecast_ratio: float = 2.0
+    vanish_factor: float = 5.0
+    vanish_min_s: float = 180.0
+    steady_min: int = 10
+    band_sigmas: float = 3.0
+    series_table: bool = True
+
+
+@dataclass
+class _ResolutionState:
+    window: BucketWindow
+    step_s: float
+    coarsest: bool
+    count_base: det.BaselineState
+    count_spot: det.SpotState
+    cusum_up: np.ndarray
+    cusum_down: np.ndarray
+    err_ew_err: np.ndarray
+    err_ew_tot: np.ndarray
+    err_n: np.ndarray
+    value_base: det.BaselineState
+    value_spot: det.SpotState
+    presence: det.PresenceState
+    trend: trk.TrendState
+    origin_bucket: int = -1
+
+
+def _grow1(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    return a if len(a) >= n else np.concatenate([a, np.full(n - len(a), fill, dtype=a.dtype)])
+
+
+@dataclass
+class Output:
+    anomalies: dict = field(default_factory=lambda: {c: [] for c in ANOMALY_COLUMNS})
+    series: dict = field(default_factory=lambda: {c: [] for c in SERIES_COLUMNS})
+    findings: list = field(default_factory=list)
+    # (service code, pattern id, from time ns, score) for flagging log rows
+    flagged: list = field(default_factory=list)
+
+
+class AnomalyEngine:
+    """Event-time series and detectors for every (service, pattern, parameter)."""
+
+    STATE_VERSION = 1
+
+    def __init__(self, params: EngineParams | None = None) -> None:
+        self.p = params or EngineParams()
+        self.services: list[str] = []
+        self._service_code: dict[str, int] = {}
+        self.counts = SeriesIndex()   # (service, pattern) and (service, 0) totals
+        self.values = SeriesIndex()   # (service, pattern, ordinal)
+        self.service_ids = SeriesIndex()  # (service) for error ratio
+        self.templates: dict[int, str] = {}
+        self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
+        self.last_fired: dict[tuple, int] = {}
+        coarsest = max(self.p.resolutions_s)
+        self.res: list[_ResolutionState] = []
+        for r in self.p.resolutions_s:
+            width = int(round(r * NS))
+            max_rows = max(1, int(self.p.max_gap_s // r))
+            w = max(4, min(64, int(round(self.p.trend_window_s / r))))
+            self.res.append(_ResolutionState(
+                window=BucketWindow(width, int(self.p.allowed_lateness_s * NS), max_rows), step_s=r,
+                coarsest=(r == coarsest),
+                count_base=det.BaselineState(0, N_SLOTS), count_spot=det.SpotState(0, 64),
+                cusum_up=np.zeros(0), cusum_down=np.zeros(0),
+                err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
+                value_base=det.BaselineState(0, N_SLOTS), value_spot=det.SpotState(0, 64),
+                presence=det.PresenceState(0), trend=trk.TrendState(0, w)))
+        self.late_points = 0
+
+    # ----------------------------------------------------------------- ingest
+
+    def service_codes(self, names: list[str]) -> np.ndarray:
+        """Global code per batch-local service name (int64[len(names)])."""
+        out = np.empty(len(names), dtype=np.int64)
+        for i, s in enumerate(names):
+            code = self._service_code.get(s)
+            if code is None:
+                code = self._service_code[s] = len(self.services)
+                self.services.append(s)
+            out[i] = code
+        return out
+
+    def ingest(self, event_ns: np.ndarray, service: np.ndarray, pattern: np.ndarray, severity: np.ndarray,
+               value_line: np.ndarray, value_ordinal: np.ndarray, value_ms: np.ndarray) -> Output:
+        """File one batch and run detectors on every bucket that closes.
+
+        event_ns int64[n], service int64[n] (global codes), pattern uint64[n], severity uint8[n];
+        value_line int64[m] (row of each duration), value_ordinal int64[m], value_ms float64[m].
+        """
+        n = len(event_ns)
+        zeros = np.zeros(n, dtype=np.uint64)
+        cid = self.counts.lookup(service, pattern, np.full(n, -1, dtype=np.int64))
+        tid = self.counts.lookup(service, zeros, np.full(n, -1, dtype=np.int64))
+        sid = self.service_ids.lookup(service, zeros, np.full(n, -2, dtype=np.int64))
+        vid = self.values.lookup(service[value_line], pattern[value_line], value_ordinal.astype(np.int64))
+        self.pattern_severity = _grow1(self.pattern_severity, len(self.counts))
+        if n:
+            np.maximum.at(self.pattern_severity, cid, severity.astype(np.int64))
+        is_err = (severity >= ERROR_SEVERITY).astype(np.float64)
+        out = Output()
+        for rs in self.res:
+            self._grow(rs)
+            ok = rs.window.accept_mask(event_ns)
+            bucket = event_ns // rs.window.width_ns
+            okv = ok[value_line]
+            # lines without a pattern (pattern 0) count only towards their service total
+            okp = ok & (pattern != 0)
+            rs.window.add("count", np.concatenate([bucket[okp], bucket[ok]]), np.concatenate([cid[okp], tid[ok]]),
+                          np.full(int(okp.sum()) + int(ok.sum()), np.nan))
+            rs.window.add("svc", bucket[ok], sid[ok], is_err[ok])
+            rs.window.add("value", bucket[value_line][okv], vid[okv], value_ms[okv])
+            if rs.origin_bucket < 0 and rs.window.next_bucket >= 0:
+                rs.origin_bucket = rs.window.next_bucket
+            self._close(rs, out)
+        self.late_points = sum(rs.window.late for rs in self.res)
+        return out
+
+    def _grow(self, rs: _ResolutionState) -> None:
+        nc, ns_, nv = len(self.counts), len(self.service_ids), len(self.values)
+        rs.count_base.grow(nc)
+        rs.count_spot.grow(nc)
+        rs.presence.grow(nc)
+        rs.cusum_up = _grow1(rs.cusum_up, nc, 0.0)
+        rs.cusum_down = _grow1(rs.cusum_down, nc, 0.0)
+        rs.err_ew_err = _grow1(rs.err_ew_err, ns_, 0.0)
+        rs.err_ew_tot = _grow1(rs.err_ew_tot, ns_, 0.0)
+        rs.err_n = _grow1(rs.err_n, ns_, 0)
+        rs.value_base.grow(nv)
+        rs.value_spot.grow(nv)
+        rs.trend.grow(nv)
+
+    def _close(self, rs: _ResolutionState, out: Output) -> None:
+        w = rs.window
+        stop = w.closable_until()
+        after_gap = False
+        while w.next_bucket >= 0 and w.next_bucket < stop:
+            start = w.next_bucket
+            end = min(stop, start + w.max_rows)
+            pts = w.take(start, end)
+            has_points = any(len(v[0]) for v in pts.values())
+            if not has_points and end - start >= w.max_rows:
+                # a silence longer than max_gap: skip it; continuity-based state restarts
+                nxt = w.pending_min_bucket()
+                w.next_bucket = stop if nxt < 0 else max(end, min(stop, nxt))
+                after_gap = True
+                continue
+            B = end - start
+            cb = ClosedBuckets(first_bucket=start, n_rows=B, width_ns=w.width_ns,
+                               counts=aggregate_cells(*pts["count"], B, len(self.counts), quantiles=False)["count"],
+                               service_totals=None, service_errors=None, values={}, after_gap=after_gap)
+            sv = aggregate_cells(*pts["svc"], B, len(self.service_ids), quantiles=False)
+            cb.service_totals, cb.service_errors = sv["count"], sv["sum"]
+            cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
+            w.next_bucket = end
+            self._detect(rs, cb, out)
+            after_gap = False
+
+    # ----------------------------------------------------------------- detection
+
+    def _detect(self, rs: _ResolutionState, cb: ClosedBuckets, out: Output) -> None:
+        p = self.p
+        B = cb.n_rows
+        bucket_ns = (cb.first_bucket + np.arange(B, dtype=np.int64)) * cb.width_ns
+        slot = (bucket_ns // (3600 * NS)) % N_SLOTS
+        step0 = cb.first_bucket - rs.origin_bucket
+        warm_steps = int(p.warmup_s / rs.step_s)
+        warmup_pts = max(10, warm_steps)
+        if cb.after_gap:
+            rs.trend.window[:] = np.nan
+        res_s = rs.step_s
+
+        # ---- counts: spike / drop / level shift
+        c = cb.counts
+        x = 2.0 * np.sqrt(c + 0.375)
+        # a series does not exist before its first point: no zeros before birth
+        if len(self.counts):
+            born = rs.count_base.n > 0
+            first_row = np.argmax(c > 0, axis=0)
+            any_pt = (c > 0).any(axis=0)
+            unborn_rows = np.arange(B)[:, None] < np.where(born, 0, np.where(any_pt, first_row, B))[None, :]
+            x = np.where(unborn_rows, np.nan, x)
+        exp_t, scale_t, z = det.robust_baseline(x, slot, rs.count_base, alpha=p.alpha, gamma=p.season_gamma,
+                                                beta=p.beta, huber_c=3.0, min_scale=1.0, warmup=warmup_pts,
+                                                season_warmup=int(86400 / res_s), relevel_after=0)
+        thr, tail = det.spot_threshold(np.abs(z), rs.count_spot, init_threshold=p.spot_init, q=p.spot_q,
+                                       fallback=max(p.min_z, 6.0))
+        expected = np.maximum((exp_t / 2.0) ** 2 - 0.375, 0.0)
+        lower = np.maximum(((exp_t - p.band_sigmas * scale_t) / 2.0) ** 2 - 0.375, 0.0)
+        lower = np.where(exp_t - p.band_sigmas * scale_t <= 0, 0.0, lower)
+        upper = ((exp_t + p.band_sigmas * scale_t) / 2.0) ** 2 - 0.375
+        score = det.spot_score01(tail, p.spot_q)
+        with np.errstate(invalid="ignore"):
+            big = (np.abs(z) >= np.maximum(thr, p.min_z)) & (np.abs(c - expected) >= p.min_count_change)
+            spike = big & (z > 0) & (c >= p.min_ratio * expected)
+            drop = big & (z < 0) & (c * p.min_ratio <= expected)
+        _, alarm = det.cusum(np.nan_to_num(z), rs.cusum_up, rs.cusum_down, k=p.cusum_k, h=p.cusum_h)
+        with np.errstate(invalid="ignore"):
+            shift = (alarm != 0) & ~spike & ~drop & (np.abs(c - expected) >= p.min_count_change) & \
+                ((c >= 1.5 * expected) | (c * 1.5 <= expected))
+        self._emit(out, rs, bucket_ns, spike, FindingKind.SPIKE, "counts", c, expected, lower, upper, score)
+        self._emit(out, rs, bucket_ns, drop, FindingKind.DROP, "counts", c, expected, lower, upper, score)
+        self._emit(out, rs, bucket_ns, shift, FindingKind.LEVEL_SHIFT, "counts", c, expected, lower, upper,
+                   np.maximum(score, 0.5))
+
+        if rs.coarsest:
+            pattern_cols = self.counts.pattern != 0
+            ev = det.presence(np.where(pattern_cols[None, :], c, 0.0), step0, rs.presence,
+                              warmup_steps=warm_steps, steady_min=p.steady_min, max_gap=10.0,
+                              vanish_factor=p.vanish_factor, vanish_min=max(2, int(p.vanish_min_s / res_s)))
+            for kind, code in ((FindingKind.NEW_PATTERN, det.EVENT_NEW), (FindingKind.VANISHED_PATTERN,
+                               det.EVENT_VANISHED), (FindingKind.RARE_PATTERN, det.EVENT_RARE)):
+                mask = (ev == code) & pattern_cols[None, :]
+                sc = np.full(c.shape, 0.9 if code != det.EVENT_RARE else 0.6)
+                self._emit(out, rs, bucket_ns, mask, kind, "counts", c, expected, lower, upper, sc)
+
+        # ---- error ratio per service
+        if len(self.service_ids):
+            tot = np.where(cb.service_totals > 0, cb.service_totals, np.nan)
+            zr, ratio, exp_r = det.error_ratio(cb.service_errors, tot, rs.err_ew_err, rs.err_ew_tot, rs.err_n,
+                                               alpha=p.alpha / 2, warmup=warmup_pts)
+            with np.errstate(invalid="ignore"):
+                jump = (zr >= p.error_z) & (ratio - exp_r >= p.error_min_jump) & (tot >= p.error_min_total) & \
+                    (cb.service_errors >= p.error_min_count)
+                sd = np.sqrt(np.maximum(exp_r * (1 - exp_r), 1e-6) / np.maximum(tot, 1))
+                sc = np.clip(0.5 + (zr - p.error_z) / (4 * p.error_z), 0, 1)
+            self._emit(out, rs, bucket_ns, jump, FindingKind.ERROR_RATIO, "error_ratio", ratio, exp_r,
+                       np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1), sc,
+                       index=self.service_ids)
+            if p.series_table and rs.coarsest:
+                self._series_rows(out, bucket_ns, self.service_ids, "error_ratio", res_s, ratio, exp_r,
+                                  np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1),
+                                  sc)
+
+        # ---- numeric parameters (durations): value anomaly + creep
+        if len(self.values):
+            p50 = cb.values["p50"]
+            lv = np.log(np.where(p50 > 0, p50, np.nan))
+            e_l, s_l, zl = det.robust_baseline(lv, slot, rs.value_base, alpha=p.alpha, gamma=p.season_gamma,
+                                               beta=p.beta, huber_c=3.0, min_scale=0.01, warmup=warmup_pts,
+                                               season_warmup=int(86400 / res_s), relevel_after=0)
+            thr_v, tail_v = det.spot_threshold(np.abs(zl), rs.value_spot, init_threshold=p.spot_init, q=p.spot_q,
+                                               fallback=max(p.value_z, 6.0))
+            exp_v = np.exp(e_l)
+            lo_v = np.exp(e_l - p.band_sigmas * s_l)
+            hi_v = np.exp(e_l + p.band_sigmas * s_l)
+            sc_v = det.spot_score01(tail_v, p.spot_q)
+            with np.errstate(invalid="ignore"):
+                va = (np.abs(zl) >= np.maximum(thr_v, p.value_z)) & \
+                     ((p50 >= p.value_min_ratio * exp_v) | (p50 * p.value_min_ratio <= exp_v))
+            self._emit(out, rs, bucket_ns, va, FindingKind.VALUE_ANOMALY, "p50_ms", p50, exp_v, lo_v, hi_v, sc_v,
+                       index=self.values)
+            if rs.coarsest:
+                tr = trk.trend(p50, cb.first_bucket, rs.trend, steps_per_hour=3600.0 / res_s, rate=p.trend_rate,
+                               min_t=p.trend_min_t, ratio=p.trend_forecast_ratio)
+                sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
+                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50_ms", p50, tr["level"],
+                           lo_v, hi_v, sc_t, index=self.values, trend=tr)
+                if p.series_table:
+                    self._series_rows(out, bucket_ns, self.values, "p50_ms", res_s, p50, exp_v, lo_v, hi_v, sc_v)
+        if p.series_table and rs.coarsest and len(self.counts):
+            totals = np.flatnonzero(self.counts.pattern == 0)
+            self._series_rows(out, bucket_ns, self.counts, "log_count", res_s, c[:, totals], expected[:, totals],
+                              lower[:, totals], upper[:, totals], score[:, totals], cols=totals)
+
+    # ----------------------------------------------------------------- outputs
+
+    def _series_rows(self, out: Output, bucket_ns, index: SeriesIndex, name: str, res_s: float, obs, exp, lo, hi,
+                     score, cols=None) -> None:
+        cols = np.arange(obs.shape[1]) if cols is None else cols
+        B, S = obs.shape
+        has = ~np.isnan(obs)
+        r, k = np.nonzero(has)
+        if len(r) == 0:
+            return
+        sids = cols[k]
+        svc = np.asarray(self.services, dtype=object)[index.service[sids]]
+        ords = index.ordinal[sids]
+        names = np.array([name if o < 0 else f"{name}[{o}]" for o in ords], dtype=object) if (ords >= 0).any() \
+            else np.full(len(r), name, dtype=object)
+        s = out.series
+        s["time"].append(bucket_ns[r])
+        s["service"].append(svc)
+        s["pattern_id"].append(index.pattern[sids])
+        s["series"].append(names)
+        s["resolution_s"].append(np.full(len(r), res_s, dtype=np.float32))
+        for col, arr in (("observed", obs), ("expected", exp), ("lower", lo), ("upper", hi), ("score", score)):
+            s[col].append(np.asarray(arr[r, k], dtype=np.float64))
+
+    def _emit(self, out: Output, rs: _ResolutionState, bucket_ns, mask, kind: FindingKind, series: str, obs, exp,
+              lo, hi, score, index: SeriesIndex | None = None, trend: dict | None = None) -> None:
+        index = index or self.counts
+        rows, cols = np.nonzero(mask)
+        if len(rows) == 0:
+            return
+        order = np.lexsort((cols, rows))
+        cooldown = int(self.p.cooldown_s * NS)
+        for r, k in zip(rows[order].tolist(), cols[order].tolist()):
+            t = int(bucket_ns[r])
+            key = (kind.value, series, int(index.keys[k]))
+            last = self.last_fired.get(key)
+            if last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
+                continue
+            self.last_fired[key] = t
+            svc = self.services[int(index.service[k])]
+            pid = int(index.pattern[k])
+            o, e, l, u = (float(a[r, k]) for a in (obs, exp, lo, hi))
+            sc = float(np.nan_to_num(score[r, k], nan=0.5))
+            sev = Severity.WARNING
+            labels = {"resolution": f"{rs.step_s:g}s", "series": series}
+            if index is self.values:
+                labels["parameter"] = str(int(index.ordinal[k]))
+            desc = _describe(kind, svc, pid, o, e, rs.step_s, series)
+            if kind == FindingKind.TREND and trend is not None:
+                rate = float(trend["rate_per_hour"][r, k])
+                tth = float(trend["hours_to_threshold"][r, k])
+                labels["rate_per_hour"] = f"{rate:.4f}"
+                labels["hours_to_threshold"] = f"{tth:.2f}" if math.isfinite(tth) else "inf"
+                desc = (f"{svc}: {series} of pattern {pid:016x} param {int(index.ordinal[k])} creeps "
+                        f"{100 * rate:+.1f} %/h over the last {self.p.trend_window_s / 3600:g} h (now {o:.4g} ms)")
+                if math.isfinite(tth):
+                    desc += f"; {self.p.trend_forecast_ratio:g}x the start level in {tth:.1f} h at this rate"
+            if kind in (FindingKind.ERROR_RATIO,) or (kind == FindingKind.NEW_PATTERN and index is self.counts
+                                                      and self.pattern_severity[k] >= ERROR_SEVERITY):
+                sev = Severity.CRITICAL
+            if kind in (FindingKind.DROP, FindingKind.VANISHED_PATTERN) and pid == 0:
+                sev = Severity.CRITICAL
+            if kind == FindingKind.RARE_PATTERN:
+                sev = Severity.INFO
+            f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
+                        template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
+                        description=desc, labels=labels)
+            out.findings.append(f)
+            a = out.anomalies
+            for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
+                           ("observed", o), ("expected", e), ("lower", l), ("upper", u), ("severity", sev.value),
+                           ("description", desc), ("resolution_s", rs.step_s), ("series", series),
+                           ("template", f.template)):
+                a[col].append(v)
+            out.flagged.append((int(index.service[k]), pid, t, sc))
+
+    # ----------------------------------------------------------------- persistence
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every piece of state as named arrays (no pickles): see :mod:`otelproc.anomaly.persist`."""
+        st: dict[str, np.ndarray] = {
+            "version": np.array([self.STATE_VERSION], dtype=np.int64),
+            "resolutions_s": np.asarray(self.p.resolutions_s, dtype=np.float64),
+            "services": np.asarray(self.services, dtype=np.str_) if self.services else np.zeros(0, dtype="<U1"),
+            "pattern_severity": self.pattern_severity,
+            "template_ids": np.fromiter(self.templates.keys(), dtype=np.uint64, count=len(self.templates)),
+            "template_text": np.asarray(list(self.templates.values()), dtype=np.str_) if self.templates
+            else np.zeros(0, dtype="<U1"),
+        }
+        fired = list(self.last_fired.items())
+        st["fired.kind"] = np.asarray([k[0] for k, _ in fired], dtype=np.str_) if fired else np.zeros(0, "<U1")
+        st["fired.series"] = np.asarray([k[1] for k, _ in fired], dtype=np.str_) if fired else np.zeros(0, "<U1")
+        st["fired.key"] = np.asarray([k[2] for k, _ in fired], dtype=np.uint64)
+        st["fired.time"] = np.asarray([v for _, v in fired], dtype=np.int64)
+        st.update(self.counts.state("counts"))
+        st.update(self.values.state("values"))
+        st.update(self.service_ids.state("service_ids"))
+        for i, rs in enumerate(self.res):
+            pre = f"res{i}"
+            st.update(rs.window.state(f"{pre}.window"))
+            st[f"{pre}.origin"] = np.array([rs.origin_bucket], dtype=np.int64)
+            for name, obj in (("count_base", rs.count_base), ("count_spot", rs.count_spot),
+                              ("value_base", rs.value_base), ("value_spot", rs.value_spot),
+                              ("presence", rs.presence), ("trend", rs.trend)):
+                for f in obj.FIELDS:
+                    st[f"{pre}.{name}.{f}"] = getattr(obj, f)
+            for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
+                st[f"{pre}.{f}"] = getattr(rs, f)
+        return st
+
+    def load_state(self, st: dict[str, np.ndarray]) -> None:
+        version = int(st["version"][0])
+        if version != self.STATE_VERSION:
+            raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION})")
+        res = tuple(float(x) for x in st["resolutions_s"])
+        if res != tuple(float(x) for x in self.p.resolutions_s):
+            raise ValueError(f"anomaly state was written for resolutions {res}, configured {self.p.resolutions_s}")
+        self.services = [str(s) for s in st["services"]]
+        self._service_code = {s: i for i, s in enumerate(self.services)}
+        self.pattern_severity = st["pattern_severity"].astype(np.int64)
+        self.templates = {int(k): str(v) for k, v in zip(st["template_ids"], st["template_text"])}
+        self.last_fired = {(str(k), str(s), int(key)): int(t) for k, s, key, t in
+                           zip(st["fired.kind"], st["fired.series"], st["fired.key"], st["fired.time"])}
+        self.counts.load("counts", st)
+        self.values.load("values", st)
+        self.service_ids.load("service_ids", st)
+        for i, rs in enumerate(self.res):
+            pre = f"res{i}"
+            rs.window.load(f"{pre}.window", st)
+            rs.origin_bucket = int(st[f"{pre}.origin"][0])
+            for name, obj in (("count_base", rs.count_base), ("count_spot", rs.count_spot),
+                              ("value_base", rs.value_base), ("value_spot", rs.value_spot),
+                              ("presence", rs.presence), ("trend", rs.trend)):
+                for f in obj.FIELDS:
+                    setattr(obj, f, np.ascontiguousarray(st[f"{pre}.{name}.{f}"]).copy())
+            for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
+                setattr(rs, f, st[f"{pre}.{f}"].copy())
+
+
+def _describe(kind: FindingKind, svc: str, pid: int, obs: float, exp: float, step_s: float, series: str) -> str:
+    what = f"pattern {pid:016x}" if pid else "all logs"
+    if kind in (FindingKind.SPIKE, FindingKind.DROP, FindingKind.LEVEL_SHIFT):
+        verb = {"spike": "spiked to", "drop": "dropped to", "level_shift": "shifted to"}[kind.value]
+        return f"{svc}: {what} {verb} {obs:.0f} per {step_s:g}s (expected {exp:.1f})"
+    if kind == FindingKind.NEW_PATTERN:
+        return f"{svc}: new pattern {pid:016x} appeared ({obs:.0f} lines in {step_s:g}s)"
+    if kind == FindingKind.VANISHED_PATTERN:
+        return f"{svc}: steady {what} stopped (expected about {exp:.1f} per {step_s:g}s)"
+    if kind == FindingKind.RARE_PATTERN:
+        return f"{svc}: rare pattern {pid:016x} seen again"
+    if kind == FindingKind.ERROR_RATIO:
+        return f"{svc}: error ratio {100 * obs:.1f} % (expected {100 * exp:.1f} %)"
+    if kind == FindingKind.VALUE_ANOMALY:
+        return f"{svc}: {series} of {what} is {obs:.4g} ms (expected {exp:.4g} ms)"
+    return f"{svc}: {kind.value} on {what}"

@@ -1,0 +1,404 @@
+"""Tokenise + mask + hash log bodies, column-wise (Numba).
+
+Every body ``buf[off[i]:off[i+1]]`` is turned into its *masked key*: the
+whitespace tokens with variable segments replaced by ``<*>`` (rules in
+:mod:`otelproc.kernels.mask`), joined by single spaces, where a run of
+tokens that are entirely variable collapses into one ``<*>`` (so
+``at Sun Jul 24 02:38:22 2005`` and ``at 1122172702`` give the same key).
+The key is hashed with FNV-1a 64 seeded per service; the pattern miner
+caches key hash -> pattern, so most lines never leave this kernel.
+
+Internally a line is described by *pieces* ``(start, end, kind)`` into the
+body buffer: kind 0 literal bytes, 1 a variable (printed ``<*>``, its raw
+bytes are the parameter value), 2 a token separator (printed as one space).
+Hashing, printing the key and extracting parameters all walk the same
+pieces, so they cannot disagree.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from otelproc.kernels.mask import BYTE_CLASS, TIME_WORDS, _is_path_token, _is_var_segment
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+PIECE_LIT = 0
+PIECE_VAR = 1
+PIECE_SEP = 2
+VAR_TEXT = np.frombuffer(b"<*>", dtype=np.uint8).copy()
+
+
+@njit(cache=True, nogil=True)
+def _only_colon_comma(buf, s, e) -> bool:
+    for i in range(s, e):
+        if buf[i] != 58 and buf[i] != 44:
+            return False
+    return e > s
+
+
+@njit(cache=True, nogil=True)
+def _pieces(buf, s, e, cls, tw, ps, pe, pk) -> int:
+    """Split buf[s:e] into pieces written to ps/pe/pk (capacity >= 2*(e-s)+2). Returns the count."""
+    n = 0
+    prev_token_full_var = False
+    have_token = False
+    i = s
+    while i < e:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        ts = i
+        slashes = 0
+        while i < e and not (cls[buf[i]] & 1):
+            if buf[i] == 47:
+                slashes += 1
+            i += 1
+        te = i
+        if have_token:
+            ps[n] = ts
+            pe[n] = ts
+            pk[n] = 2
+            n += 1
+        token_first = n
+        # only tokens with a '/' can be paths or URLs: skip that scan for the rest
+        if slashes > 0 and _is_path_token(buf, ts, te):
+            ps[n] = ts
+            pe[n] = te
+            pk[n] = 1
+            n += 1
+        else:
+            j = ts
+            prev_delim = 0
+            while j < te:
+                b = buf[j]
+                if cls[b] & 2:
+                    # a delimiter byte: literal; merge with a preceding literal piece
+                    if n > token_first and pk[n - 1] == 0 and pe[n - 1] == j:
+                        pe[n - 1] = j + 1
+                    else:
+                        ps[n] = j
+                        pe[n] = j + 1
+                        pk[n] = 0
+                        n += 1
+                    prev_delim = b
+                    j += 1
+                    continue
+                ss = j
+                acc = 0
+                while j < te and not (cls[buf[j]] & 2):
+                    acc |= cls[buf[j]]
+                    j += 1
+                se = j
+                quoted = (prev_delim == 34 or prev_delim == 39) and se < te and buf[se] == prev_delim
+                # a digit decides at once; the other rules need the segment scan
+                var = (acc & 4) != 0 or _is_var_segment(buf, ss, se, cls, tw, prev_delim, quoted)
+                if var:
+                    # var ':' var, var '::' var and var ',' var (host:port, IPv6, a,b,c) collapse into one variable
+                    if (n - token_first >= 2 and pk[n - 1] == 0 and pk[n - 2] == 1 and pe[n - 1] == ss
+                            and _only_colon_comma(buf, ps[n - 1], pe[n - 1])):
+                        n -= 1
+                        pe[n - 1] = se
+                    else:
+                        ps[n] = ss
+                        pe[n] = se
+                        pk[n] = 1
+                        n += 1
+                else:
+                    if n > token_first and pk[n - 1] == 0 and pe[n - 1] == ss:
+                        pe[n - 1] = se
+                    else:
+                        ps[n] = ss
+                        pe[n] = se
+                        pk[n] = 0
+                        n += 1
+                prev_delim = 0
+        full_var = (n - token_first == 1) and pk[token_first] == 1
+        if full_var and prev_token_full_var:
+            # a run of wholly variable tokens is one variable (with its inner spaces):
+            # drop this token and its separator, extend the previous variable
+            n = token_first - 1
+            pe[n - 1] = te
+        have_token = True
+        prev_token_full_var = full_var
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _hash_pieces(buf, ps, pe, pk, n, seed):
+    h = seed
+    for p in range(n):
+        k = pk[p]
+        if k == 0:
+            for i in range(ps[p], pe[p]):
+                h = (h ^ np.uint64(buf[i])) * FNV_PRIME
+        elif k == 1:
+            h = (h ^ np.uint64(60)) * FNV_PRIME
+            h = (h ^ np.uint64(42)) * FNV_PRIME
+            h = (h ^ np.uint64(62)) * FNV_PRIME
+        else:
+            h = (h ^ np.uint64(32)) * FNV_PRIME
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _max_len(off):
+    m = 0
+    for i in range(len(off) - 1):
+        d = off[i + 1] - off[i]
+        if d > m:
+            m = d
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _key_hashes(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
+    n = len(off) - 1
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    for r in range(n):
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        out_hash[r] = _hash_pieces(buf, ps, pe, pk, m, service_seed[service_index[r]])
+        t = 1 if m > 0 else 0
+        for p in range(m):
+            if pk[p] == 2:
+                t += 1
+        out_ntok[r] = t
+
+
+def key_hashes(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray,
+               service_seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masked-key hash and key token count of every body.
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes]
+        Body bytes (UTF-8 or anything: bytes >= 0x80 are ordinary literal bytes).
+    off : int64[n + 1]
+        Body i is ``buf[off[i]:off[i+1]]``.
+    service_index : int32[n]
+        Service of each body, an index into ``service_seed``.
+    service_seed : uint64[s]
+        FNV start value per service (so equal keys of two services never collide).
+
+    Returns
+    -------
+    hashes : uint64[n]
+        FNV-1a 64 of the masked key text, seeded with the service's seed.
+    ntok : int32[n]
+        Number of key tokens (0 for an empty / all-whitespace body).
+    """
+    _check(buf, off)
+    service_index = np.ascontiguousarray(service_index, dtype=np.int32)
+    service_seed = np.ascontiguousarray(service_seed, dtype=np.uint64)
+    n = len(off) - 1
+    if len(service_index) != n:
+        raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
+    if n and (service_index.min() < 0 or service_index.max() >= len(service_seed)):
+        raise ValueError("service_index out of range of service_seed")
+    out_hash = np.empty(n, dtype=np.uint64)
+    out_ntok = np.empty(n, dtype=np.int32)
+    _key_hashes(buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS, out_hash, out_ntok)
+    return out_hash, out_ntok
+
+
+@njit(cache=True, nogil=True)
+def _masked_text(buf, off, rows, cls, tw, var_text, out_off, out_buf, write):
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    pos = 0
+    for q in range(len(rows)):
+        r = rows[q]
+        out_off[q] = pos
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        for p in range(m):
+            k = pk[p]
+            if k == 0:
+                L = pe[p] - ps[p]
+                if write:
+                    out_buf[pos:pos + L] = buf[ps[p]:pe[p]]
+                pos += L
+            elif k == 1:
+                if write:
+                    out_buf[pos:pos + 3] = var_text
+                pos += 3
+            else:
+                if write:
+                    out_buf[pos] = 32
+                pos += 1
+    out_off[len(rows)] = pos
+    return pos
+
+
+def masked_text(buf: np.ndarray, off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The masked key text of the bodies at ``rows`` (the miner's slow path; tests).
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes], off : int64[n + 1]
+        The bodies.
+    rows : int64[m]
+        Which bodies.
+
+    Returns
+    -------
+    text_buf : uint8[bytes], text_off : int64[m + 1]
+        Key i is ``text_buf[text_off[i]:text_off[i+1]]`` (ASCII ``<*>`` and single spaces,
+        literal bytes copied unchanged).
+    """
+    _check(buf, off)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(off) - 1):
+        raise ValueError("rows out of range")
+    out_off = np.empty(len(rows) + 1, dtype=np.int64)
+    total = _masked_text(buf, off, rows, BYTE_CLASS, TIME_WORDS, VAR_TEXT, out_off, np.empty(0, np.uint8), False)
+    out_buf = np.empty(total, dtype=np.uint8)
+    _masked_text(buf, off, rows, BYTE_CLASS, TIME_WORDS, VAR_TEXT, out_off, out_buf, True)
+    return out_buf, out_off
+
+
+@njit(cache=True, nogil=True)
+def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
+    """Parameter spans per line: each variable piece, or a whole key token when its bit is set in genmask."""
+    n = len(off) - 1
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    q = 0
+    for r in range(n):
+        if not count_only:
+            q = count_off[r]
+        else:
+            count_off[r] = q
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        g = genmask[r]
+        tok = 0
+        p = 0
+        while p < m:
+            # one key token: pieces p..t-1
+            t = p
+            while t < m and pk[t] != 2:
+                t += 1
+            whole = tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0
+            if whole and t > p:
+                if not count_only:
+                    pstart[q] = ps[p]
+                    pend[q] = pe[t - 1]
+                q += 1
+            else:
+                for k in range(p, t):
+                    if pk[k] == 1:
+                        if not count_only:
+                            pstart[q] = ps[k]
+                            pend[q] = pe[k]
+                        q += 1
+            tok += 1
+            p = t + 1
+    if count_only:
+        count_off[n] = q
+    return q
+
+
+def param_spans(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Byte spans of the template parameters of every body.
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes], off : int64[n + 1]
+        The bodies.
+    genmask : uint64[n]
+        Bit j set: key token j is ``<*>`` in the line's pattern template although the
+        masker kept it (the pattern generalised it), so the whole token is a parameter.
+
+    Returns
+    -------
+    param_off : int64[n + 1]
+        Parameters of line i are entries ``param_off[i]:param_off[i+1]``.
+    start, end : int64[p]
+        Byte span of each parameter value in ``buf``.
+    """
+    _check(buf, off)
+    genmask = np.ascontiguousarray(genmask, dtype=np.uint64)
+    if len(genmask) != len(off) - 1:
+        raise ValueError(f"genmask has {len(genmask)} rows, expected {len(off) - 1}")
+    count_off = np.empty(len(off), dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
+    total = _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, empty, empty, True)
+    start = np.empty(total, dtype=np.int64)
+    end = np.empty(total, dtype=np.int64)
+    _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, start, end, False)
+    return count_off, start, end
+
+
+@njit(cache=True, nogil=True)
+def _gather(buf, start, end, out_off, out_buf):
+    pos = 0
+    out_off[0] = 0
+    for i in range(len(start)):
+        L = end[i] - start[i]
+        out_buf[pos:pos + L] = buf[start[i]:end[i]]
+        pos += L
+        out_off[i + 1] = pos
+
+
+def gather_spans(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copy byte spans into one contiguous StringArray-style (buf uint8, off int64[m+1])."""
+    start = np.ascontiguousarray(start, dtype=np.int64)
+    end = np.ascontiguousarray(end, dtype=np.int64)
+    out_off = np.empty(len(start) + 1, dtype=np.int64)
+    out_buf = np.empty(int((end - start).sum()) if len(start) else 0, dtype=np.uint8)
+    _gather(buf, start, end, out_off, out_buf)
+    return out_buf, out_off
+
+
+def _check(buf: np.ndarray, off: np.ndarray) -> None:
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.ndim != 1:
+        raise TypeError(f"buf must be a 1-d uint8 array, got {getattr(buf, 'dtype', type(buf))}; use .astype(np.uint8)")
+    if not isinstance(off, np.ndarray) or off.dtype != np.int64 or off.ndim != 1:
+        raise TypeError(f"off must be a 1-d int64 array, got {getattr(off, 'dtype', type(off))}; use .astype(np.int64)")
+    if len(off) == 0:
+        raise ValueError("off must have n + 1 >= 1 entries")
+    if len(off) > 1 and (off[0] < 0 or off[-1] > len(buf) or np.any(np.diff(off) < 0)):
+        raise ValueError("off must be non-decreasing and within buf")
+
+
+@njit(cache=True, nogil=True)
+def _gather_terminated(buf, start, end, param_off, terminator, out_buf, out_off):
+    pos = 0
+    n = len(param_off) - 1
+    for r in range(n):
+        out_off[r] = pos
+        for q in range(param_off[r], param_off[r + 1]):
+            L = end[q] - start[q]
+            out_buf[pos:pos + L] = buf[start[q]:end[q]]
+            pos += L
+            out_buf[pos] = terminator
+            pos += 1
+    out_off[n] = pos
+
+
+def gather_params_terminated(buf: np.ndarray, param_off: np.ndarray, start: np.ndarray, end: np.ndarray,
+                             terminator: int = 0x1F) -> tuple[np.ndarray, np.ndarray]:
+    """One string per line holding its parameters, each followed by ``terminator``
+    (the ``pattern_params`` layout of otelproc.store.arrow).
+
+    Returns (uint8 buf, int64 off[n + 1]). A terminator byte inside a value becomes a space.
+    """
+    n = len(param_off) - 1
+    total = int((end - start).sum()) + len(start)
+    out_buf = np.empty(total, dtype=np.uint8)
+    out_off = np.empty(n + 1, dtype=np.int64)
+    _gather_terminated(buf, start, end, param_off, np.uint8(terminator), out_buf, out_off)
+    # values cannot contain the terminator: replace any that came from the body by a space
+    inner = np.ones(total, dtype=bool)
+    if len(start):
+        ends_at = np.cumsum((end - start) + 1) - 1
+        inner[ends_at] = False
+    out_buf[inner & (out_buf == terminator)] = 32
+    return out_buf, out_off

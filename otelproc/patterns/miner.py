@@ -1,0 +1,418 @@
+"""Streaming pattern miner: masked-key cache in front of a Drain-like similarity merge.
+
+Per batch (:meth:`PatternMiner.learn`):
+
+1. ``key_hashes`` (Numba) tokenises and masks every body and hashes its masked key,
+   seeded per service.
+2. ``KeyTable.lookup`` (Numba) maps known keys to their pattern slot. Nearly every line
+   stops here.
+3. Slow path, once per *distinct new key* (never per line): the key's tokens are compared
+   with the patterns of the same service and token count. A pattern whose literal tokens
+   all equal the key's takes it; otherwise the most similar one (share of positions with
+   equal tokens among positions where both are literal, Drain's measure) takes it if the
+   share is >= ``similarity``, turning the differing positions into ``<*>`` (the pattern
+   *generalises*); the first tokens must agree unless one is ``<*>``. Else the key starts
+   a new pattern.
+
+Ids: ``pattern_id = blake2b-64(service NUL template)``, so the same template gets the same
+id on every instance and after restarts. When a pattern generalises, its new template gets
+a new id and the old id is kept in ``aliases`` (history stays joinable).
+
+Memory: at most ``max_patterns_per_service`` patterns per service. When a service is full,
+the least recently seen patterns (ties: lowest count) are evicted, 1/16 of the cap at once so
+the cache rebuild is amortised. An evicted pattern that returns gets its old id back (ids
+derive from templates). The key cache holds at most ``max_keys`` keys; past that it is
+cleared and refills (it is only a cache: a key's pattern is found again by step 3).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from otelproc.batch import StringArray
+from otelproc.kernels.cluster import KeyTable
+from otelproc.kernels.tokenize import FNV_OFFSET, key_hashes, masked_text, param_spans, gather_spans
+
+log = logging.getLogger("otelproc.patterns")
+
+VAR = "<*>"
+STATE_FORMAT = "otelproc-patterns"
+STATE_VERSION = 1
+STATE_FILE = "patterns_state.npz"
+
+DEFAULT_SIMILARITY = 0.7
+DEFAULT_MAX_PATTERNS_PER_SERVICE = 5000
+DEFAULT_MAX_KEYS = 1_000_000
+
+
+class ChangeType:
+    """What learning a new key did (closed set, as in Drain3)."""
+
+    NONE = "none"
+    CREATED = "pattern_created"
+    GENERALISED = "pattern_generalised"
+
+
+def pattern_id(service: str, template: str) -> int:
+    """Stable 64-bit id of (service, template): blake2b-64, never 0."""
+    d = hashlib.blake2b(service.encode("utf-8", "surrogateescape") + b"\x00"
+                        + template.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    v = int.from_bytes(d, "little")
+    return v or 1
+
+
+def service_seed(service: str) -> int:
+    """FNV seed of a service's key hashes (stable across runs)."""
+    d = hashlib.blake2b(b"svc\x00" + service.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(d, "little") ^ int(FNV_OFFSET)
+
+
+@dataclass
+class PatternChange:
+    slot: int
+    kind: str              # ChangeType.CREATED or GENERALISED
+    old_id: int            # 0 for CREATED
+
+
+@dataclass
+class LearnResult:
+    slot: np.ndarray       # int32[n]   pattern slot of each line
+    genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see param_spans)
+    changes: list[PatternChange]
+
+
+class PatternMiner:
+    """Online template miner with per-service patterns, stable ids, bounded memory and persistence."""
+
+    def __init__(self, similarity: float = DEFAULT_SIMILARITY,
+                 max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
+                 max_keys: int = DEFAULT_MAX_KEYS):
+        if not 0.0 < similarity <= 1.0:
+            raise ValueError(f"similarity must be in (0, 1], got {similarity}")
+        if max_patterns_per_service < 1:
+            raise ValueError(f"max_patterns_per_service must be >= 1, got {max_patterns_per_service}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.similarity = float(similarity)
+        self.max_patterns_per_service = int(max_patterns_per_service)
+        self.max_keys = int(max_keys)
+        self.services: list[str] = []
+        self._service_code: dict[str, int] = {}
+        self.seeds = np.zeros(0, dtype=np.uint64)
+        self.table = KeyTable()
+        # per pattern slot
+        self.p_service: list[int] = []
+        self.p_tokens: list[tuple[str, ...]] = []
+        self.p_id = np.zeros(0, dtype=np.uint64)
+        self.p_count = np.zeros(0, dtype=np.int64)
+        self.p_first_ns = np.zeros(0, dtype=np.int64)
+        self.p_last_ns = np.zeros(0, dtype=np.int64)
+        self.p_last_seq = np.zeros(0, dtype=np.int64)   # batch sequence number of the last hit
+        self.p_alive = np.zeros(0, dtype=bool)
+        self.p_tvmask = np.zeros(0, dtype=np.uint64)   # bit j: template token j is <*>
+        self.p_aliases: list[list[int]] = []
+        self._by_shape: dict[tuple[int, int], list[int]] = {}
+        self._alive_per_service: dict[int, int] = {}
+        self._free: list[int] = []
+        self.seq = 0
+        self._templates_cache: StringArray | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def pattern_count(self) -> int:
+        return int(self.p_alive.sum())
+
+    def template(self, slot: int) -> str:
+        return " ".join(self.p_tokens[slot])
+
+    def service_of(self, slot: int) -> str:
+        return self.services[self.p_service[slot]]
+
+    def templates_array(self) -> StringArray:
+        """Template text of every slot (dead slots: empty), cached until a template changes."""
+        if self._templates_cache is None:
+            self._templates_cache = StringArray.from_pylist(
+                [" ".join(t) if self.p_alive[i] else "" for i, t in enumerate(self.p_tokens)])
+        return self._templates_cache
+
+    def learn(self, buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, services: list[str],
+              time_ns: np.ndarray | None = None) -> LearnResult:
+        """Assign every body to a pattern, learning new keys; update counts and last-seen.
+
+        buf/off are the bodies (StringArray buffers), service_index int32[n] indexes ``services``.
+        """
+        n = len(off) - 1
+        self.seq += 1
+        codes = np.asarray([self._code(s) for s in services], dtype=np.int32)
+        if n == 0:
+            return LearnResult(np.zeros(0, np.int32), np.zeros(0, np.uint64), [])
+        service_index = np.asarray(service_index)
+        if len(service_index) != n:
+            raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
+        line_svc = codes[service_index]
+        hashes, ntok = key_hashes(buf, off, line_svc, self.seeds)
+        slot, vmask, misses = self.table.lookup(hashes)
+        changes: list[PatternChange] = []
+        if misses:
+            miss_rows = np.flatnonzero(slot < 0)
+            uniq, first = np.unique(hashes[miss_rows], return_index=True)
+            rows = miss_rows[first]
+            kbuf, koff = masked_text(buf, off, rows)
+            keys_text = StringArray(kbuf, koff).to_pylist()
+            if self.table.size + len(uniq) > self.max_keys:
+                log.info("pattern key cache full (%d keys), clearing it", self.table.size)
+                self.table.clear()
+            new_slots = np.empty(len(uniq), dtype=np.int32)
+            new_vmask = np.empty(len(uniq), dtype=np.uint64)
+            for i, text in enumerate(keys_text):  # once per distinct new key, not per line
+                tokens = tuple(text.split(" ")) if text else ()
+                s, ch = self._assign(int(line_svc[rows[i]]), tokens)
+                if ch is not None:
+                    changes.append(ch)
+                new_slots[i] = s
+                new_vmask[i] = _var_mask(tokens)
+            self.table.insert(uniq, new_slots, new_vmask)
+            # an eviction inside _assign may have dropped keys of this batch: look up again
+            slot, vmask, misses = self.table.lookup(hashes)
+            if misses:  # keys whose pattern was evicted later in this same batch
+                still = np.flatnonzero(slot < 0)
+                pos = np.searchsorted(uniq, hashes[still])
+                slot[still] = new_slots[np.minimum(pos, len(uniq) - 1)]
+                vmask[still] = new_vmask[np.minimum(pos, len(uniq) - 1)]
+        genmask = self.p_tvmask[slot] & ~vmask
+        # counts and recency
+        hits = np.bincount(slot, minlength=len(self.p_count))
+        self.p_count += hits
+        touched = hits > 0
+        self.p_last_seq[touched] = self.seq
+        if time_ns is not None and len(time_ns):
+            t = np.asarray(time_ns, dtype=np.int64)
+            tmin = np.full(len(self.p_count), np.iinfo(np.int64).max, dtype=np.int64)
+            tmax = np.full(len(self.p_count), np.iinfo(np.int64).min, dtype=np.int64)
+            np.minimum.at(tmin, slot, t)
+            np.maximum.at(tmax, slot, t)
+            first_unset = touched & (self.p_first_ns == 0)
+            self.p_first_ns[first_unset] = tmin[first_unset]
+            self.p_first_ns[touched] = np.minimum(self.p_first_ns[touched], tmin[touched])
+            self.p_last_ns[touched] = np.maximum(self.p_last_ns[touched], tmax[touched])
+        return LearnResult(slot, genmask, changes)
+
+    def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
+        """Parameter values per line: (int64 offsets[n+1], StringArray of values)."""
+        poff, start, end = param_spans(buf, off, genmask)
+        vbuf, voff = gather_spans(buf, start, end)
+        return poff, StringArray(vbuf, voff)
+
+    # ------------------------------------------------------------------ slow path
+
+    def _code(self, service: str) -> int:
+        c = self._service_code.get(service)
+        if c is None:
+            c = len(self.services)
+            self.services.append(service)
+            self._service_code[service] = c
+            self.seeds = np.append(self.seeds, np.uint64(service_seed(service)))
+        return c
+
+    def _assign(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, PatternChange | None]:
+        cands = self._by_shape.get((svc, len(tokens)), [])
+        best, best_sim, best_match = -1, -1.0, -1
+        match_lits = -1
+        for c in cands:
+            t = self.p_tokens[c]
+            m = _match_literals(t, tokens)
+            if m >= 0:
+                if m > match_lits:
+                    match_lits, best_match = m, c
+                continue
+            if best_match >= 0:
+                continue
+            s = _similarity(t, tokens)
+            if s > best_sim:
+                best_sim, best = s, c
+        if best_match >= 0:
+            return best_match, None
+        if best >= 0 and best_sim >= self.similarity:
+            t = self.p_tokens[best]
+            merged = tuple(a if a == b else VAR for a, b in zip(t, tokens))
+            old = int(self.p_id[best])
+            self._set_template(best, merged)
+            self.p_aliases[best].append(old)
+            return best, PatternChange(best, ChangeType.GENERALISED, old)
+        slot = self._new_pattern(svc, tokens)
+        return slot, PatternChange(slot, ChangeType.CREATED, 0)
+
+    def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
+        self.p_tokens[slot] = tokens
+        self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
+        self.p_tvmask[slot] = _var_mask(tokens)
+        self._templates_cache = None
+
+    def _new_pattern(self, svc: int, tokens: tuple[str, ...]) -> int:
+        if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
+            self._evict(svc)
+        if self._free:
+            slot = self._free.pop()
+            self.p_service[slot] = svc
+            self.p_tokens[slot] = tokens
+            self.p_aliases[slot] = []
+        else:
+            slot = len(self.p_tokens)
+            self.p_service.append(svc)
+            self.p_tokens.append(tokens)
+            self.p_aliases.append([])
+            grow = lambda a, v: np.append(a, np.asarray([v], dtype=a.dtype))  # noqa: E731
+            self.p_id = grow(self.p_id, 0)
+            self.p_count = grow(self.p_count, 0)
+            self.p_first_ns = grow(self.p_first_ns, 0)
+            self.p_last_ns = grow(self.p_last_ns, 0)
+            self.p_last_seq = grow(self.p_last_seq, 0)
+            self.p_alive = grow(self.p_alive, False)
+            self.p_tvmask = grow(self.p_tvmask, 0)
+        self.p_count[slot] = 0
+        self.p_first_ns[slot] = 0
+        self.p_last_ns[slot] = 0
+        self.p_last_seq[slot] = self.seq
+        self.p_alive[slot] = True
+        self._set_template(slot, tokens)
+        self._by_shape.setdefault((svc, len(tokens)), []).append(slot)
+        self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
+        return slot
+
+    def _evict(self, svc: int) -> None:
+        """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
+        slots = np.flatnonzero(self.p_alive & (np.asarray(self.p_service) == svc))
+        k = max(1, self.max_patterns_per_service // 16)
+        order = np.lexsort((self.p_count[slots], self.p_last_seq[slots]))
+        victims = slots[order[:k]]
+        for v in victims.tolist():
+            self.p_alive[v] = False
+            self._by_shape[(svc, len(self.p_tokens[v]))].remove(v)
+            self._free.append(v)
+        self._alive_per_service[svc] -= len(victims)
+        self.table.rebuild_without(victims.astype(np.int32))
+        self._templates_cache = None
+        log.info("evicted %d patterns of service %r (cap %d)", len(victims), self.services[svc],
+                 self.max_patterns_per_service)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, state_dir: str | os.PathLike) -> Path:
+        """Write the state to ``state_dir/patterns_state.npz`` (atomic replace). Not a pickle."""
+        d = Path(state_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "similarity": self.similarity,
+                "max_patterns_per_service": self.max_patterns_per_service, "seq": self.seq}
+        k, v, m = self.table.entries()
+        templates = StringArray.from_pylist(["\x1f".join(t) if t else "" for t in self.p_tokens])
+        ntok = np.asarray([len(t) for t in self.p_tokens], dtype=np.int64)
+        services = StringArray.from_pylist(self.services)
+        alias_off = np.zeros(len(self.p_aliases) + 1, dtype=np.int64)
+        np.cumsum([len(a) for a in self.p_aliases], out=alias_off[1:])
+        alias_val = np.asarray([x for a in self.p_aliases for x in a], dtype=np.uint64)
+        tmp = d / (STATE_FILE + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                     services_buf=services.buf, services_off=services.off,
+                     key=k, key_slot=v, key_vmask=m,
+                     p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
+                     p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
+                     p_alive=self.p_alive, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     alias_off=alias_off, alias_val=alias_val)
+        os.replace(tmp, d / STATE_FILE)
+        log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
+                 (d / STATE_FILE).stat().st_size)
+        return d / STATE_FILE
+
+    @classmethod
+    def load(cls, state_dir: str | os.PathLike, **kwargs) -> "PatternMiner":
+        """A miner restored from ``state_dir`` (a fresh one when there is no state file).
+
+        kwargs override the stored settings (similarity, caps). Raises ValueError for a file of
+        another format or a newer version.
+        """
+        path = Path(state_dir) / STATE_FILE
+        if not path.exists():
+            return cls(**kwargs)
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            if meta.get("format") != STATE_FORMAT:
+                raise ValueError(f"{path}: not an otelproc pattern state file")
+            if int(meta.get("version", 0)) > STATE_VERSION:
+                raise ValueError(f"{path}: state version {meta['version']} is newer than supported {STATE_VERSION}")
+            opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"]}
+            opts.update(kwargs)
+            self = cls(**opts)
+            for s in StringArray(z["services_buf"], z["services_off"]).to_pylist():
+                self._code(s)
+            self.seq = int(meta.get("seq", 0))
+            ntok = z["p_ntok"]
+            texts = StringArray(z["templates_buf"], z["templates_off"]).to_pylist()
+            self.p_tokens = [tuple(t.split("\x1f")) if nt else () for t, nt in zip(texts, ntok.tolist())]
+            self.p_service = z["p_service"].tolist()
+            self.p_id = z["p_id"].copy()
+            self.p_count = z["p_count"].copy()
+            self.p_first_ns = z["p_first_ns"].copy()
+            self.p_last_ns = z["p_last_ns"].copy()
+            self.p_last_seq = z["p_last_seq"].copy()
+            self.p_alive = z["p_alive"].copy()
+            self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
+            ao, av = z["alias_off"], z["alias_val"]
+            self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
+            self.table.insert(z["key"], z["key_slot"], z["key_vmask"])
+        for slot in range(len(self.p_tokens)):
+            if self.p_alive[slot]:
+                svc = self.p_service[slot]
+                self._by_shape.setdefault((svc, len(self.p_tokens[slot])), []).append(slot)
+                self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
+            else:
+                self._free.append(slot)
+        # a smaller cap than the stored state: evict down to it
+        for svc, alive in list(self._alive_per_service.items()):
+            while self._alive_per_service[svc] > self.max_patterns_per_service:
+                self._evict(svc)
+        return self
+
+
+def _var_mask(tokens: tuple[str, ...]) -> int:
+    m = 0
+    for j, t in enumerate(tokens[:64]):
+        if t == VAR:
+            m |= 1 << j
+    return m
+
+
+def _match_literals(template: tuple[str, ...], tokens: tuple[str, ...]) -> int:
+    """Number of literal template tokens if every one equals the key's token, else -1."""
+    lits = 0
+    for a, b in zip(template, tokens):
+        if a == VAR:
+            continue
+        if a != b:
+            return -1
+        lits += 1
+    return lits
+
+
+def _similarity(template: tuple[str, ...], tokens: tuple[str, ...]) -> float:
+    """Share of equal tokens among the positions where both sides are literal (Drain's measure,
+    ignoring variables); -1 when the two cannot be the same template."""
+    if not tokens:
+        return 1.0
+    if template[0] != tokens[0] and template[0] != VAR and tokens[0] != VAR:
+        return -1.0
+    eq = lits = 0
+    for a, b in zip(template, tokens):
+        if a == VAR or b == VAR:
+            continue
+        lits += 1
+        if a == b:
+            eq += 1
+    return eq / lits if lits else 1.0

@@ -1,0 +1,146 @@
+"""``alerting`` processor: the fast alerting path, after the patterns and anomaly processors.
+
+For each batch it evaluates the critical-pattern rules on the records and the
+findings rules on ``batch.findings`` (otelproc.alerting.engine), lets the
+router group / mute / deduplicate, and hands notifications to delivery workers
+(never blocking). It adds the CRITICAL_MATCH findings it produced to the batch,
+attaches the delivery outcomes that arrived since the previous batch as rows of
+the ``alerts`` table, and passes the batch on.
+
+    processors:
+      alerting:
+        rules_file: config/alerts.yaml
+        api_endpoint: 127.0.0.1:9095    # silences / alerts API; empty = off
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from otelproc.batch import LogBatch
+from otelproc.component import Context, Factory, Kind, Processor
+from otelproc.config import ConfigError, Duration
+from otelproc.telemetry import Telemetry
+from otelproc.alerting.engine import AlertEngine, outcomes_to_arrow
+from otelproc.alerting.notifiers import RetryPolicy
+from otelproc.alerting.rules import load_alerts_file
+
+log = logging.getLogger("otelproc.alerting")
+
+DEFAULT_RULES_FILE = "config/alerts.yaml"
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_INITIAL_BACKOFF = Duration(0.1)
+DEFAULT_MAX_BACKOFF = Duration(5.0)
+DEFAULT_SHUTDOWN_TIMEOUT = Duration(5.0)
+ALERTS_TABLE = "alerts"
+
+
+@dataclass
+class AlertingConfig:
+    # the alert rules, routes and receivers (otelproc/alerting/README.md); relative to the working directory
+    rules_file: str = DEFAULT_RULES_FILE
+    # host:port of the silences / alerts HTTP API (Alertmanager v2 paths); empty disables it
+    api_endpoint: str = ""
+    # notifications queued per receiver integration; beyond it they are dropped (and recorded)
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    # delivery attempts per notification (transient failures only)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_backoff: Duration = DEFAULT_INITIAL_BACKOFF
+    max_backoff: Duration = DEFAULT_MAX_BACKOFF
+    # how long shutdown waits for queued notifications
+    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT
+
+    def validate(self) -> list[str]:
+        out = []
+        if not self.rules_file:
+            out.append("rules_file: required (path of the alert rules file)")
+        else:
+            try:
+                load_alerts_file(self.rules_file)
+            except ConfigError as e:
+                out.extend(f"rules_file: {err}" for err in e.errors)
+        if self.api_endpoint:
+            host, sep, port = self.api_endpoint.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                out.append(f"api_endpoint: must be host:port, got {self.api_endpoint!r}")
+        if self.queue_size < 1:
+            out.append(f"queue_size: must be >= 1, got {self.queue_size}")
+        if self.max_attempts < 1:
+            out.append(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if self.initial_backoff is not None and self.initial_backoff <= 0:
+            out.append(f"initial_backoff: must be > 0, got {self.initial_backoff}s")
+        if self.max_backoff is not None and self.initial_backoff is not None and self.max_backoff < self.initial_backoff:
+            out.append(f"max_backoff: must be >= initial_backoff ({self.initial_backoff}s), got {self.max_backoff}s")
+        if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
+            out.append(f"shutdown_timeout: must be >= 0, got {self.shutdown_timeout}s")
+        return out
+
+
+def default_config() -> AlertingConfig:
+    return AlertingConfig()
+
+
+class AlertingProcessor(Processor):
+    def __init__(self, name: str, cfg: AlertingConfig, next_consumer: Any, telemetry: Telemetry | None = None,
+                 engine: AlertEngine | None = None):
+        super().__init__(name, next_consumer)
+        self.cfg = cfg
+        self.telemetry = telemetry or Telemetry()
+        self.engine = engine or AlertEngine(
+            load_alerts_file(cfg.rules_file), queue_size=cfg.queue_size,
+            retry=RetryPolicy(cfg.max_attempts, float(cfg.initial_backoff), float(cfg.max_backoff)),
+            telemetry=self.telemetry)
+        self.api = None
+        self._errors = self.telemetry.counter("otelproc_alerting_errors_total",
+                                              "Batches whose alert evaluation failed (the batch still passes on)")
+        self._started = False
+
+    def start(self) -> None:
+        if self._started:
+            return
+        # import pyarrow and build the alerts schema now, not inside the first consume() (~0.4 s once)
+        outcomes_to_arrow([])
+        self.engine.start()
+        if self.cfg.api_endpoint:
+            from otelproc.alerting.api import AlertAPI
+
+            self.api = AlertAPI(self.engine, self.cfg.api_endpoint)
+            self.api.start()
+        self._started = True
+
+    def consume(self, batch: LogBatch) -> None:
+        try:
+            critical = self.engine.process(batch)
+            if critical:
+                batch = batch.with_findings(critical)
+        except Exception:  # alerting must never lose the logs themselves
+            self._errors.inc()
+            log.exception("alert evaluation failed for a batch of %d records", len(batch))
+        outcomes = self.engine.take_outcomes()
+        if outcomes:
+            batch = batch.with_table(ALERTS_TABLE, outcomes_to_arrow(outcomes))
+        self.next_consumer.consume(batch)
+
+    def shutdown(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.api is not None:
+            self.api.shutdown()
+            self.api = None
+        self.engine.shutdown(float(self.cfg.shutdown_timeout))
+        outcomes = self.engine.take_outcomes()
+        if outcomes:  # the last deliveries still reach the alerts table
+            try:
+                self.next_consumer.consume(LogBatch.empty().with_table(ALERTS_TABLE, outcomes_to_arrow(outcomes)))
+            except Exception:
+                log.exception("could not pass the last %d alert delivery outcomes downstream", len(outcomes))
+
+
+def _create(name: str, cfg: AlertingConfig, next_consumer: Any, context: Context | None = None) -> AlertingProcessor:
+    return AlertingProcessor(name, cfg, next_consumer, context.telemetry if context is not None else None)
+
+
+factory = Factory(type="alerting", kind=Kind.PROCESSOR, config_class=AlertingConfig, create=_create)

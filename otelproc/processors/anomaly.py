@@ -1,0 +1,292 @@
+"""The ``anomaly`` processor: streaming anomaly detection on log series.
+
+Runs after ``patterns`` (it reads ``columns["pattern_id"]`` and, when present,
+``columns["pattern_template"]``). Per event-time bucket (default 10 s and 1 min,
+watermark = max event time - ``allowed_lateness``; later points are counted in
+``otelproc_processor_anomaly_late_records`` and dropped) it keeps:
+
+* lines per (service, pattern) and per service,
+* the error ratio per service (severity_number >= 17),
+* durations after took/latency/duration/elapsed/time (ms, s, us normalised to ms)
+  per (service, pattern, parameter position),
+
+and when buckets close runs the detectors of ``otelproc/kernels`` over all
+series at once. It adds to the batch:
+
+* ``tables["anomalies"]``  one row per finding (see ``store/sql/anomalies.sql``),
+* ``tables["series"]``     observed value and expected band per closed bucket,
+* ``findings``             :class:`otelproc.findings.Finding` for the alerting engine,
+* ``columns["anomaly_score"]`` float32[n]: the score of the finding about the row's
+  (service, pattern) when one fired in this batch for a bucket at or before the row, else 0.
+
+Detection uses event time only: a replay gives the findings live traffic gave.
+State (series ids, baselines, tail models, open buckets) is saved as versioned
+arrays in ``state_dir`` every ``checkpoint_every`` batches and at shutdown, and
+loaded at start, so a restart continues where it stopped.
+
+Example::
+
+    processors:
+      anomaly:
+        resolutions: [10s, 1m]
+        allowed_lateness: 30s
+        state_dir: /var/lib/otelproc/anomaly
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from otelproc.anomaly.engine import AnomalyEngine, EngineParams, Output
+from otelproc.anomaly.persist import load_state, save_state
+from otelproc.batch import LogBatch, StringArray
+from otelproc.component import Consumer, Context, Factory, Kind, Processor
+from otelproc.config import Duration
+from otelproc.kernels.series import extract_durations
+
+log = logging.getLogger("otelproc.processors.anomaly")
+
+DEFAULT_RESOLUTIONS = (Duration(10.0), Duration(60.0))
+DEFAULT_ALLOWED_LATENESS = Duration(30.0)
+DEFAULT_WARMUP = Duration(1800.0)
+DEFAULT_COOLDOWN = Duration(900.0)
+DEFAULT_MAX_GAP = Duration(3600.0)
+DEFAULT_TREND_WINDOW = Duration(3600.0)
+DEFAULT_CHECKPOINT_EVERY = 200
+
+ANOMALIES_SCHEMA = pa.schema([
+    ("Timestamp", pa.timestamp("ns")), ("ServiceName", pa.string()), ("PatternId", pa.uint64()),
+    ("Kind", pa.string()), ("Score", pa.float32()), ("Observed", pa.float64()), ("Expected", pa.float64()),
+    ("Lower", pa.float64()), ("Upper", pa.float64()), ("Severity", pa.string()), ("Description", pa.string()),
+    ("ResolutionSeconds", pa.float32()), ("Series", pa.string()), ("Template", pa.string()),
+])
+SERIES_SCHEMA = pa.schema([
+    ("Timestamp", pa.timestamp("ns")), ("ServiceName", pa.string()), ("PatternId", pa.uint64()),
+    ("Series", pa.string()), ("ResolutionSeconds", pa.float32()), ("Observed", pa.float64()),
+    ("Expected", pa.float64()), ("Lower", pa.float64()), ("Upper", pa.float64()), ("Score", pa.float32()),
+])
+_ANOMALY_SRC = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
+                "severity", "description", "resolution_s", "series", "template")
+_SERIES_SRC = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower", "upper",
+               "score")
+
+
+@dataclass
+class AnomalyProcessorConfig:
+    # bucket widths of the series (each runs the count / error detectors; the longest also
+    # runs pattern presence and the trend detector)
+    resolutions: list[Duration] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
+    # how long after a bucket's end points may still arrive (event time); later ones are dropped
+    allowed_lateness: Duration = DEFAULT_ALLOWED_LATENESS
+    # event time before detectors report (baselines learn); a pattern first seen later is "new"
+    warmup: Duration = DEFAULT_WARMUP
+    # the same finding (kind, series) is reported at most once per cooldown
+    cooldown: Duration = DEFAULT_COOLDOWN
+    # a silence of the whole stream longer than this is a gap, not zero traffic
+    max_gap: Duration = DEFAULT_MAX_GAP
+    # target false-alarm probability per point of the SPOT thresholds
+    spot_q: float = 1e-4
+    # robust z a count must reach (on top of the SPOT threshold) for spike / drop
+    min_z: float = 5.0
+    # a spike / drop must change the count by at least this many lines per bucket ...
+    min_count_change: float = 10.0
+    # ... and by this factor against the expectation
+    min_ratio: float = 2.0
+    # error ratio: binomial z needed, and the least absolute jump of the ratio (0.05 = 5 points)
+    error_z: float = 6.0
+    error_min_jump: float = 0.05
+    # error ratio: least number of error lines in the bucket (small buckets are noisy)
+    error_min_count: float = 5.0
+    # duration value anomaly: robust z of log(p50) needed
+    value_z: float = 6.0
+    # trend: relative creep per hour to flag, sustained over trend_window
+    trend_rate: float = 0.02
+    trend_window: Duration = DEFAULT_TREND_WINDOW
+    # trend: slope t statistic needed (noise guard)
+    trend_min_t: float = 3.5
+    # trend: forecast the time until the level reaches this multiple of the window-start level
+    trend_forecast_ratio: float = 2.0
+    # vanished pattern: silent for max(vanish_min, vanish_factor x its usual gap)
+    vanish_factor: float = 5.0
+    vanish_min: Duration = Duration(180.0)
+    # write expected bands to the "series" table
+    series_table: bool = True
+    # directory for persisted detector state; empty = keep state in memory only
+    state_dir: str = ""
+    # save state every this many batches (and at shutdown)
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+
+    def validate(self) -> list[str]:
+        out = []
+        if not self.resolutions:
+            out.append("resolutions: at least one bucket width is required, e.g. [10s, 1m]")
+        for i, r in enumerate(self.resolutions):
+            if r is None or r <= 0:
+                out.append(f"resolutions[{i}]: must be > 0, got {r}")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            out.append(f"resolutions: must be distinct, got {list(self.resolutions)}")
+        for key in ("allowed_lateness", "warmup", "cooldown"):
+            v = getattr(self, key)
+            if v is None or v < 0:
+                out.append(f"{key}: must be >= 0, got {v}")
+        for key in ("max_gap", "trend_window", "vanish_min"):
+            v = getattr(self, key)
+            if v is None or v <= 0:
+                out.append(f"{key}: must be > 0, got {v}")
+        if not (0 < self.spot_q < 0.5):
+            out.append(f"spot_q: must be in (0, 0.5), got {self.spot_q}")
+        for key in ("min_z", "error_z", "value_z", "trend_min_t", "min_count_change"):
+            if getattr(self, key) < 0:
+                out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.min_ratio < 1:
+            out.append(f"min_ratio: must be >= 1, got {self.min_ratio}")
+        if not (0 <= self.error_min_jump <= 1):
+            out.append(f"error_min_jump: must be in [0, 1], got {self.error_min_jump}")
+        if self.trend_rate <= 0:
+            out.append(f"trend_rate: must be > 0 (0.02 = 2 %/hour), got {self.trend_rate}")
+        if self.trend_forecast_ratio <= 1:
+            out.append(f"trend_forecast_ratio: must be > 1, got {self.trend_forecast_ratio}")
+        if self.vanish_factor < 1:
+            out.append(f"vanish_factor: must be >= 1, got {self.vanish_factor}")
+        if self.checkpoint_every < 1:
+            out.append(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
+        if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
+                and self.trend_window < 4 * max(self.resolutions):
+            out.append(f"trend_window: must cover >= 4 buckets of {max(self.resolutions)}s, got {self.trend_window}s")
+        return out
+
+    def engine_params(self) -> EngineParams:
+        return EngineParams(
+            resolutions_s=tuple(float(r) for r in self.resolutions), allowed_lateness_s=float(self.allowed_lateness),
+            max_gap_s=float(self.max_gap), warmup_s=float(self.warmup), cooldown_s=float(self.cooldown),
+            spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
+            error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count, value_z=self.value_z,
+            trend_rate=self.trend_rate, trend_window_s=float(self.trend_window), trend_min_t=self.trend_min_t,
+            trend_forecast_ratio=self.trend_forecast_ratio, vanish_factor=self.vanish_factor,
+            vanish_min_s=float(self.vanish_min), series_table=self.series_table)
+
+
+class AnomalyProcessor(Processor):
+    def __init__(self, name: str, config: AnomalyProcessorConfig, next_consumer: Consumer, context: Context | None):
+        super().__init__(name, next_consumer)
+        self.config = config
+        self.engine = AnomalyEngine(config.engine_params())
+        self._lock = threading.Lock()
+        self._batches = 0
+        self._started = False
+        self._stopped = False
+        t = context.telemetry if context is not None else None
+        lbl = ("processor",)
+        self._m_late = t.counter("otelproc_processor_anomaly_late_records",
+                                 "Records dropped because their bucket had closed (beyond allowed_lateness)",
+                                 lbl) if t else None
+        self._m_found = t.counter("otelproc_processor_anomaly_findings", "Findings emitted", ("processor", "kind")) \
+            if t else None
+        self._m_series = t.gauge("otelproc_processor_anomaly_series", "Series tracked", lbl) if t else None
+        self._late_reported = 0
+
+    def start(self) -> None:
+        if self.config.state_dir:
+            st = load_state(self.config.state_dir)
+            if st is not None:
+                self.engine.load_state(st)
+                log.info("%s: restored anomaly state from %s (%d count series)", self.name, self.config.state_dir,
+                         len(self.engine.counts))
+        self._started = True
+
+    def consume(self, batch: LogBatch) -> None:
+        with self._lock:
+            out_batch = self._process(batch)
+            self._batches += 1
+            if self.config.state_dir and self._batches % self.config.checkpoint_every == 0:
+                save_state(self.config.state_dir, self.engine.state(), reason=f"every {self.config.checkpoint_every} batches")
+        self.next_consumer.consume(out_batch)
+
+    def _process(self, batch: LogBatch) -> LogBatch:
+        n = len(batch)
+        eng = self.engine
+        codes = eng.service_codes(list(batch.services))
+        service = codes[batch.service_index] if n else np.zeros(0, dtype=np.int64)
+        pattern = batch.columns.get("pattern_id")
+        if pattern is None:
+            pattern = np.zeros(n, dtype=np.uint64)
+        pattern = np.asarray(pattern, dtype=np.uint64)
+        self._learn_templates(batch, pattern)
+        line, ordinal, value_ms = extract_durations(batch.body.buf, batch.body.off)
+        out = eng.ingest(batch.event_ns.astype(np.int64), service, pattern, batch.severity_number, line,
+                         ordinal.astype(np.int64), value_ms)
+        late = eng.late_points
+        if self._m_late is not None:
+            if late > self._late_reported:
+                self._m_late.labels(self.name).inc(late - self._late_reported)
+            self._m_series.labels(self.name).set(len(eng.counts) + len(eng.values) + len(eng.service_ids))
+            for f in out.findings:
+                self._m_found.labels(self.name, f.kind.value).inc()
+        self._late_reported = late
+        score = self._row_scores(out, batch.event_ns, service, pattern)
+        result = batch.with_columns(anomaly_score=score)
+        if out.anomalies["time"]:
+            result = result.with_table("anomalies", _anomalies_table(out))
+        if out.series["time"]:
+            result = result.with_table("series", _series_table(out))
+        if out.findings:
+            result = result.with_findings(out.findings)
+        return result
+
+    def _learn_templates(self, batch: LogBatch, pattern: np.ndarray) -> None:
+        tmpl = batch.columns.get("pattern_template")
+        if not isinstance(tmpl, StringArray) or len(pattern) == 0:
+            return
+        uniq, first = np.unique(pattern, return_index=True)
+        known = self.engine.templates
+        for pid, i in zip(uniq.tolist(), first.tolist()):  # one per distinct pattern, not per line
+            if pid not in known:
+                known[pid] = tmpl[i]
+
+    @staticmethod
+    def _row_scores(out: Output, event_ns: np.ndarray, service: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+        score = np.zeros(len(event_ns), dtype=np.float32)
+        for svc, pid, t, sc in out.flagged:  # one pass per finding (few per batch)
+            m = (service == svc) & (event_ns >= t)
+            if pid:
+                m &= pattern == np.uint64(pid)
+            np.maximum(score, np.float32(sc), out=score, where=m)
+        return score
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._started and self.config.state_dir:
+                save_state(self.config.state_dir, self.engine.state(), reason="shutdown")
+
+
+def _anomalies_table(out: Output) -> pa.Table:
+    a = out.anomalies
+    cols = [pa.array(a[src], type=f.type) for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
+    return pa.Table.from_arrays(cols, schema=ANOMALIES_SCHEMA)
+
+
+def _series_table(out: Output) -> pa.Table:
+    s = out.series
+    cols = []
+    for src, f in zip(_SERIES_SRC, SERIES_SCHEMA):
+        v = np.concatenate(s[src])
+        if src in ("service", "series"):
+            cols.append(pa.array(v.tolist(), type=f.type))
+        else:
+            cols.append(pa.array(v.astype(f.type.to_pandas_dtype()) if src != "time" else v, type=f.type))
+    return pa.Table.from_arrays(cols, schema=SERIES_SCHEMA)
+
+
+def _create(name: str, config: AnomalyProcessorConfig, next_consumer: Consumer, context: Context) -> AnomalyProcessor:
+    return AnomalyProcessor(name, config, next_consumer, context)
+
+
+factory = Factory(type="anomaly", kind=Kind.PROCESSOR, config_class=AnomalyProcessorConfig, create=_create,
+                  stability="alpha")

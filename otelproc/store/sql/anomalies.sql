@@ -1,0 +1,26 @@
+-- anomalies: one row per finding of the anomaly processor (spike, drop, level_shift,
+-- new_pattern, rare_pattern, vanished_pattern, error_ratio, value_anomaly, trend).
+-- Timestamp is the event-time start of the bucket the finding is about; Observed/Expected/
+-- Lower/Upper are in the unit of Series (log_count: lines per bucket, error_ratio: 0-1,
+-- p50_ms: milliseconds). Example:
+--   SELECT Timestamp, ServiceName, Kind, Score, Description FROM anomalies
+--   WHERE Timestamp > now() - INTERVAL 1 HOUR ORDER BY Score DESC LIMIT 20
+CREATE TABLE IF NOT EXISTS ${database}.${table} ${cluster} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    ServiceName LowCardinality(String),
+    PatternId UInt64,
+    Kind LowCardinality(String),
+    Score Float32,
+    Observed Float64,
+    Expected Float64,
+    Lower Float64,
+    Upper Float64,
+    Severity LowCardinality(String),
+    Description String CODEC(ZSTD(1)),
+    ResolutionSeconds Float32,
+    Series LowCardinality(String),
+    Template String CODEC(ZSTD(1))
+) ENGINE = ${engine}
+PARTITION BY toDate(Timestamp)
+ORDER BY (ServiceName, Kind, Timestamp)
+${ttl(toDateTime(Timestamp))};

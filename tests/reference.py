@@ -1,0 +1,161 @@
+"""Slow pure-Python reference versions of the Numba kernels, for comparison tests."""
+from __future__ import annotations
+
+# ---------------------------------------------------------------- pattern masking (otelproc.kernels.tokenize)
+
+_SPACE = b" \t\n\r\x0b\x0c"
+_DELIM = b",;:=()[]{}\"'|<>"
+_TIME_WORDS = {b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+               b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"}
+
+
+def _is_path(tok: bytes) -> bool:
+    if len(tok) < 2:
+        return False
+    i = tok.find(b"://")
+    if i > 0:
+        return True
+    if tok.count(b"/") >= 2:
+        return True
+    if tok.count(b"/") == 1 and len(tok) > 2 and tok[:1] == b"/":
+        return True
+    return len(tok) > 2 and tok[:2] == b"~/"
+
+
+def _is_var(seg: bytes, prev_delim: int, quoted: bool) -> bool:
+    if not seg:
+        return False
+    if quoted or prev_delim == ord("="):
+        return True
+    if any(48 <= c <= 57 for c in seg):
+        return True
+    if len(seg) >= 16 and all(c in b"abcdefABCDEF" for c in seg):
+        return True
+    at = seg.find(b"@")
+    if at > 0 and b"." in seg[at:]:
+        return True
+    low = seg.lower()
+    return low in _TIME_WORDS or low in (b"true", b"null", b"false")
+
+
+def masked_key(body: bytes) -> bytes:
+    """The masked key text of one body (reference for kernels.tokenize.masked_text)."""
+    out_tokens: list[bytes] = []
+    prev_full = False
+    for tok in [t for t in _split_ws(body) if t]:
+        if _is_path(tok):
+            pieces = [("v", tok)]
+        else:
+            pieces = []
+            j = 0
+            prev_delim = 0
+            while j < len(tok):
+                c = tok[j]
+                if c in _DELIM:
+                    if pieces and pieces[-1][0] == "l":
+                        pieces[-1] = ("l", pieces[-1][1] + bytes([c]))
+                    else:
+                        pieces.append(("l", bytes([c])))
+                    prev_delim = c
+                    j += 1
+                    continue
+                k = j
+                while k < len(tok) and tok[k] not in _DELIM:
+                    k += 1
+                seg = tok[j:k]
+                quoted = prev_delim in (34, 39) and k < len(tok) and tok[k] == prev_delim
+                if _is_var(seg, prev_delim, quoted):
+                    if (len(pieces) >= 2 and pieces[-1][0] == "l" and pieces[-2][0] == "v"
+                            and set(pieces[-1][1]) <= {58, 44}):
+                        pieces.pop()
+                    else:
+                        pieces.append(("v", seg))
+                else:
+                    if pieces and pieces[-1][0] == "l":
+                        pieces[-1] = ("l", pieces[-1][1] + seg)
+                    else:
+                        pieces.append(("l", seg))
+                prev_delim = 0
+                j = k
+        full = len(pieces) == 1 and pieces[0][0] == "v"
+        if full and prev_full:
+            continue
+        prev_full = full
+        out_tokens.append(b"".join(b"<*>" if k == "v" else t for k, t in pieces))
+    return b" ".join(out_tokens)
+
+
+def _split_ws(body: bytes) -> list[bytes]:
+    out, cur = [], bytearray()
+    for c in body:
+        if c in _SPACE:
+            out.append(bytes(cur))
+            cur = bytearray()
+        else:
+            cur.append(c)
+    out.append(bytes(cur))
+    return out
+
+
+def fnv1a64(data: bytes, seed: int) -> int:
+    h = seed
+    for c in data:
+        h = ((h ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# ---------------------------------------------------------------- anomaly detection (otelproc.kernels.{detectors,trend,series})
+
+def ref_theil_sen_slope(t: list[float], y: list[float]) -> float:
+    """Median of all pairwise slopes (the Theil-Sen estimator), plain Python."""
+    import statistics
+
+    slopes = [(y[j] - y[i]) / (t[j] - t[i]) for i in range(len(t)) for j in range(i + 1, len(t)) if t[j] != t[i]]
+    return statistics.median(slopes)
+
+
+def ref_cusum(z: list[float], k: float, h: float) -> list[int]:
+    """Two-sided CUSUM alarms (+1/-1/0) with reset after an alarm; points clipped to +-4h; NaN skipped."""
+    import math
+
+    up = down = 0.0
+    out = []
+    for x in z:
+        if math.isnan(x):
+            out.append(0)
+            continue
+        x = max(-4 * h, min(4 * h, x))
+        up = max(0.0, up + x - k)
+        down = max(0.0, down - x - k)
+        if up > h:
+            out.append(1)
+            up = down = 0.0
+        elif down > h:
+            out.append(-1)
+            up = down = 0.0
+        else:
+            out.append(0)
+    return out
+
+
+def ref_extract_durations(body: str) -> list[tuple[int, float]]:
+    """(ordinal, milliseconds) of each number after took/latency/duration/elapsed/time in one body."""
+    import re
+
+    unit_ms = {"ms": 1.0, "msec": 1.0, "millis": 1.0, "milliseconds": 1.0, "s": 1000.0, "sec": 1000.0,
+               "secs": 1000.0, "seconds": 1000.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6, "": 1.0}
+    out = []
+    pat = re.compile(r"(?<![A-Za-z])(took|latency|duration|elapsed|time)(?![A-Za-z])[ =:\"'\t]{0,3}(\d+(?:\.\d*)?)"
+                     r"(?: *(µs|[A-Za-z]+))?", re.I)
+    pos = 0
+    while True:
+        m = pat.search(body, pos)
+        if not m:
+            break
+        unit = (m.group(3) or "").lower()
+        factor = unit_ms.get(unit, None)
+        if factor is None:
+            factor = 1.0
+        out.append((len(out), float(m.group(2)) * factor))
+        pos = m.end() if unit in unit_ms else m.end(2)
+    return out

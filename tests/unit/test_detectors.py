@@ -1,0 +1,198 @@
+"""Detector kernels on hand-made series with known answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from otelproc.batch import StringArray
+from otelproc.kernels import detectors as det
+from otelproc.kernels.series import aggregate_cells, extract_durations
+from tests.reference import ref_cusum, ref_extract_durations
+
+
+def _baseline(x, slots=None, n_slots=1, **kw):
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    st = det.BaselineState(x.shape[1], n_slots)
+    slot = np.zeros(len(x), dtype=np.int64) if slots is None else np.asarray(slots)
+    return det.robust_baseline(x, slot, st, **kw), st
+
+
+def test_spike_is_flagged_and_does_not_move_the_baseline():
+    rng = np.random.default_rng(1)
+    x = 100 + rng.normal(0, 1, 300)
+    x[200] = 130.0
+    (exp, scale, z), _ = _baseline(x, warmup=20)
+    assert z[200, 0] > 10
+    assert np.nanmax(np.abs(z[20:200, 0])) < 5
+    # Huber clipping: the point after the spike is expected at the old level
+    assert abs(exp[201, 0] - 100) < 1.0
+
+
+def test_step_is_accepted_after_relevel_and_cusum_fires_once():
+    rng = np.random.default_rng(2)
+    x = np.r_[rng.normal(10, 0.5, 200), rng.normal(20, 0.5, 200)]
+    (exp, scale, z), _ = _baseline(x, warmup=20, relevel_after=5)
+    assert z[200, 0] > 10
+    assert abs(exp[260, 0] - 20) < 1.0 and abs(z[260:, 0]).max() < 6
+    up, dn = np.zeros(1), np.zeros(1)
+    _, alarm = det.cusum(np.nan_to_num(z), up, dn, k=1.0, h=15.0)
+    fired = np.flatnonzero(alarm[:, 0])
+    assert len(fired) >= 1 and fired[0] in range(200, 204) and alarm[fired[0], 0] == 1
+    assert not alarm[:200].any()
+
+
+def test_seasonal_cycle_does_not_fire_after_one_period():
+    # hourly profile with a sharp square-wave step every 12 "hours"; 5 points per slot
+    days, per_slot = 6, 5
+    slot = np.repeat(np.tile(np.arange(24), days), per_slot)
+    level = np.where((slot >= 8) & (slot < 20), 50.0, 10.0)
+    rng = np.random.default_rng(3)
+    x = level + rng.normal(0, 1, len(slot))
+    (exp, scale, z), _ = _baseline(x, slots=slot, n_slots=24, alpha=0.05, gamma=0.3, warmup=20,
+                                    season_warmup=24 * per_slot)
+    after = 2 * 24 * per_slot
+    assert np.nanmax(np.abs(z[after:, 0])) < 6, "a learnt daily cycle must not look anomalous"
+    # the seasonal expectation follows the steps; a plain EWMA lags them
+    assert np.nanmax(np.abs(exp[after:, 0] - level[after:])) < 5
+    (exp0, _, _), _ = _baseline(x, warmup=20, alpha=0.05)
+    assert np.nanmax(np.abs(exp0[after:, 0] - level[after:])) > 20
+
+
+def test_constant_series_has_finite_scores_and_flags_any_change():
+    x = np.full(100, 7.0)
+    x[80] = 8.0
+    (exp, scale, z), _ = _baseline(x, warmup=10, min_scale=1e-3)
+    assert np.all(np.isfinite(z[10:, 0]))
+    assert np.all(z[10:80, 0] == 0)
+    assert z[80, 0] > 100
+
+
+def test_nan_gaps_leave_the_state_untouched():
+    x = np.r_[np.full(30, 5.0), np.full(10, np.nan), np.full(30, 5.0)]
+    (exp, scale, z), st = _baseline(x, warmup=10, min_scale=0.1)
+    assert np.isnan(z[30:40, 0]).all() and np.isnan(exp[30:40, 0]).all()
+    assert st.n[0] == 60
+    assert np.all(z[40:, 0] == 0)
+
+
+def test_restart_from_state_arrays_equals_one_pass():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (400, 3))
+    slot = np.arange(400) % 24
+    full_st = det.BaselineState(3, 24)
+    _, _, z_full = det.robust_baseline(x, slot, full_st)
+    st = det.BaselineState(3, 24)
+    det.robust_baseline(x[:150], slot[:150], st)
+    copy = det.BaselineState(3, 24)
+    for f in det.BaselineState.FIELDS:  # persisted as arrays, reloaded
+        setattr(copy, f, getattr(st, f).copy())
+    _, _, z_rest = det.robust_baseline(x[150:], slot[150:], copy)
+    np.testing.assert_array_equal(z_full[150:], z_rest)
+
+
+def test_baseline_rejects_bad_input():
+    st = det.BaselineState(2)
+    with pytest.raises(TypeError, match="float64"):
+        det.robust_baseline(np.zeros((3, 2), dtype=np.float32), np.zeros(3), st)
+    with pytest.raises(ValueError, match="series"):
+        det.robust_baseline(np.zeros((3, 5)), np.zeros(3), st)
+    with pytest.raises(ValueError, match="alpha"):
+        det.robust_baseline(np.zeros((3, 2)), np.zeros(3), st, alpha=0.0)
+
+
+def test_spot_threshold_tracks_the_tail_and_flags_extremes():
+    rng = np.random.default_rng(5)
+    z = np.abs(rng.standard_normal((20000, 2)))
+    z[15000, 0] = 9.0
+    st = det.SpotState(2, 256)
+    thr, tail = det.spot_threshold(z, st, init_threshold=2.0, q=1e-4)
+    # the (1 - 1e-4) two-sided-|z| quantile of a normal is 3.89: the GPD fit lands near it
+    assert 3.3 < np.nanmedian(thr[10000:, 1]) < 4.6
+    assert z[15000, 0] > thr[15000, 0]
+    assert det.spot_score01(tail, 1e-4)[15000, 0] >= 0.5
+    # false alarms near the target rate q (within a factor of a few)
+    rate = np.mean(z[5000:] > thr[5000:])
+    assert rate < 1e-3
+
+
+def test_cusum_matches_reference():
+    rng = np.random.default_rng(6)
+    z = rng.normal(0, 1, 500)
+    z[250:300] += 2.0
+    z[100] = np.nan
+    up, dn = np.zeros(1), np.zeros(1)
+    _, alarm = det.cusum(z.reshape(-1, 1).copy(), up, dn, k=0.5, h=5.0)
+    assert alarm[:, 0].tolist() == ref_cusum(z.tolist(), 0.5, 5.0)
+    assert (alarm[250:300, 0] == 1).any()
+
+
+def test_presence_new_vanished_rare():
+    T = 200
+    counts = np.zeros((T, 3))
+    counts[:, 0] = 2.0            # steady pattern ...
+    counts[150:, 0] = 0.0         # ... that stops at step 150
+    counts[120, 1] = 1.0          # first seen after warm-up: new
+    counts[[5, 170], 2] = 1.0     # seen once in warm-up, once again much later: rare
+    st = det.PresenceState(3)
+    ev = det.presence(counts, 0, st, warmup_steps=60, vanish_min=3, vanish_factor=5.0)
+    assert np.flatnonzero(ev[:, 0] == det.EVENT_VANISHED).tolist() == [154]
+    assert np.flatnonzero(ev[:, 1] == det.EVENT_NEW).tolist() == [120]
+    assert np.flatnonzero(ev[:, 2] == det.EVENT_RARE).tolist() == [170]
+    assert not (ev[:, 2] == det.EVENT_NEW).any()
+    # vanishing fires once per silence, and again after a return and a new silence
+    more = np.zeros((40, 3))
+    more[0:20, 0] = 2.0
+    ev2 = det.presence(more, T, st, warmup_steps=60)
+    assert (ev2[:, 0] == det.EVENT_VANISHED).sum() == 1
+
+
+def test_error_ratio_jump():
+    rng = np.random.default_rng(7)
+    tot = np.full((300, 1), 200.0)
+    err = rng.binomial(200, 0.01, (300, 1)).astype(np.float64)
+    err[250, 0] = 40.0
+    z, ratio, exp = det.error_ratio(err, tot, np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64), warmup=20)
+    assert z[250, 0] > 20 and abs(ratio[250, 0] - 0.2) < 1e-12
+    assert abs(exp[251, 0] - 0.01) < 0.01  # the jump did not become the baseline
+    assert np.nanmax(z[20:250, 0]) < 6
+
+
+def test_extract_durations_units_and_reference():
+    bodies = ["GET /x took 120ms", "Latency=1.5s ok", "elapsed time: 30 us then duration 7", "timeout 5 took",
+              "x took 3µs", "response_time=12.5 msec", "elapsed 2 seconds", "", "done in 5ms"]
+    sa = StringArray.from_pylist(bodies)
+    line, ordinal, val = extract_durations(sa.buf, sa.off)
+    got = {}
+    for r, o, v in zip(line.tolist(), ordinal.tolist(), val.tolist()):
+        got.setdefault(r, []).append((o, v))
+    for i, b in enumerate(bodies):
+        exp = ref_extract_durations(b)
+        assert [o for o, _ in got.get(i, [])] == [o for o, _ in exp], b
+        np.testing.assert_allclose([v for _, v in got.get(i, [])], [v for _, v in exp], rtol=1e-9, err_msg=b)
+    assert got[0] == [(0, 120.0)] and got[1] == [(0, 1500.0)]
+    assert got[2][0][1] == pytest.approx(0.03) and got[2][1] == (1, 7.0)
+    assert 8 not in got and 3 not in got
+
+
+def test_aggregate_cells_quantiles():
+    rng = np.random.default_rng(8)
+    b = rng.integers(0, 4, 2000)
+    s = rng.integers(0, 3, 2000)
+    v = rng.normal(10, 2, 2000)
+    v[::50] = np.nan
+    out = aggregate_cells(b, s, v, 4, 3)
+    for bi in range(4):
+        for si in range(3):
+            sel = (b == bi) & (s == si)
+            vals = v[sel][~np.isnan(v[sel])]
+            assert out["count"][bi, si] == sel.sum()
+            assert out["p50"][bi, si] == pytest.approx(np.quantile(vals, 0.5))
+            assert out["p95"][bi, si] == pytest.approx(np.quantile(vals, 0.95))
+            assert out["max"][bi, si] == pytest.approx(vals.max())
+            assert out["mean"][bi, si] == pytest.approx(vals.mean())
+    empty = aggregate_cells(np.zeros(0), np.zeros(0), np.zeros(0), 2, 2)
+    assert (empty["count"] == 0).all() and np.isnan(empty["p50"]).all()
+    with pytest.raises(ValueError, match="out of range"):
+        aggregate_cells(np.array([5]), np.array([0]), np.array([1.0]), 2, 2)

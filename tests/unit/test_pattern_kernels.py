@@ -1,0 +1,122 @@
+"""Pattern kernels: masking classes, odd bodies, and agreement with tests/reference.py."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from otelproc.batch import StringArray
+from otelproc.kernels.cluster import KeyTable
+from otelproc.kernels.tokenize import (FNV_OFFSET, gather_params_terminated, gather_spans, key_hashes, masked_text,
+                                       param_spans)
+from tests.reference import fnv1a64, masked_key
+
+
+def mask(*bodies: str | bytes) -> list[str]:
+    sa = StringArray.from_pylist(list(bodies))
+    b, o = masked_text(sa.buf, sa.off, np.arange(len(sa)))
+    return StringArray(b, o).to_pylist()
+
+
+@pytest.mark.parametrize("body, key", [
+    ("took 42 ms", "took <*> ms"),                                      # integer
+    ("ratio -3.25e-4 ok", "ratio <*> ok"),                              # float
+    ("addr 0x7ffe1a2b fault", "addr <*> fault"),                        # hex with 0x
+    ("digest deadbeefcafebabedeadbeef end", "digest <*> end"),          # hex without digits (>= 16)
+    ("req 123e4567-e89b-12d3-a456-426614174000 done", "req <*> done"),  # UUID
+    ("from 10.251.71.240 ok", "from <*> ok"),                           # IPv4
+    ("from fe80::1ff:fe23:4567:890a ok", "from <*> ok"),                # IPv6
+    ("to 10.0.0.1:8080 ok", "to <*> ok"),                               # host:port (IP)
+    ("to db-7:5432 ok", "to <*> ok"),                                   # host:port (name with digit)
+    ("open /var/log/app.log now", "open <*> now"),                      # path
+    ("get https://example.com/a?b=c now", "get <*> now"),               # URL
+    ("mail bob@example.com sent", "mail <*> sent"),                     # e-mail
+    ("at 2024-01-02T03:04:05.123Z done", "at <*> done"),                # ISO timestamp
+    ("at Sun Jul 24 02:38:22 2005 done", "at <*> done"),                # syslog-style date, one <*>
+    ("user 'alice' logged in", "user '<*>' logged in"),                 # quoted string
+    ('say "hi" now', 'say "<*>" now'),                                  # double quoted
+    ("login user=alice ok", "login user=<*> ok"),                       # key=value
+    ("flag true set", "flag <*> set"),                                  # boolean
+    ("node node-17 up", "node <*> up"),                                   # id with a digit
+    ("Connection reset by peer", "Connection reset by peer"),           # nothing variable
+])
+def test_masking_classes(body, key):
+    assert mask(body) == [key]
+
+
+def test_empty_whitespace_unicode_and_invalid_utf8():
+    got = mask("", "   \t ", "héllo wörld 12 ünïcode", b"bad \xff\xfe bytes 7", "日本語 ログ 42")
+    assert got[0] == "" and got[1] == ""
+    assert got[2] == "héllo wörld <*> ünïcode"
+    assert got[3] == "bad \ufffd\ufffd bytes <*>"  # invalid bytes pass through as literal bytes
+    assert got[4] == "日本語 ログ <*>"
+
+
+def test_one_megabyte_body():
+    body = ("word " * 100_000 + "id 123 " * 50_000).encode()[:1_048_576]
+    sa = StringArray.from_pylist([body, b"x 1"])
+    h, ntok = key_hashes(sa.buf, sa.off, np.zeros(2, np.int32), np.array([int(FNV_OFFSET)], np.uint64))
+    b, o = masked_text(sa.buf, sa.off, np.arange(2))
+    assert b[o[0]:o[1]].tobytes() == masked_key(body)
+    assert ntok[0] == masked_key(body).count(b" ") + 1
+
+
+def _random_bodies(n: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    alphabet = list(b"abcXYZ019 :=,/.-_()[]'\"@\t") + [0xC3, 0xA9, 0xFF]
+    words = [b"user", b"10.0.0.1:80", b"/a/b", b"Jul", b"true", b"k=v", b"'q'", b"0x1f", b"a@b.c", b"(x)"]
+    out = []
+    for _ in range(n):
+        if rnd.random() < 0.5:
+            out.append(bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40))))
+        else:
+            out.append(b" ".join(rnd.choice(words) for _ in range(rnd.randint(0, 8))))
+    return out
+
+
+def test_kernels_agree_with_reference():
+    bodies = _random_bodies(3000, seed=7) + [b"", b" ", b"a", b"::", b"1:2:3", b"a 1 2 b", b"'x", b"x'", b"=1"]
+    sa = StringArray.from_pylist(bodies)
+    b, o = masked_text(sa.buf, sa.off, np.arange(len(sa)))
+    seed = np.array([int(FNV_OFFSET), 12345], dtype=np.uint64)
+    svc = (np.arange(len(sa)) % 2).astype(np.int32)
+    h, _ = key_hashes(sa.buf, sa.off, svc, seed)
+    for i, body in enumerate(bodies):
+        ref = masked_key(body)
+        assert b[o[i]:o[i + 1]].tobytes() == ref, body
+        assert int(h[i]) == fnv1a64(ref, int(seed[svc[i]])), body
+
+
+def test_params_follow_the_variables():
+    sa = StringArray.from_pylist(["connection from 84.102.20.2 () at Sun Jul 24 02:38:22 2005", "no vars", ""])
+    poff, s, e = param_spans(sa.buf, sa.off, np.zeros(3, np.uint64))
+    vb, vo = gather_spans(sa.buf, s, e)
+    assert poff.tolist() == [0, 2, 2, 2]
+    assert StringArray(vb, vo).to_pylist() == ["84.102.20.2", "Sun Jul 24 02:38:22 2005"]
+    # genmask bit 1: key token 1 ("no" ... "vars") taken whole
+    poff, s, e = param_spans(sa.buf, sa.off, np.array([0, 2, 0], np.uint64))
+    pb, po = gather_params_terminated(sa.buf, poff, s, e)
+    assert StringArray(pb, po).to_pylist() == ["84.102.20.2\x1fSun Jul 24 02:38:22 2005\x1f", "vars\x1f", ""]
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(TypeError, match="uint8"):
+        key_hashes(np.zeros(3, np.int8), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(1, np.uint64))
+    with pytest.raises(ValueError, match="off"):
+        masked_text(np.zeros(3, np.uint8), np.array([0, 5], np.int64), np.array([0]))
+    with pytest.raises(ValueError, match="service_index"):
+        key_hashes(np.zeros(3, np.uint8), np.array([0, 3], np.int64), np.array([2], np.int32), np.zeros(1, np.uint64))
+
+
+def test_key_table_lookup_insert_grow_remove():
+    t = KeyTable(16)
+    keys = np.arange(1, 2001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    t.insert(keys, np.arange(2000) % 7, np.arange(2000))
+    v, m, miss = t.lookup(keys)
+    assert miss == 0 and (v == np.arange(2000) % 7).all() and (m == np.arange(2000)).all()
+    t.rebuild_without(np.array([3], np.int32))
+    v, _, miss = t.lookup(keys)
+    assert miss == (np.arange(2000) % 7 == 3).sum() and (v[np.arange(2000) % 7 == 3] == -1).all()
+    _, _, miss = t.lookup(np.array([0, 5], np.uint64))
+    assert miss == 2

@@ -1,0 +1,129 @@
+"""The patterns processor: columns, tables (checked by SQL in chDB through the clickhouse exporter), findings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from otelproc.batch import LogBatch
+from otelproc.component import Context
+from otelproc.config import ConfigError, parse_config
+from otelproc.findings import FindingKind
+from otelproc.processors.patterns import PatternsProcessorConfig, factory
+from otelproc.store.arrow import params_to_pylist
+from otelproc.telemetry import Telemetry
+
+T0 = 1_700_000_000_000_000_000
+
+
+class Sink:
+    def __init__(self):
+        self.batches = []
+
+    def consume(self, batch):
+        self.batches.append(batch)
+
+
+def records(n_offset=0):
+    out = []
+    for i in range(6):
+        out.append({"time_ns": T0 + i * 1_000_000_000, "severity_number": 9, "service": "api",
+                    "body": f"GET /users/{100 + i} took {i + 3} ms"})
+        out.append({"time_ns": T0 + i * 1_000_000_000, "severity_number": 17, "service": "db",
+                    "body": f"connection from 10.0.0.{i} refused"})
+    out.append({"time_ns": T0 + 61_000_000_000, "severity_number": 13, "service": "api",
+                "body": "cache miss ratio 0.25"})
+    return out
+
+
+def make(tmp_path, **kw):
+    sink = Sink()
+    cfg = PatternsProcessorConfig(state_dir=str(tmp_path / "state"), **kw)
+    proc = factory.create("patterns", cfg, sink, Context(telemetry=Telemetry()))
+    return proc, sink
+
+
+def test_columns_tables_and_restart(tmp_path):
+    proc, sink = make(tmp_path)
+    proc.shutdown()  # safe without start
+    proc.start()
+    batch = LogBatch.from_records(records())
+    proc.consume(batch)
+    out = sink.batches[0]
+    n = len(batch)
+    ids = out.columns["pattern_id"]
+    assert ids.dtype == np.uint64 and len(ids) == n and (ids != 0).all()
+    tmpl = out.columns["pattern_template"].to_pylist()
+    assert tmpl[0] == "GET <*> took <*> ms" and tmpl[1] == "connection from <*> refused"
+    params = params_to_pylist(out.columns["pattern_params"])
+    assert params[0] == ["/users/100", "3"] and params[1] == ["10.0.0.0"]
+    lp = out.tables["log_patterns"].to_pylist()
+    assert sorted((r["ServiceName"], r["Count"]) for r in lp) == [("api", 1), ("api", 6), ("db", 6)]
+    pc = out.tables["pattern_counts"].to_pylist()
+    assert sum(r["Count"] for r in pc) == n and len(pc) == 3
+    assert out.findings == []  # still in warm-up
+    proc.shutdown()
+    # restart from the saved state: the same ids
+    proc2, sink2 = make(tmp_path)
+    proc2.start()
+    proc2.consume(LogBatch.from_records(records()))
+    assert (sink2.batches[0].columns["pattern_id"] == ids).all()
+    proc2.shutdown()
+
+
+def test_new_pattern_findings_after_warmup(tmp_path):
+    proc, sink = make(tmp_path, new_pattern_warmup=0.0)
+    proc.start()
+    proc.consume(LogBatch.from_records(records()))
+    kinds = {(f.kind, f.service) for f in sink.batches[0].findings}
+    assert kinds == {(FindingKind.NEW_PATTERN, "api"), (FindingKind.NEW_PATTERN, "db")}
+    proc.consume(LogBatch.from_records(records()))
+    assert sink.batches[1].findings == []
+    proc.shutdown()
+
+
+def test_config_validation():
+    errors = PatternsProcessorConfig(similarity=0, max_patterns_per_service=0).validate()
+    assert any(e.startswith("similarity:") for e in errors)
+    assert any(e.startswith("max_patterns_per_service:") for e in errors)
+    with pytest.raises(ConfigError, match="processors::patterns::similarity"):
+        parse_config("""
+receivers: {otlp: {}}
+processors: {patterns: {similarity: 1.5}}
+exporters: {debug: {}}
+service: {pipelines: {logs: {receivers: [otlp], processors: [patterns], exporters: [debug]}}}
+""")
+
+
+def test_processor_to_chdb_tables(tmp_path, chdb_path, chdb_database):
+    ch = pytest.importorskip("otelproc.exporters.clickhouse")
+    exporter = ch.factory.create("clickhouse", ch.ClickHouseExporterConfig(endpoint=f"chdb://{chdb_path}",
+                                                                         database=chdb_database), None, None)
+    proc, _ = make(tmp_path)
+    proc.next_consumer = exporter
+    exporter.start()
+    proc.start()
+    try:
+        proc.consume(LogBatch.from_records(records()))
+        proc.consume(LogBatch.from_records(records()))
+        store = exporter._store
+        rows = store.query_rows(
+            "SELECT ServiceName, PatternTemplate, count(), uniq(PatternId), any(PatternParams) FROM otel_logs "
+            "GROUP BY ServiceName, PatternTemplate ORDER BY ServiceName, PatternTemplate")
+        assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+            ("api", "GET <*> took <*> ms", 12, 1), ("api", "cache miss ratio <*>", 2, 1),
+            ("db", "connection from <*> refused", 12, 1)]
+        lp = store.query_rows(
+            "SELECT ServiceName, any(Template), sum(Count), min(FirstSeen), sum(CountError) FROM log_patterns "
+            "GROUP BY ServiceName, PatternId ORDER BY ServiceName, sum(Count)")
+        assert [(r[0], r[1], r[2], r[4]) for r in lp] == [
+            ("api", "cache miss ratio <*>", 2, 0), ("api", "GET <*> took <*> ms", 12, 0),
+            ("db", "connection from <*> refused", 12, 12)]
+        pc = store.query_rows("SELECT ServiceName, sum(Count) FROM pattern_counts GROUP BY ServiceName ORDER BY 1")
+        assert [tuple(r) for r in pc] == [("api", 14), ("db", 12)]
+        joined = store.query_rows(
+            "SELECT count() FROM otel_logs l INNER JOIN (SELECT PatternId FROM log_patterns GROUP BY PatternId) p "
+            "ON l.PatternId = p.PatternId")
+        assert joined[0][0] == 26
+    finally:
+        proc.shutdown()
+        exporter.shutdown()
