@@ -91,11 +91,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
     store = _store_from_config(args.config, args.exporter)
     try:
         try:
-            columns, rows = store.query_rows(args.query)
+            rows = store.query_rows(args.query)
         except Exception as e:
             print(f"otelproc: query failed: {e}", file=sys.stderr)
             return 1
-        print_rows(columns, rows, args.format)
+        print_rows(list(rows.column_names), rows, args.format)
     finally:
         store.close()
     return 0

@@ -161,8 +161,8 @@ def decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
             continue
         before = len(errors)
         decoded = _decode_value(hints[key], value, sub, errors)
-        if len(errors) == before:  # a bad value keeps the default, so validate() still sees sane types
-            kwargs[key] = decoded
+        if decoded is not None or len(errors) == before:
+            kwargs[key] = decoded  # a value that failed to decode keeps the default, so validate() sees sane types
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field without default was missing

@@ -133,7 +133,7 @@ class BucketWindow:
         self.lateness_ns = int(lateness_ns)
         self.max_rows = int(max_rows)
         self.next_bucket = -1           # first bucket not closed yet (-1: nothing seen)
-        self.max_event_ns = np.iinfo(np.int64).min
+        self.max_event_ns = -(2**62)  # "nothing seen": far below any event time, no overflow when lateness is subtracted
         self.late = 0
         # pending points: (bucket, series id, value) per stream
         self._pending: dict[str, list[np.ndarray]] = {k: [np.zeros(0, np.int64), np.zeros(0, np.int64),

@@ -1,0 +1,196 @@
+"""The anomaly processor end to end on hand-built batches (pattern columns built by hand)."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from otelproc.batch import LogBatch, concat_batches
+from otelproc.config import ConfigError, decode
+from otelproc.findings import FindingKind, Severity
+from otelproc.processors.anomaly import AnomalyProcessor, AnomalyProcessorConfig, factory
+from otelproc.telemetry import Telemetry
+from otelproc.component import Context
+
+T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+NS = 10**9
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.batches: list[LogBatch] = []
+
+    def consume(self, batch: LogBatch) -> None:
+        self.batches.append(batch)
+
+    @property
+    def findings(self):
+        return [f for b in self.batches for f in b.findings]
+
+
+def stream(seconds: int, seed: int = 0, spike_at: int | None = None, errors_at: int | None = None,
+           new_at: int | None = None) -> LogBatch:
+    """One service 'web', pattern 11 (request, latency), pattern 12 (heartbeat every 10 s),
+    pattern 13 (error) - with optional incidents."""
+    rng = np.random.default_rng(seed)
+    recs, pids = [], []
+    for sec in range(seconds):
+        n = rng.poisson(4)
+        if spike_at is not None and spike_at <= sec < spike_at + 60:
+            n += 40
+        for j in range(n):
+            recs.append(dict(time_ns=T0 + sec * NS + j * 1000, service="web", severity_number=9,
+                             body=f"GET /api took {rng.lognormal(3.0, 0.1):.2f} ms"))
+            pids.append(11)
+        if sec % 10 == 0:
+            recs.append(dict(time_ns=T0 + sec * NS + 500, service="web", severity_number=9, body="heartbeat ok"))
+            pids.append(12)
+        k = 3 if errors_at is not None and errors_at <= sec < errors_at + 120 else int(rng.random() < 0.01)
+        for j in range(k):
+            recs.append(dict(time_ns=T0 + sec * NS + 700 + j, service="web", severity_number=17,
+                             body="connection reset by peer"))
+            pids.append(13)
+        if new_at is not None and new_at <= sec < new_at + 30:
+            recs.append(dict(time_ns=T0 + sec * NS + 900, service="web", severity_number=17,
+                             body="FATAL disk full"))
+            pids.append(14)
+    b = LogBatch.from_records(recs)
+    return b.with_columns(pattern_id=np.asarray(pids, dtype=np.uint64))
+
+
+def slices(b: LogBatch, size: int) -> list[LogBatch]:
+    out = []
+    for i in range(0, len(b), size):
+        idx = np.arange(i, min(len(b), i + size))
+        out.append(take(b, idx))
+    return out
+
+
+def take(b: LogBatch, idx: np.ndarray) -> LogBatch:
+    return LogBatch(time_ns=b.time_ns[idx], observed_ns=b.observed_ns[idx], severity_number=b.severity_number[idx],
+                    severity_text=b.severity_text.take(idx), body=b.body.take(idx), trace_id=b.trace_id[idx],
+                    span_id=b.span_id[idx], flags=b.flags[idx], log_attrs=b.log_attrs.take(idx),
+                    resource_index=b.resource_index[idx], scope_index=b.scope_index[idx],
+                    service_index=b.service_index[idx], resource_attrs=b.resource_attrs,
+                    resource_schema_url=b.resource_schema_url, scope_name=b.scope_name,
+                    scope_version=b.scope_version, scope_schema_url=b.scope_schema_url, scope_attrs=b.scope_attrs,
+                    services=b.services, columns={k: v[idx] for k, v in b.columns.items()})
+
+
+def run(batches, **cfg) -> tuple[AnomalyProcessor, Sink]:
+    sink = Sink()
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup": 600.0, **cfg}), sink, None)
+    p.start()
+    for b in batches:
+        p.consume(b)
+    p.shutdown()
+    return p, sink
+
+
+def key(f):
+    return (f.kind.value, f.service, f.pattern_id, f.time_ns)
+
+
+@pytest.fixture(scope="module")
+def spike_stream() -> LogBatch:
+    return stream(3600, spike_at=2400)
+
+
+def test_spike_is_found_and_rows_scored(spike_stream):
+    _, sink = run(slices(spike_stream, 5000))
+    spikes = [f for f in sink.findings if f.kind == FindingKind.SPIKE]
+    assert spikes, [key(f) for f in sink.findings]
+    assert {f.pattern_id for f in spikes} <= {0, 11}
+    first = min(f.time_ns for f in spikes)
+    assert T0 + 2390 * NS <= first <= T0 + 2460 * NS
+    t = pa.concat_tables([b.tables["anomalies"] for b in sink.batches if "anomalies" in b.tables])
+    assert set(t.column_names) >= {"Timestamp", "ServiceName", "PatternId", "Kind", "Score", "Observed",
+                                   "Expected", "Lower", "Upper", "Severity", "Description"}
+    row = t.filter(pa.compute.equal(t["Kind"], "spike")).to_pylist()[0]
+    assert row["Observed"] > row["Upper"] >= row["Expected"] and 0 <= row["Score"] <= 1
+    assert "spiked" in row["Description"]
+    scores = np.concatenate([b.columns["anomaly_score"] for b in sink.batches])
+    assert scores.dtype == np.float32 and (scores > 0).any()
+    assert (scores[spike_stream.time_ns < T0 + 2300 * NS] == 0).all()
+    # the quiet part raises nothing but the 10 s/1 min spike (and its after-effects)
+    assert not [f for f in sink.findings if f.time_ns < T0 + 2300 * NS]
+    series = pa.concat_tables([b.tables["series"] for b in sink.batches if "series" in b.tables])
+    assert {"log_count", "error_ratio"} <= set(series["Series"].to_pylist())
+    assert any(s.startswith("p50_ms") for s in series["Series"].to_pylist())
+
+
+def test_replay_with_other_batch_sizes_gives_the_same_findings(spike_stream):
+    _, a = run(slices(spike_stream, 5000))
+    _, b = run(slices(spike_stream, 777))
+    _, c = run([spike_stream])
+    assert [key(f) for f in a.findings] == [key(f) for f in b.findings] == [key(f) for f in c.findings]
+
+
+def test_restart_with_persisted_state_continues(spike_stream, tmp_path):
+    parts = slices(spike_stream, 5000)
+    _, whole = run(parts)
+    half = len(parts) // 2
+    _, first = run(parts[:half], state_dir=str(tmp_path))
+    assert (tmp_path / "anomaly_state.npz").exists()
+    _, second = run(parts[half:], state_dir=str(tmp_path))
+    assert [key(f) for f in first.findings + second.findings] == [key(f) for f in whole.findings]
+
+
+def test_late_points_are_counted_and_dropped():
+    b = stream(300)
+    late = LogBatch.from_records([dict(time_ns=T0 + 10 * NS, service="web", body="late", severity_number=9)])
+    late = late.with_columns(pattern_id=np.array([11], dtype=np.uint64))
+    tel = Telemetry()
+    sink = Sink()
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(), sink, Context(telemetry=tel))
+    p.start()
+    p.consume(b)
+    p.consume(late)
+    assert p.engine.late_points == 2  # one per resolution
+    assert tel.value("otelproc_processor_anomaly_late_records_total", processor="anomaly") == 2
+    assert len(sink.batches[-1].columns["anomaly_score"]) == 1
+
+
+def test_error_burst_and_new_error_pattern():
+    b = stream(3000, errors_at=2000, new_at=2500)
+    _, sink = run(slices(b, 4000))
+    kinds = {(f.kind, f.pattern_id) for f in sink.findings}
+    assert (FindingKind.ERROR_RATIO, 0) in kinds
+    new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
+    assert [f.pattern_id for f in new] == [14] and new[0].severity == Severity.CRITICAL
+    er = [f for f in sink.findings if f.kind == FindingKind.ERROR_RATIO]
+    assert min(f.time_ns for f in er) <= T0 + 2060 * NS
+
+
+def test_vanished_heartbeat():
+    b = stream(3000)
+    keep = ~((b.columns["pattern_id"] == 12) & (b.time_ns >= T0 + 2000 * NS))
+    _, sink = run(slices(take(b, np.flatnonzero(keep)), 4000))
+    v = [f for f in sink.findings if f.kind == FindingKind.VANISHED_PATTERN]
+    assert [f.pattern_id for f in v] == [12]
+    assert T0 + 2000 * NS <= v[0].time_ns <= T0 + 2400 * NS
+
+
+def test_batch_without_pattern_columns_and_empty_batch():
+    b = LogBatch.from_records([dict(time_ns=T0 + i * NS, service="s", body=f"x took {i} ms") for i in range(50)])
+    _, sink = run([b, LogBatch.empty()])
+    assert len(sink.batches) == 2 and len(sink.batches[1].columns["anomaly_score"]) == 0
+
+
+def test_config_validation_names_keys():
+    errors: list[str] = []
+    decode(AnomalyProcessorConfig, {"resolutions": ["10s", "10s"], "spot_q": 2, "trend_rate": 0,
+                                    "allowed_lateness": "-1s", "min_ratio": 0.5}, "processors::anomaly", errors)
+    joined = "\n".join(errors)
+    for k in ("resolutions", "spot_q", "trend_rate", "allowed_lateness", "min_ratio"):
+        assert f"processors::anomaly::{k}:" in joined
+    ok: list[str] = []
+    cfg = decode(AnomalyProcessorConfig, {"resolutions": ["10s", "1m"], "state_dir": "/tmp/x"}, "p", ok)
+    assert not ok and cfg.resolutions == [10.0, 60.0]
+
+
+def test_lifecycle_and_factory():
+    assert factory.type == "anomaly"
+    p = factory.create("anomaly", AnomalyProcessorConfig(), Sink(), Context())
+    p.shutdown()  # safe without start
+    p.shutdown()
