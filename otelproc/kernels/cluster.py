@@ -69,6 +69,20 @@ def _insert(tab_key, tab_val, tab_vmask, keys, vals, vmasks):
     return added
 
 
+@njit(cache=True, nogil=True)
+def _remap(tab_key, tab_val, from_vals, to_val):
+    moved = 0
+    for j in range(len(tab_key)):
+        if tab_key[j] != EMPTY:
+            v = tab_val[j]
+            for f in from_vals:
+                if v == f:
+                    tab_val[j] = to_val
+                    moved += 1
+                    break
+    return moved
+
+
 class KeyTable:
     """Growable open-addressing map uint64 key hash -> (int32 pattern slot, uint64 variable mask).
 
@@ -109,6 +123,10 @@ class KeyTable:
         keep = ~np.isin(v, drop_vals)
         self._reset(len(self.key))
         self.insert(k[keep], v[keep], m[keep])
+
+    def remap(self, from_vals: np.ndarray, to_val: int) -> int:
+        """Point every entry whose pattern slot is in ``from_vals`` to ``to_val`` (patterns merged)."""
+        return int(_remap(self.key, self.val, np.ascontiguousarray(from_vals, dtype=np.int32), np.int32(to_val)))
 
     def clear(self) -> None:
         self._reset(1024)

@@ -53,6 +53,11 @@ def mine_lines(lines: StringArray, miner: PatternMiner | None = None, service: s
         off = lines.off[a:b + 1] - lines.off[a]
         buf = lines.buf[lines.off[a]:lines.off[b]]
         res = miner.learn(buf, off, np.zeros(b - a, dtype=np.int32), [service])
+        # patterns merged in this chunk absorbed slots that earlier lines were given: follow them
+        for ch in res.changes:
+            if ch.kind == ChangeType.MERGED and a:
+                head = slots[:a]
+                head[head == ch.slot] = ch.into
         slots[a:b] = res.slot
     return miner, slots
 

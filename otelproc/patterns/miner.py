@@ -49,6 +49,8 @@ STATE_FILE = "patterns_state.npz"
 DEFAULT_SIMILARITY = 0.7
 DEFAULT_MAX_PATTERNS_PER_SERVICE = 5000
 DEFAULT_MAX_KEYS = 1_000_000
+# a key position becomes <*> only when the patterns it would merge show at least this many distinct values there
+DEFAULT_MIN_DISTINCT = 3
 
 
 class ChangeType:
@@ -57,6 +59,7 @@ class ChangeType:
     NONE = "none"
     CREATED = "pattern_created"
     GENERALISED = "pattern_generalised"
+    MERGED = "pattern_merged"          # the slot was absorbed into ``into`` (its id is now an alias)
 
 
 def pattern_id(service: str, template: str) -> int:
@@ -76,8 +79,9 @@ def service_seed(service: str) -> int:
 @dataclass
 class PatternChange:
     slot: int
-    kind: str              # ChangeType.CREATED or GENERALISED
+    kind: str              # ChangeType.CREATED, GENERALISED or MERGED
     old_id: int            # 0 for CREATED
+    into: int = -1         # MERGED: the slot that absorbed this one
 
 
 @dataclass
@@ -92,14 +96,17 @@ class PatternMiner:
 
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
-                 max_keys: int = DEFAULT_MAX_KEYS):
+                 max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
             raise ValueError(f"max_patterns_per_service must be >= 1, got {max_patterns_per_service}")
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        if min_distinct < 2:
+            raise ValueError(f"min_distinct must be >= 2, got {min_distinct}")
         self.similarity = float(similarity)
+        self.min_distinct = int(min_distinct)
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -174,11 +181,14 @@ class PatternMiner:
             for i, text in enumerate(keys_text):  # once per distinct new key, not per line
                 tokens = tuple(text.split(" ")) if text else ()
                 s, ch = self._assign(int(line_svc[rows[i]]), tokens)
-                if ch is not None:
-                    changes.append(ch)
+                changes.extend(ch)
                 new_slots[i] = s
                 new_vmask[i] = _var_mask(tokens)
-            self.table.insert(uniq, new_slots, new_vmask)
+                # insert at once, so a later merge or eviction in this batch also moves this key
+                self.table.insert(uniq[i:i + 1], new_slots[i:i + 1], new_vmask[i:i + 1])
+                for c in ch:
+                    if c.kind == ChangeType.MERGED:
+                        new_slots[:i][new_slots[:i] == c.slot] = c.into
             # an eviction inside _assign may have dropped keys of this batch: look up again
             slot, vmask, misses = self.table.lookup(hashes)
             if misses:  # keys whose pattern was evicted later in this same batch
@@ -221,7 +231,8 @@ class PatternMiner:
             self.seeds = np.append(self.seeds, np.uint64(service_seed(service)))
         return c
 
-    def _assign(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, PatternChange | None]:
+    def _assign(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
+        """Pattern slot of a new key (creating or merging patterns) and what changed."""
         cands = self._by_shape.get((svc, len(tokens)), [])
         best, best_sim, best_match = -1, -1.0, -1
         match_lits = -1
@@ -238,16 +249,44 @@ class PatternMiner:
             if s > best_sim:
                 best_sim, best = s, c
         if best_match >= 0:
-            return best_match, None
+            return best_match, []
         if best >= 0 and best_sim >= self.similarity:
             t = self.p_tokens[best]
             merged = tuple(a if a == b else VAR for a, b in zip(t, tokens))
-            old = int(self.p_id[best])
-            self._set_template(best, merged)
-            self.p_aliases[best].append(old)
-            return best, PatternChange(best, ChangeType.GENERALISED, old)
+            diff = [j for j, (a, b) in enumerate(zip(t, tokens)) if a != b and a != VAR]
+            group = [c for c in cands if _match_literals(merged, self.p_tokens[c]) >= 0]
+            # Brain-like: a position turns into <*> only once it has shown enough distinct values;
+            # two alternatives ("stored as bytes/values", "Failed password/none") stay two templates
+            if all(_distinct_at(j, tokens, [self.p_tokens[c] for c in group]) >= self.min_distinct for j in diff):
+                return best, self._merge(best, merged, group)
         slot = self._new_pattern(svc, tokens)
-        return slot, PatternChange(slot, ChangeType.CREATED, 0)
+        return slot, [PatternChange(slot, ChangeType.CREATED, 0)]
+
+    def _merge(self, target: int, template: tuple[str, ...], group: list[int]) -> list[PatternChange]:
+        """Generalise ``target`` to ``template`` and absorb the other slots of ``group`` into it."""
+        old = int(self.p_id[target])
+        self._set_template(target, template)
+        self.p_aliases[target].append(old)
+        changes = [PatternChange(target, ChangeType.GENERALISED, old)]
+        absorbed = [c for c in group if c != target]
+        if not absorbed:
+            return changes
+        svc = self.p_service[target]
+        for c in absorbed:
+            self.p_aliases[target].append(int(self.p_id[c]))
+            self.p_aliases[target].extend(self.p_aliases[c])
+            self.p_count[target] += self.p_count[c]
+            self.p_last_seq[target] = max(self.p_last_seq[target], self.p_last_seq[c])
+            if self.p_first_ns[c] and (not self.p_first_ns[target] or self.p_first_ns[c] < self.p_first_ns[target]):
+                self.p_first_ns[target] = self.p_first_ns[c]
+            self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
+            self.p_alive[c] = False
+            self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
+            self._free.append(c)
+            changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
+        self._alive_per_service[svc] -= len(absorbed)
+        self.table.remap(np.asarray(absorbed, dtype=np.int32), target)
+        return changes
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
         self.p_tokens[slot] = tokens
@@ -401,18 +440,28 @@ def _match_literals(template: tuple[str, ...], tokens: tuple[str, ...]) -> int:
     return lits
 
 
+def _distinct_at(j: int, tokens: tuple[str, ...], group: list[tuple[str, ...]]) -> int:
+    """Distinct values at position j over the key and the group (a <*> there counts as many)."""
+    many = 1 << 30
+    if VAR in tokens[j]:
+        return many
+    seen = {tokens[j]}
+    for t in group:
+        if VAR in t[j]:   # a token holding a masked variable is structurally variable
+            return many
+        seen.add(t[j])
+    return len(seen)
+
+
 def _similarity(template: tuple[str, ...], tokens: tuple[str, ...]) -> float:
-    """Share of equal tokens among the positions where both sides are literal (Drain's measure,
-    ignoring variables); -1 when the two cannot be the same template."""
+    """Drain's similarity: share of positions with equal tokens (two <*> count as equal, a <*> and a
+    literal do not); -1 when the two cannot be the same template (different literal first tokens)."""
     if not tokens:
         return 1.0
     if template[0] != tokens[0] and template[0] != VAR and tokens[0] != VAR:
         return -1.0
-    eq = lits = 0
+    eq = 0
     for a, b in zip(template, tokens):
-        if a == VAR or b == VAR:
-            continue
-        lits += 1
         if a == b:
             eq += 1
-    return eq / lits if lits else 1.0
+    return eq / len(tokens)

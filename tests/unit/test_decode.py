@@ -174,12 +174,14 @@ def _sample_batch() -> LogBatch:
     return concat_batches([a, b])
 
 
-def _records(batch: LogBatch) -> list[tuple]:
-    return [(int(batch.time_ns[i]), int(batch.observed_ns[i]), int(batch.severity_number[i]), batch.severity_text[i],
+def _records(batch: LogBatch) -> list[str]:
+    """Every record with its resource/scope data, in a canonical order (the encoder groups records
+    by resource and scope, so records of interleaved resources come back grouped)."""
+    return sorted(repr(r) for r in [(int(batch.time_ns[i]), int(batch.observed_ns[i]), int(batch.severity_number[i]), batch.severity_text[i],
              batch.body[i], batch.trace_id[i].tobytes(), batch.span_id[i].tobytes(), int(batch.flags[i]),
              batch.log_attrs.row(i), batch.service_names[i], batch.resource_attrs.row(int(batch.resource_index[i])),
              batch.scope_name[int(batch.scope_index[i])], batch.scope_version[int(batch.scope_index[i])])
-            for i in range(len(batch))]
+            for i in range(len(batch))])
 
 
 def test_protobuf_round_trip():
