@@ -206,6 +206,9 @@ class LogBatch:
                 (``log_patterns``, ``pattern_counts``, ``anomalies``, ``series``...);
                 the clickhouse exporter inserts each into the table of that name
       findings  otelproc.findings.Finding list, read by the alerting processor
+      wal_seq   (log id, first seq, last seq) of the write-ahead-log records this batch holds
+                (otelproc.wal), or None; merged by concat_batches; exporters derive their
+                insert deduplication tokens from it
     """
 
     time_ns: np.ndarray
@@ -230,6 +233,7 @@ class LogBatch:
     columns: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    wal_seq: tuple[str, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -409,4 +413,13 @@ def concat_batches(batches: Sequence[LogBatch]) -> LogBatch:
         columns=columns,
         tables=tables,
         findings=[f for b in batches for f in b.findings],
+        wal_seq=_merge_wal_seq([b.wal_seq for b in batches]),
     )
+
+
+def _merge_wal_seq(parts: Sequence[tuple[str, int, int] | None]) -> tuple[str, int, int] | None:
+    """The WAL range covering every part (batches flow in WAL order, so the range is contiguous)."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    return (present[0][0], min(p[1] for p in present), max(p[2] for p in present))

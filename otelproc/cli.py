@@ -1,4 +1,4 @@
-"""``otelproc`` command line: serve · validate · sql · patterns."""
+"""``otelproc`` command line: serve · validate · sql · demo · patterns (FILE | top) · anomalies · alerts · tail."""
 from __future__ import annotations
 
 import argparse
@@ -129,15 +129,104 @@ def _cell(v) -> str:
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
+    # `patterns top` is the store view unless a file literally named "top" exists (then use --top or ./top)
+    if args.top or (args.target == "top" and not Path("top").is_file()):
+        return _view(args, "patterns_top")
+    if args.target is None:
+        print("otelproc patterns: give a FILE to mine, or `top` for the most frequent patterns in the store",
+              file=sys.stderr)
+        return 2
     from otelproc.patterns import mine_file
 
     try:
-        templates = mine_file(args.file, csv_out=args.csv)
+        templates = mine_file(args.target, csv_out=args.csv)
     except OSError as e:
         print(f"otelproc: {e}", file=sys.stderr)
         return 1
     print_rows(["count", "template"], [(c, t) for t, c in templates], args.format)
     return 0
+
+
+def _view_store(args: argparse.Namespace):
+    """The store a view reads: --endpoint (a server, or a running otelproc's clickhouse_query
+    extension) if given, else the config's clickhouse exporter (embedded: only while otelproc is stopped)."""
+    if args.endpoint:
+        from otelproc.store import open_store
+
+        return open_store(args.endpoint, args.database, username=args.user,
+                          password=os.environ.get("OTELPROC_QUERY_PASSWORD", ""), create_database=False)
+    return _store_from_config(args.config, args.exporter)
+
+
+def _view(args: argparse.Namespace, name: str) -> int:
+    from otelproc import views
+
+    try:
+        since = views.parse_since(args.since)
+        kwargs = {"since_s": since, "limit": args.limit, "service": args.service or ""}
+        if name == "anomalies":
+            kwargs["kind"] = args.kind or ""
+        elif name == "alerts":
+            kwargs["outcome"] = args.outcome or ""
+        elif name == "tail" and args.pattern is not None:
+            kwargs["pattern_id"] = views.parse_pattern_id(args.pattern)
+        views.check_limit(args.limit)
+    except ValueError as e:
+        print(f"otelproc {args.command}: {e}", file=sys.stderr)
+        return 2
+    try:
+        store = _view_store(args)
+    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
+        print(f"otelproc {args.command}: cannot open the store: {e}", file=sys.stderr)
+        if "lock" in str(e).lower():
+            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
+                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
+        return 1
+    try:
+        try:
+            rows = getattr(views, name)(store, **kwargs)
+        except Exception as e:
+            print(f"otelproc {args.command}: query failed: {e}", file=sys.stderr)
+            return 1
+        print_rows(list(rows.column_names), rows, args.format)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_anomalies(args: argparse.Namespace) -> int:
+    return _view(args, "anomalies")
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    return _view(args, "alerts")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    return _view(args, "tail")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from otelproc.demo import demo_main
+    from otelproc.telemetry import setup_logging
+
+    setup_logging(args.log_level)
+    return demo_main(duration_s=args.duration, speed=args.speed, rate=args.rate, seed=args.seed,
+                     directory=args.dir, rules_file=args.rules, check=args.check)
+
+
+def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") -> None:
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read")
+    s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
+    s.add_argument("--endpoint", help="read this ClickHouse HTTP endpoint instead (a server, or a running "
+                                      "otelproc's clickhouse_query extension, e.g. http://127.0.0.1:8123)")
+    s.add_argument("--database", default="otel", help="database at --endpoint (default otel)")
+    s.add_argument("--user", default="default", help="user at --endpoint (password: $OTELPROC_QUERY_PASSWORD)")
+    s.add_argument("--service", help="only this service")
+    s.add_argument("--since", default=since_default, help="time window back from now: 15m, 1h, 2d or all "
+                                                          f"(default {since_default})")
+    s.add_argument("-n", "--limit", type=int, default=20, help="most rows to show (default 20)")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,11 +249,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
     s.set_defaults(fn=cmd_sql)
 
-    s = sub.add_parser("patterns", help="mine the templates of a file with one log body per line")
-    s.add_argument("file")
-    s.add_argument("--csv", help="write LineId,ClusterId,Template per line to this file")
-    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s = sub.add_parser("patterns", help="`patterns FILE`: mine the templates of a file (one body per line); "
+                                        "`patterns top`: the most frequent patterns in the store",
+                       description="otelproc patterns FILE mines a file with one log body per line; "
+                                   "otelproc patterns top shows the most frequent patterns in the store "
+                                   "(a file named 'top' is mined: pass ./top, or use --top for the view)")
+    s.add_argument("target", nargs="?", metavar="FILE|top")
+    s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
+    s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
+    _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
+
+    s = sub.add_parser("anomalies", help="the latest anomalies found (newest first)")
+    _add_view_options(s)
+    s.add_argument("--kind", help="only this kind (spike, drop, level_shift, error_ratio, new_pattern, trend, ...)")
+    s.set_defaults(fn=cmd_anomalies)
+
+    s = sub.add_parser("alerts", help="alert notifications sent / failed / dropped and their receivers")
+    _add_view_options(s)
+    s.add_argument("--outcome", choices=("sent", "failed", "dropped"), help="only this delivery outcome")
+    s.set_defaults(fn=cmd_alerts)
+
+    s = sub.add_parser("tail", help="the last log lines in the store (of one pattern with --pattern ID)")
+    _add_view_options(s)
+    s.add_argument("--pattern", help="pattern id as `patterns top` prints it (16 hex digits) or decimal")
+    s.set_defaults(fn=cmd_tail)
+
+    s = sub.add_parser("demo", help="run the full pipeline on simulated traffic with scripted incidents")
+    s.add_argument("--duration", type=float, default=60.0, help="wall-clock seconds of traffic (default 60)")
+    s.add_argument("--speed", type=float, default=0.0,
+                   help="event seconds per wall second (default 0: 3 h of event time in --duration)")
+    s.add_argument("--rate", type=float, default=0.0,
+                   help="target logs/s; reached with more instances per service (default 0: one instance, "
+                        "about 41 x speed logs/s)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--dir", default="otelproc-demo", help="demo directory: config, store, summary.json")
+    s.add_argument("--rules", default=str(Path(__file__).resolve().parents[1] / "config" / "alerts.yaml"),
+                   help="alert rules and routes to use (receivers are replaced by the demo's webhook sink)")
+    s.add_argument("--check", action="store_true", help="exit 1 unless every incident was detected and alerted")
+    s.add_argument("--log-level", default="warn", choices=("debug", "info", "warn", "error"))
+    s.set_defaults(fn=cmd_demo)
     return p
 
 

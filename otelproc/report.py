@@ -362,13 +362,13 @@ def _fmt_cell(v: Any) -> str:
     return s if len(s) <= 70 else s[:67] + "..."
 
 
-def _draw_panel(ax, panel: Mapping[str, Any], rows, max_rows: int = 8) -> None:
+def _draw_panel(ax, panel: Mapping[str, Any], rows, title: str, max_rows: int = 8) -> None:
     import numpy as np
 
     ptype = panel["type"]
     cols = list(rows.column_names)
-    ax.set_title(panel["title"].replace("${series}", "").replace("${service}", "").strip(" :") or panel["title"],
-                 fontsize=9, loc="left")
+    # "$" starts matplotlib mathtext: titles are shown with their variables substituted, "$" escaped
+    ax.set_title(title.replace("$", r"\$"), fontsize=9, loc="left")
     if not rows:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", color="grey")
         ax.set_axis_off()
@@ -382,7 +382,8 @@ def _draw_panel(ax, panel: Mapping[str, Any], rows, max_rows: int = 8) -> None:
             for vc in values:
                 name = (key_prefix + " " + vc).strip() if len(values) > 1 or not key_prefix else key_prefix
                 xs, ys = series.setdefault(name, ([], []))
-                xs.append(r[0])
+                # chDB's Arrow gives DateTime (toStartOfInterval) as uint32 epoch seconds
+                xs.append(datetime.fromtimestamp(r[0], timezone.utc) if isinstance(r[0], int) else r[0])
                 v = r[cols.index(vc)]
                 ys.append(np.nan if v is None else float(v))
         for name, (xs, ys) in list(series.items())[:12]:
@@ -455,7 +456,9 @@ def render_report(store, out_dir: str | Path, dashboards: Sequence[str] = MAIN_D
                 local[rep] = first
             try:
                 rows = store.query_rows(expand_macros(tgt["rawSql"], tr.from_ms, tr.to_ms, tr.interval_ms, local))
-                _draw_panel(ax, panel, rows)
+                title = re.sub(r"\$\{(\w+)\}", lambda m: str(local.get(m.group(1), m.group(0))).replace(
+                    "$__all", "All"), panel["title"])
+                _draw_panel(ax, panel, rows, title)
             except Exception as e:  # noqa: BLE001 - one failing panel must not lose the report
                 errors.append(f"{panel['title']}: {e}")
                 ax.text(0.5, 0.5, f"query failed:\n{str(e)[:200]}", ha="center", va="center", fontsize=6, color="red",

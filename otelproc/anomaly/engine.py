@@ -71,7 +71,7 @@ class EngineParams:
     value_min_ratio: float = 1.5
     trend_rate: float = 0.02
     trend_window_s: float = 3600.0
-    trend_min_t: float = 3.5
+    trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
     vanish_factor: float = 5.0
     vanish_min_s: float = 180.0

@@ -554,6 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     endpoint: QueryEndpoint  # set on the bound subclass
     server_version = "otelproc-clickhouse-query"
+    # headers and body are two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per answer
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.debug("%s %s", self.address_string(), format % args)

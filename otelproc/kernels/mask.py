@@ -33,6 +33,7 @@ C_DELIM = np.uint8(2)
 C_DIGIT = np.uint8(4)
 C_HEXALPHA = np.uint8(8)
 C_ALPHA = np.uint8(16)
+C_MARK = np.uint8(32)    # '/', '@', '.': bytes the one-pass tokenizer must look at (paths, e-mails)
 
 
 def _byte_classes() -> np.ndarray:
@@ -47,6 +48,8 @@ def _byte_classes() -> np.ndarray:
         tab[c] |= 8
     for c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
         tab[c] |= 16
+    for c in b"/@.":
+        tab[c] |= 32
     return tab
 
 

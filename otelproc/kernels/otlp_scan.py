@@ -37,6 +37,8 @@ AnyValues that hold an array, kvlist or bytes are reported as
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -1067,3 +1069,343 @@ def ranges_to_index(start: np.ndarray, stop: np.ndarray) -> np.ndarray:
     out = np.empty(int(lens.sum()), dtype=np.int64)
     _ranges_to_index(start, stop, out)
     return out
+
+
+# --------------------------------------------------------------------------- fused decode (scan + gather)
+# One Numba call goes from the request bytes to the final LogBatch arrays. The scan
+# tables (records/attrs/resources/scopes) are scratch reused between calls, so only the
+# compact outputs are freshly allocated; fresh pages for ~0.6 MB of scan tables per
+# 1000-record request used to cost more than the scan itself.
+STATUS_NEEDS_PYTHON = 101  # valid, but holds doubles/bytes/arrays/kvlists or entity refs (converted in Python)
+STATUS_CAPACITY = 102      # a scratch table was too small; rerun with the capacities in counts
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _copy_bytes(dst, dpos, src, spos, n):
+    for j in range(n):
+        dst[dpos + j] = src[spos + j]
+
+
+@njit(cache=True, nogil=True)
+def _take_strings(buf, table, rows, c_off, c_len):
+    """The slices ``buf[table[r, c_off] : +table[r, c_len]]`` for r in rows, as (uint8 buf, int64 offsets)."""
+    n = rows.shape[0]
+    out_off = np.empty(n + 1, dtype=np.int64)
+    out_off[0] = 0
+    total = 0
+    for i in range(n):
+        total += table[rows[i], c_len]
+        out_off[i + 1] = total
+    out = np.empty(total, dtype=np.uint8)
+    for i in range(n):
+        r = rows[i]
+        _copy_bytes(out, out_off[i], buf, table[r, c_off], table[r, c_len])
+    return out, out_off
+
+
+@njit(cache=True, nogil=True)
+def _take_values(buf, table, rows, c_kind, c_off, c_len, c_ival):
+    """Text of scanned AnyValues (KIND_EMPTY/STRING/BOOL/INT only) for r in rows, as (buf, offsets)."""
+    n = rows.shape[0]
+    out_off = np.empty(n + 1, dtype=np.int64)
+    out_off[0] = 0
+    total = 0
+    for i in range(n):
+        r = rows[i]
+        kd = table[r, c_kind]
+        if kd == KIND_STRING:
+            total += table[r, c_len]
+        elif kd == KIND_INT:
+            total += _decimal_len(table[r, c_ival])
+        elif kd == KIND_BOOL:
+            total += 4 if table[r, c_ival] != 0 else 5
+        out_off[i + 1] = total
+    out = np.empty(total, dtype=np.uint8)
+    for i in range(n):
+        r = rows[i]
+        kd = table[r, c_kind]
+        p = out_off[i]
+        if kd == KIND_STRING:
+            _copy_bytes(out, p, buf, table[r, c_off], table[r, c_len])
+        elif kd == KIND_INT:
+            _write_decimal(out, p, table[r, c_ival], out_off[i + 1] - p)
+        elif kd == KIND_BOOL:
+            if table[r, c_ival] != 0:
+                out[p] = 116; out[p + 1] = 114; out[p + 2] = 117; out[p + 3] = 101  # true
+            else:
+                out[p] = 102; out[p + 1] = 97; out[p + 2] = 108; out[p + 3] = 115; out[p + 4] = 101  # false
+    return out, out_off
+
+
+@njit(cache=True, nogil=True)
+def _attr_rows(table, rows, c_start, c_end):
+    """Attribute rows of each owner row: (row offsets int64[n+1], attribute indices int64[total])."""
+    n = rows.shape[0]
+    row_off = np.empty(n + 1, dtype=np.int64)
+    row_off[0] = 0
+    total = 0
+    for i in range(n):
+        total += table[rows[i], c_end] - table[rows[i], c_start]
+        row_off[i + 1] = total
+    idx = np.empty(total, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        for j in range(table[rows[i], c_start], table[rows[i], c_end]):
+            idx[k] = j
+            k += 1
+    return row_off, idx
+
+
+@njit(cache=True, nogil=True)
+def _take_ids(buf, table, rows, c_off, c_len, width):
+    """uint8[n, width] ids; all zero where the id is absent (the caller rejected other lengths)."""
+    n = rows.shape[0]
+    out = np.zeros((n, width), dtype=np.uint8)
+    for i in range(n):
+        r = rows[i]
+        if table[r, c_len] == width:
+            o = table[r, c_off]
+            for j in range(width):
+                out[i, j] = buf[o + j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _service_codes(buf, resources, n_res):
+    """Distinct service.name values of the resources, in order of first appearance.
+
+    Returns (code int32[n_res], first resource of each distinct name int64[u]). A resource
+    without a string service.name counts as "". Open addressing on an FNV-1a hash: linear
+    in the number of resources.
+    """
+    size = 16
+    while size < 2 * n_res:
+        size *= 2
+    slots = np.full(size, -1, dtype=np.int64)  # distinct index
+    first = np.empty(max(n_res, 1), dtype=np.int64)
+    code = np.empty(n_res, dtype=np.int32)
+    u = 0
+    for r in range(n_res):
+        o = resources[r, RES_SVC_OFF]
+        ln = resources[r, RES_SVC_LEN] if o >= 0 else 0
+        h = np.uint64(14695981039346656037)
+        for j in range(ln):
+            h = (h ^ np.uint64(buf[o + j])) * np.uint64(1099511628211)
+        s = np.int64(h & np.uint64(size - 1))
+        while True:
+            d = slots[s]
+            if d < 0:
+                slots[s] = u
+                first[u] = r
+                code[r] = u
+                u += 1
+                break
+            q = first[d]
+            qo = resources[q, RES_SVC_OFF]
+            qln = resources[q, RES_SVC_LEN] if qo >= 0 else 0
+            same = qln == ln
+            if same:
+                for j in range(ln):
+                    if buf[qo + j] != buf[o + j]:
+                        same = False
+                        break
+            if same:
+                code[r] = d
+                break
+            s = (s + 1) & (size - 1)
+    return code, first[:u].copy()
+
+
+@njit(cache=True, nogil=True)
+def _needs_python(records, n_rec, attrs, n_attr, n_aux):
+    if n_aux > 0:
+        return True
+    for i in range(n_rec):
+        kd = records[i, REC_BODY_KIND]
+        if kd == KIND_DOUBLE or kd == KIND_COMPLEX:
+            return True
+    for i in range(n_attr):
+        kd = attrs[i, ATTR_KIND]
+        if kd == KIND_DOUBLE or kd == KIND_COMPLEX:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
+    status = np.int64(_scan_request(buf, records, attrs, resources, scopes, aux, counts, err))
+    n_all, n_attr, n_res, n_sc = counts[CNT_RECORDS], counts[CNT_ATTRS], counts[CNT_RESOURCES], counts[CNT_SCOPES]
+    if status == STATUS_OK and (n_all > records.shape[0] or n_attr > attrs.shape[0] or n_res > resources.shape[0]
+                                or n_sc > scopes.shape[0] or counts[CNT_AUX] > aux.shape[0]):
+        status = STATUS_CAPACITY
+    if status == STATUS_OK and _needs_python(records, n_all, attrs, n_attr, counts[CNT_AUX]):
+        status = STATUS_NEEDS_PYTHON
+    if status != STATUS_OK:
+        # same output types, no rows: the caller takes another path
+        n_all = 0
+        n_res = 0
+        n_sc = 0
+    # records that cannot be stored (bad id lengths, severity outside uint8) are dropped
+    kept = np.empty(n_all, dtype=np.int64)
+    n = 0
+    for i in range(n_all):
+        sev = records[i, REC_SEVERITY]
+        tl = records[i, REC_TRACE_LEN]
+        sl = records[i, REC_SPAN_LEN]
+        if 0 <= sev <= 255 and (tl == 0 or tl == 16) and (sl == 0 or sl == 8):
+            kept[n] = i
+            n += 1
+    kept = kept[:n]
+    time_ns = np.empty(n, dtype=np.int64)
+    observed_ns = np.empty(n, dtype=np.int64)
+    severity = np.empty(n, dtype=np.uint8)
+    flags = np.empty(n, dtype=np.uint32)
+    resource_index = np.empty(n, dtype=np.int32)
+    scope_index = np.empty(n, dtype=np.int32)
+    service_index = np.empty(n, dtype=np.int32)
+    svc_code, svc_first = _service_codes(buf, resources, n_res)
+    for j in range(n):
+        i = kept[j]
+        time_ns[j] = records[i, REC_TIME]
+        observed_ns[j] = records[i, REC_OBSERVED]
+        severity[j] = records[i, REC_SEVERITY]
+        flags[j] = records[i, REC_FLAGS]
+        r = records[i, REC_RESOURCE]
+        resource_index[j] = r
+        scope_index[j] = records[i, REC_SCOPE]
+        service_index[j] = svc_code[r]
+    sevtext = _take_strings(buf, records, kept, REC_SEVTEXT_OFF, REC_SEVTEXT_LEN)
+    body = _take_values(buf, records, kept, REC_BODY_KIND, REC_BODY_OFF, REC_BODY_LEN, REC_BODY_IVAL)
+    trace = _take_ids(buf, records, kept, REC_TRACE_OFF, REC_TRACE_LEN, 16)
+    span = _take_ids(buf, records, kept, REC_SPAN_OFF, REC_SPAN_LEN, 8)
+    la_off, la_idx = _attr_rows(records, kept, REC_ATTR_START, REC_ATTR_END)
+    la_keys = _take_strings(buf, attrs, la_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
+    la_vals = _take_values(buf, attrs, la_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    res_rows = np.arange(n_res)
+    ra_off, ra_idx = _attr_rows(resources, res_rows, RES_ATTR_START, RES_ATTR_END)
+    ra_keys = _take_strings(buf, attrs, ra_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
+    ra_vals = _take_values(buf, attrs, ra_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    res_schema = _take_strings(buf, resources, res_rows, RES_SCHEMA_OFF, RES_SCHEMA_LEN)
+    sc_rows = np.arange(n_sc)
+    sc_name = _take_strings(buf, scopes, sc_rows, SCOPE_NAME_OFF, SCOPE_NAME_LEN)
+    sc_version = _take_strings(buf, scopes, sc_rows, SCOPE_VERSION_OFF, SCOPE_VERSION_LEN)
+    sc_schema = _take_strings(buf, scopes, sc_rows, SCOPE_SCHEMA_OFF, SCOPE_SCHEMA_LEN)
+    sa_off, sa_idx = _attr_rows(scopes, sc_rows, SCOPE_ATTR_START, SCOPE_ATTR_END)
+    sa_keys = _take_strings(buf, attrs, sa_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
+    sa_vals = _take_values(buf, attrs, sa_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    # the distinct service names, as slices of buf (-1: "")
+    svc_off = np.empty(svc_first.shape[0], dtype=np.int64)
+    svc_len = np.empty(svc_first.shape[0], dtype=np.int64)
+    for d in range(svc_first.shape[0]):
+        o = resources[svc_first[d], RES_SVC_OFF]
+        svc_off[d] = o
+        svc_len[d] = resources[svc_first[d], RES_SVC_LEN] if o >= 0 else 0
+    return (status, n_all - n, time_ns, observed_ns, severity, flags, resource_index, scope_index, service_index,
+            sevtext, body, trace, span, (la_off, la_keys, la_vals), (ra_off, ra_keys, ra_vals), res_schema,
+            sc_name, sc_version, sc_schema, (sa_off, sa_keys, sa_vals), svc_off, svc_len)
+
+
+class FusedDecode:
+    """What :func:`decode_export_logs_request` produced.
+
+    status    : STATUS_OK (``columns`` holds the batch arrays), STATUS_NEEDS_PYTHON or
+                STATUS_FALLBACK (``scan`` holds the scan tables for the slower paths) or an
+                ERR_* code (``scan.error_message()`` describes it)
+    rejected  : records dropped for bad id lengths or severity (STATUS_OK only)
+    reject_columns : int64[n_all, 3] severity, trace_id length, span_id length of every
+                record when ``rejected`` > 0 (for the partial-success message), else None
+    columns   : tuple, see ``_decode_request``'s return (STATUS_OK only)
+    scan      : ScanResult (all other statuses)
+    """
+
+    __slots__ = ("status", "rejected", "reject_columns", "columns", "scan")
+
+    def __init__(self, status, rejected, reject_columns, columns, scan):
+        self.status, self.rejected, self.reject_columns = status, rejected, reject_columns
+        self.columns, self.scan = columns, scan
+
+
+class _Scratch:
+    """Scan tables of one thread, reused between calls (grown when a request needs more)."""
+
+    def __init__(self) -> None:
+        self.caps = [0] * 5
+        self.tables: list[np.ndarray] = []
+        self.counts = np.zeros(5, dtype=np.int64)
+        self.err = np.zeros(ERR_SIZE, dtype=np.int64)
+
+    def ensure(self, caps: list[int]) -> None:
+        if self.tables and all(c <= h for c, h in zip(caps, self.caps)):
+            return
+        # grow by at least 1.5x so a slowly growing request size does not reallocate every time
+        self.caps = [max(c, int(h * 1.5)) if c > h else h for c, h in zip(caps, self.caps)]
+        self.tables = [np.empty((self.caps[0], REC_COLS), dtype=np.int64),
+                       np.empty((self.caps[1], ATTR_COLS), dtype=np.int64),
+                       np.empty((self.caps[2], RES_COLS), dtype=np.int64),
+                       np.empty((self.caps[3], SCOPE_COLS), dtype=np.int64),
+                       np.empty((self.caps[4], AUX_COLS), dtype=np.int64)]
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tables)
+
+
+_thread_scratch = threading.local()
+# scratch larger than this (a huge request) is freed after the call instead of kept per thread
+MAX_KEPT_SCRATCH_BYTES = 64 << 20
+
+
+def decode_export_logs_request(buf: np.ndarray) -> FusedDecode:
+    """Scan an ``ExportLogsServiceRequest`` and gather its LogBatch arrays in one Numba call.
+
+    Parameters
+    ----------
+    buf : uint8[nbytes]
+        The raw request (concatenated requests are a valid request too).
+
+    Returns
+    -------
+    FusedDecode
+        With STATUS_OK, ``columns`` is the tuple ``(time_ns int64[n], observed_ns int64[n],
+        severity uint8[n], flags uint32[n], resource_index int32[n], scope_index int32[n],
+        service_index int32[n], severity_text, body, trace_id uint8[n,16], span_id uint8[n,8],
+        log_attrs, resource_attrs, resource_schema_url, scope_name, scope_version,
+        scope_schema_url, scope_attrs, service_off int64[u], service_len int64[u])`` where a
+        string column is ``(uint8 buf, int64 offsets)``, an attribute map is ``(row offsets,
+        keys, values)`` with keys/values string columns, and distinct service i is
+        ``buf[service_off[i]:+service_len[i]]`` ("" when service_off[i] < 0).
+    """
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint8 or buf.ndim != 1:
+        raise TypeError(f"buf must be a 1-d uint8 array, got {type(buf).__name__} "
+                        f"{getattr(buf, 'dtype', '')}; use np.frombuffer(data, dtype=np.uint8)")
+    if not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    scratch = getattr(_thread_scratch, "scratch", None)
+    if scratch is None:
+        scratch = _thread_scratch.scratch = _Scratch()
+    n = buf.shape[0]
+    scratch.ensure([n // 96 + 16, n // 24 + 64, n // 2048 + 8, n // 1024 + 8, 8])
+    counts, err = scratch.counts, scratch.err
+    out = _decode_request(buf, *scratch.tables, counts, err)
+    status = int(out[0])
+    if status == STATUS_CAPACITY:
+        scratch.ensure([int(c) for c in counts])
+        out = _decode_request(buf, *scratch.tables, counts, err)
+        status = int(out[0])
+    try:
+        if status == STATUS_OK:
+            rejected = int(out[1])
+            reject_columns = None
+            if rejected:
+                reject_columns = scratch.tables[0][:counts[CNT_RECORDS], [REC_SEVERITY, REC_TRACE_LEN, REC_SPAN_LEN]]
+            return FusedDecode(status, rejected, reject_columns, out[2:], None)
+        if status in (STATUS_NEEDS_PYTHON, STATUS_FALLBACK):
+            records, attrs, resources, scopes, aux = scratch.tables
+            scan = ScanResult(records[:counts[0]].copy(), attrs[:counts[1]].copy(), resources[:counts[2]].copy(),
+                              scopes[:counts[3]].copy(), aux[:counts[4]].copy(), status, err[:ERR_STACK].copy())
+            return FusedDecode(status, 0, None, None, scan)
+        empty = np.zeros((0, 1), dtype=np.int64)
+        return FusedDecode(status, 0, None, None, ScanResult(empty, empty, empty, empty, empty, status,
+                                                             err[:ERR_STACK].copy()))
+    finally:
+        if scratch.nbytes() > MAX_KEPT_SCRATCH_BYTES:
+            _thread_scratch.scratch = None

@@ -152,8 +152,237 @@ def _max_len(off):
     return m
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _fnv_var(h):
+    h = (h ^ np.uint64(60)) * FNV_PRIME
+    h = (h ^ np.uint64(42)) * FNV_PRIME
+    return (h ^ np.uint64(62)) * FNV_PRIME
+
+
+@njit(cache=True, nogil=True)
+def _is_time_word(packed, tw) -> bool:
+    lo = 0
+    hi = len(tw)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tw[mid] < packed:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < len(tw) and tw[lo] == packed
+
+
+@njit(cache=True, nogil=True)
+def _line_key(buf, s, e, cls, tw, seed):
+    """FNV-1a 64 of the masked key of buf[s:e] and its token count, in ONE pass over the bytes.
+
+    Same key as :func:`_pieces` + :func:`_hash_pieces` (tests compare them). Every byte is hashed
+    as a literal while it is scanned; when its segment turns out to be a variable (or its token a
+    path), the hash is rolled back to the checkpoint before it and ``<*>`` is hashed instead.
+    Collapses roll back too: ``var:var`` / ``var,var`` inside a token to the state after the first
+    variable, and a wholly variable token after another one to the state before its separator.
+    """
+    h = seed
+    ntok = 0
+    prev_full = False
+    i = s
+    while True:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        h_before_sep = h
+        if ntok > 0:
+            h = (h ^ np.uint64(32)) * FNV_PRIME
+        ntok += 1
+        h_tok = h
+        ts = i
+        slashes = 0
+        nvar = 0
+        has_lit = False
+        # 0: no variable yet / something else since it; 1: right after a variable; 2: only ':' ',' since it
+        since_var = 0
+        h_after_var = h
+        lit_after_var = False
+        prev_delim = 0
+        while i < e:
+            b = buf[i]
+            c = cls[b]
+            if c & 1:
+                break
+            if c & 2:
+                h = (h ^ np.uint64(b)) * FNV_PRIME
+                has_lit = True
+                if since_var != 0:
+                    since_var = 2 if (b == 58 or b == 44) else 0
+                prev_delim = b
+                i += 1
+                continue
+            # a segment: hash it as literal while classifying it
+            h_seg = h
+            ss = i
+            acc = 0
+            hexl = 0
+            at = -1
+            dot_after_at = False
+            packed = np.int64(0)
+            while i < e:
+                b = buf[i]
+                c = cls[b]
+                if c & 3:
+                    break
+                acc |= c
+                hexl += (c >> 3) & 1
+                if c & 32:
+                    if b == 47:
+                        slashes += 1
+                    elif b == 64:
+                        if at < 0:
+                            at = i
+                    elif at >= 0:
+                        dot_after_at = True
+                h = (h ^ np.uint64(b)) * FNV_PRIME
+                i += 1
+            n = i - ss
+            var = (acc & 4) != 0 or prev_delim == 61
+            if not var and (prev_delim == 34 or prev_delim == 39) and i < e and buf[i] == prev_delim:
+                var = True
+            if not var:
+                if hexl == n and n >= 16:
+                    var = True
+                elif at > ss and dot_after_at:
+                    var = True
+                elif 3 <= n <= 5 and (acc & 16):
+                    # month / weekday names, true / null / false: pack the lower-cased bytes
+                    for q in range(ss, i):
+                        lb = buf[q]
+                        if 65 <= lb <= 90:
+                            lb += 32
+                        packed = (packed << 8) | np.int64(lb)
+                    if n == 3:
+                        var = _is_time_word(packed, tw)
+                    elif n == 4:
+                        var = packed == 0x74727565 or packed == 0x6E756C6C  # true, null
+                    else:
+                        var = packed == 0x66616C7365  # false
+            if var:
+                if since_var == 2:
+                    # var ':' var (host:port, IPv6, a,b): one variable, drop the delimiters
+                    h = h_after_var
+                    has_lit = lit_after_var
+                else:
+                    lit_after_var = has_lit
+                    h = _fnv_var(h_seg)
+                    h_after_var = h
+                    nvar += 1
+                since_var = 1
+            else:
+                has_lit = True
+                since_var = 0
+            prev_delim = 0
+        tn = i - ts
+        full = False
+        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
+            h = _fnv_var(h_tok)  # a path or URL: the whole token is one variable
+            full = True
+        else:
+            full = nvar == 1 and not has_lit
+        if full and prev_full:
+            # a run of wholly variable tokens is one variable
+            h = h_before_sep
+            ntok -= 1
+        prev_full = full
+    return h, ntok
+
+
+@njit(cache=True, nogil=True)
+def _hash_and_lookup(buf, off, service_index, service_seed, cls, tw, tab_key, tab_val, tab_vmask,
+                     out_hash, out_ntok, out_slot, out_vmask):
+    """Fused per line: masked-key hash (one pass over the bytes), then the exact-key cache lookup."""
+    n = len(off) - 1
+    mask = np.uint64(len(tab_key) - 1)
+    misses = 0
+    for r in range(n):
+        h, t = _line_key(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]])
+        out_hash[r] = h
+        out_ntok[r] = t
+        if len(tab_key) == 0:
+            out_slot[r] = -1
+            out_vmask[r] = 0
+            misses += 1
+            continue
+        k = h if h != np.uint64(0) else np.uint64(1)
+        j = np.int64((k ^ (k >> np.uint64(29))) & mask)
+        while True:
+            tk = tab_key[j]
+            if tk == k:
+                out_slot[r] = tab_val[j]
+                out_vmask[r] = tab_vmask[j]
+                break
+            if tk == np.uint64(0):
+                out_slot[r] = -1
+                out_vmask[r] = 0
+                misses += 1
+                break
+            j = (j + 1) & np.int64(mask)
+    return misses
+
+
+def hash_and_lookup(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, service_seed: np.ndarray,
+                    tab_key: np.ndarray, tab_val: np.ndarray, tab_vmask: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Masked-key hash of every body and its pattern slot in a key cache, in one fused pass.
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes], off : int64[n + 1]
+        The bodies.
+    service_index : int32[n], service_seed : uint64[s]
+        As in :func:`key_hashes`.
+    tab_key : uint64[cap], tab_val : int32[cap], tab_vmask : uint64[cap]
+        The open-addressing table of :class:`otelproc.kernels.cluster.KeyTable` (cap a power of 2;
+        key 0 = empty, a hash of 0 is stored as 1).
+
+    Returns
+    -------
+    hashes : uint64[n], ntok : int32[n]
+        As :func:`key_hashes`.
+    slot : int32[n], vmask : uint64[n]
+        The cached pattern slot and variable mask of each line's key (-1 and 0 on a miss).
+    misses : int
+        Number of lines whose key is not cached.
+    """
+    _check(buf, off)
+    service_index = np.ascontiguousarray(service_index, dtype=np.int32)
+    service_seed = np.ascontiguousarray(service_seed, dtype=np.uint64)
+    n = len(off) - 1
+    if len(service_index) != n:
+        raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
+    if n and (service_index.min() < 0 or service_index.max() >= len(service_seed)):
+        raise ValueError("service_index out of range of service_seed")
+    cap = len(tab_key)
+    if cap & (cap - 1) or len(tab_val) != cap or len(tab_vmask) != cap:
+        raise ValueError("tab_key/tab_val/tab_vmask must have the same power-of-2 length")
+    out_hash = np.empty(n, dtype=np.uint64)
+    out_ntok = np.empty(n, dtype=np.int32)
+    out_slot = np.empty(n, dtype=np.int32)
+    out_vmask = np.empty(n, dtype=np.uint64)
+    misses = _hash_and_lookup(buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS,
+                              tab_key, tab_val, tab_vmask, out_hash, out_ntok, out_slot, out_vmask)
+    return out_hash, out_ntok, out_slot, out_vmask, int(misses)
+
+
 @njit(cache=True, nogil=True)
 def _key_hashes(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
+    for r in range(len(off) - 1):
+        h, t = _line_key(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]])
+        out_hash[r] = h
+        out_ntok[r] = t
+
+
+@njit(cache=True, nogil=True)
+def _key_hashes_pieces(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
+    """The multi-pass version (pieces, then hash): kept to check the fused pass against it."""
     n = len(off) - 1
     cap = 2 * _max_len(off) + 4
     ps = np.empty(cap, dtype=np.int64)

@@ -2,10 +2,9 @@
 
 Per batch (:meth:`PatternMiner.learn`):
 
-1. ``key_hashes`` (Numba) tokenises and masks every body and hashes its masked key,
-   seeded per service.
-2. ``KeyTable.lookup`` (Numba) maps known keys to their pattern slot. Nearly every line
-   stops here.
+1. ``hash_and_lookup`` (one fused Numba kernel) tokenises, masks and hashes every body in a
+   single pass over its bytes (hash seeded per service) and looks the key up in the exact-key
+   cache (an open-addressing table in numpy arrays). Nearly every line stops here.
 3. Slow path, once per *distinct new key* (never per line): the key's tokens are compared
    with the patterns of the same service and token count. A pattern whose literal tokens
    all equal the key's takes it; otherwise the most similar one (share of positions with
@@ -37,7 +36,7 @@ import numpy as np
 
 from otelproc.batch import StringArray
 from otelproc.kernels.cluster import KeyTable
-from otelproc.kernels.tokenize import FNV_OFFSET, key_hashes, masked_text, param_spans, gather_spans
+from otelproc.kernels.tokenize import FNV_OFFSET, gather_spans, hash_and_lookup, masked_text, param_spans
 
 log = logging.getLogger("otelproc.patterns")
 
@@ -164,8 +163,9 @@ class PatternMiner:
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
-        hashes, ntok = key_hashes(buf, off, line_svc, self.seeds)
-        slot, vmask, misses = self.table.lookup(hashes)
+        # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
+        hashes, ntok, slot, vmask, misses = hash_and_lookup(buf, off, line_svc, self.seeds, self.table.key,
+                                                            self.table.val, self.table.vmask)
         changes: list[PatternChange] = []
         if misses:
             miss_rows = np.flatnonzero(slot < 0)
@@ -440,28 +440,45 @@ def _match_literals(template: tuple[str, ...], tokens: tuple[str, ...]) -> int:
     return lits
 
 
+_PUNCT = ",;:=()[]{}\"'|<>.!?"
+
+
 def _distinct_at(j: int, tokens: tuple[str, ...], group: list[tuple[str, ...]]) -> int:
-    """Distinct values at position j over the key and the group (a <*> there counts as many)."""
+    """Distinct values at position j over the key and the group.
+
+    A ``<*>`` there counts as many, and so do tokens that hold a masked variable and agree once
+    it is removed (``(<*>)`` and ``()``, ``rhost=<*>`` and ``rhost=``) or where one is a variable
+    with only punctuation around it (``<*>,`` and ``LOCAL(<*>),``): they differ only in the
+    variable. ``(uid=<*>)`` and ``LOGIN(uid=<*>)`` differ in literal text and count as two.
+    """
     many = 1 << 30
-    if VAR in tokens[j]:
-        return many
-    seen = {tokens[j]}
+    values = {tokens[j]}
     for t in group:
-        if VAR in t[j]:   # a token holding a masked variable is structurally variable
+        if t[j] == VAR:
             return many
-        seen.add(t[j])
-    return len(seen)
+        values.add(t[j])
+    masked = [v for v in values if VAR in v]
+    if masked:
+        skeletons = {v.replace(VAR, "") for v in values}
+        # the same text around the variable, or a variable with only punctuation around it ("<*>,")
+        if len(skeletons) == 1 or any(not v.replace(VAR, "").strip(_PUNCT) for v in masked):
+            return many
+    return len(values)
 
 
 def _similarity(template: tuple[str, ...], tokens: tuple[str, ...]) -> float:
-    """Drain's similarity: share of positions with equal tokens (two <*> count as equal, a <*> and a
-    literal do not); -1 when the two cannot be the same template (different literal first tokens)."""
+    """Share of equal tokens among the positions where at least one side is literal (Drain's
+    measure; positions variable on both sides say nothing); -1 when the two cannot be the same
+    template (different literal first tokens)."""
     if not tokens:
         return 1.0
     if template[0] != tokens[0] and template[0] != VAR and tokens[0] != VAR:
         return -1.0
-    eq = 0
+    eq = lits = 0
     for a, b in zip(template, tokens):
+        if a == VAR and b == VAR:
+            continue
+        lits += 1
         if a == b:
             eq += 1
-    return eq / len(tokens)
+    return eq / lits if lits else 1.0

@@ -107,7 +107,7 @@ class AnomalyProcessorConfig:
     trend_rate: float = 0.02
     trend_window: Duration = DEFAULT_TREND_WINDOW
     # trend: slope t statistic needed (noise guard)
-    trend_min_t: float = 3.5
+    trend_min_t: float = 4.0
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = 2.0
     # vanished pattern: silent for max(vanish_min, vanish_factor x its usual gap)

