@@ -9,15 +9,28 @@ per pipeline runs the processors in order, so processors see one batch at a
 time and need no locks. A ``batch`` processor hands merged batches to the
 exporters on a thread of its own, so mining overlaps with the ClickHouse insert.
 
-Start order: extensions, exporters, processors, queues, receivers. Shutdown is the
-reverse: receivers stop accepting, queues drain, processors flush, exporters close,
-extensions stop.
+Durability: when an exporter of a pipeline configures a write-ahead log (``wal:``, see
+:mod:`otelproc.wal`), the pipeline's queue appends every batch to it before the receiver
+answers, the end of the pipeline (:class:`ExportStage`) records each sent batch's WAL range,
+retries failed exporters until they confirm (the data is safe meanwhile: back-pressure
+reaches the clients through the full queues) and then acknowledges the range. Unacknowledged
+records are replayed at start, through the processors, before the receivers listen.
+
+Memory: each queue holds at most ``max_records`` records and ``max_bytes`` bytes
+(QueueConfig; 512 MiB when the config has no such key); above either, receivers answer 429.
+
+Start order: extensions, exporters, processors, queues, WAL replay, receivers. Shutdown is
+the reverse: receivers stop accepting, (with a WAL: exporters stop retrying), queues drain,
+processors flush, exporters close, WALs close, extensions stop.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 from otelproc.batch import LogBatch
@@ -25,8 +38,15 @@ from otelproc.component import BackPressureError, Component, Consumer, Context, 
 from otelproc.config import OtelprocConfig, QueueConfig
 from otelproc.registry import factories
 from otelproc.telemetry import Telemetry
+from otelproc.wal import WalConfig, WalFullError, WriteAheadLog, batch_nbytes, encode_batch
 
 log = logging.getLogger(__name__)
+
+# used when QueueConfig has no max_bytes key
+DEFAULT_MAX_QUEUE_BYTES = 512 << 20
+# back-off of ExportStage between rounds of retrying exporters that failed (seconds)
+EXPORT_RETRY_INITIAL = 0.5
+EXPORT_RETRY_MAX = 10.0
 
 
 class FanOut:
@@ -46,6 +66,85 @@ class FanOut:
             raise errors[0]
 
 
+class ExportStage:
+    """The end of a pipeline: hands each batch to every exporter; with a WAL, makes it durable.
+
+    Without a WAL it behaves as :class:`FanOut`. With one, for a batch covering WAL records
+    first..last it (1) records the range (so a replay re-forms this exact batch and the
+    exporters' deduplication tokens match), (2) retries every exporter that failed
+    transiently, with back-off, until it confirms or the service shuts down (the batch then
+    stays in the WAL), and (3) acknowledges the range. A permanent refusal is not retried
+    (the data can never be accepted) and counts as done.
+    """
+
+    def __init__(self, pipeline: str, exporters: dict[str, Consumer], wal: WriteAheadLog | None,
+                 telemetry: Telemetry | None):
+        self.pipeline = pipeline
+        self.exporters = exporters
+        self.wal = wal
+        self._stop = threading.Event()
+        self.failing: dict[str, str] = {}  # exporter id -> last error, while it fails
+        t = telemetry
+        self._m_up = t.gauge("otelproc_exporter_up", "1 while the exporter's last delivery succeeded, 0 while it fails",
+                             ("pipeline", "exporter")) if t else None
+        self._m_retries = t.counter("otelproc_exporter_delivery_retries", "Batches handed again to an exporter after it failed",
+                                    ("pipeline", "exporter")) if t else None
+        self._m_refused = t.counter("otelproc_exporter_refused_records", "Records an exporter refused permanently",
+                                    ("pipeline", "exporter")) if t else None
+
+    def stop_retrying(self) -> None:
+        self._stop.set()
+
+    def consume(self, batch: LogBatch) -> None:
+        ws = batch.wal_seq if self.wal is not None else None
+        if ws is not None:
+            self.wal.mark_batch(ws[1], ws[2])
+        pending = list(self.exporters)
+        delay = EXPORT_RETRY_INITIAL
+        while True:
+            failed: list[tuple[str, Exception]] = []
+            for eid in pending:
+                try:
+                    self.exporters[eid].consume(batch)
+                except PermanentError as e:
+                    self._up(eid, None)
+                    if self._m_refused:
+                        self._m_refused.labels(self.pipeline, eid).inc(len(batch))
+                    if ws is None:
+                        failed.append((eid, e))
+                    else:
+                        log.error("pipeline %s: exporter %s refused %d records permanently: %s",
+                                  self.pipeline, eid, len(batch), e)
+                except Exception as e:  # noqa: BLE001 - transient: retried below when there is a WAL
+                    self._up(eid, e)
+                    failed.append((eid, e))
+                else:
+                    self._up(eid, None)
+            if not failed:
+                break
+            if ws is None or self._stop.is_set():
+                raise failed[0][1]
+            log.warning("pipeline %s: %d records not confirmed by %s, retrying in %.1fs (kept in the WAL): %s",
+                        self.pipeline, len(batch), ", ".join(e for e, _ in failed), delay, failed[0][1])
+            if self._stop.wait(delay):
+                raise failed[0][1]
+            delay = min(delay * 2, EXPORT_RETRY_MAX)
+            pending = [eid for eid, _ in failed]
+            if self._m_retries:
+                for eid in pending:
+                    self._m_retries.labels(self.pipeline, eid).inc()
+        if ws is not None:
+            self.wal.ack(ws[2])
+
+    def _up(self, eid: str, error: Exception | None) -> None:
+        if error is None:
+            self.failing.pop(eid, None)
+        else:
+            self.failing[eid] = str(error)[:500]
+        if self._m_up:
+            self._m_up.labels(self.pipeline, eid).set(0 if error is not None else 1)
+
+
 class IngestQueue(Component):
     """Bounded hand-off from receiver threads to one pipeline's worker thread.
 
@@ -53,12 +152,17 @@ class IngestQueue(Component):
     BackPressureError, which receivers answer with 429 / RESOURCE_EXHAUSTED.
     """
 
-    def __init__(self, name: str, config: QueueConfig, next_consumer: Consumer, telemetry: Telemetry | None):
+    def __init__(self, name: str, config: QueueConfig, next_consumer: Consumer, telemetry: Telemetry | None,
+                 wal: WriteAheadLog | None = None):
         super().__init__(name)
         self.config = config
         self.next_consumer = next_consumer
-        self._items: deque[LogBatch] = deque()
+        self.wal = wal
+        self.max_bytes = int(getattr(config, "max_bytes", 0) or DEFAULT_MAX_QUEUE_BYTES)
+        self._items: deque[tuple[LogBatch, int]] = deque()
         self._records = 0
+        self._bytes = 0
+        self.replay_plan = None
         self._cond = threading.Condition()
         self._accepting = False
         self._stopping = False
@@ -67,28 +171,67 @@ class IngestQueue(Component):
         t = telemetry
         self._m_size = t.gauge("otelproc_queue_records", "Records waiting for the processors", ("pipeline",)) if t else None
         self._m_dropped = t.counter("otelproc_pipeline_dropped_records", "Records lost after acceptance (processing or export failed)", ("pipeline", "reason")) if t else None
+        self._m_bytes = t.gauge("otelproc_queue_bytes", "Bytes of the batches waiting for the processors", ("pipeline",)) if t else None
 
     def start(self) -> None:
+        if self.wal is not None:
+            self.replay_plan = self.wal.open()
         self._accepting = True
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
         self._thread.start()
 
     def consume(self, batch: LogBatch) -> None:
+        """Queue a batch (after writing it to the WAL, if any) or raise BackPressureError."""
+        nbytes = batch_nbytes(batch)
+        payload = encode_batch(batch) if self.wal is not None else None  # outside the lock: receivers run in parallel
+        seq = 0
         with self._cond:
             if not self._accepting:
                 raise BackPressureError("otelproc is shutting down", self.config.retry_after)
             if self._records and self._records + len(batch) > self.config.max_records:
                 raise BackPressureError(f"pipeline {self.name}: {self._records} records queued (max_records "
                                         f"{self.config.max_records}); retry later", self.config.retry_after)
-            self._items.append(batch)
-            self._records += len(batch)
-            if self._m_size:
-                self._m_size.labels(self.name).set(self._records)
-            self._cond.notify()
+            if self._bytes and self._bytes + nbytes > self.max_bytes:
+                raise BackPressureError(f"pipeline {self.name}: {self._bytes} bytes queued (max_bytes "
+                                        f"{self.max_bytes}); retry later", self.config.retry_after)
+            if self.wal is not None:
+                try:
+                    seq = self.wal.append(payload, len(batch))
+                except WalFullError as e:
+                    raise BackPressureError(f"pipeline {self.name}: {e}; retry later", self.config.retry_after) from None
+                batch = replace(batch, wal_seq=(self.wal.id, seq, seq))
+            self._push(batch, nbytes)
+        if seq:
+            self.wal.sync(seq)  # fsync policy "always": durable before the client is answered
+
+    def put_replayed(self, batch: LogBatch) -> None:
+        """Queue a batch replayed from the WAL (already logged): waits for room instead of refusing."""
+        nbytes = batch_nbytes(batch)
+        with self._cond:
+            while self._records and (self._records + len(batch) > self.config.max_records
+                                     or self._bytes + nbytes > self.max_bytes) and not self._stopping:
+                self._cond.wait(0.5)
+            self._push(batch, nbytes)
+
+    def _push(self, batch: LogBatch, nbytes: int) -> None:
+        self._items.append((batch, nbytes))
+        self._records += len(batch)
+        self._bytes += nbytes
+        self._set_gauges()
+        self._cond.notify_all()
+
+    def _set_gauges(self) -> None:
+        if self._m_size:
+            self._m_size.labels(self.name).set(self._records)
+            self._m_bytes.labels(self.name).set(self._bytes)
 
     @property
     def queued_records(self) -> int:
         return self._records
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     def idle(self) -> bool:
         """True when nothing is queued or being processed (tests wait on this)."""
@@ -102,22 +245,24 @@ class IngestQueue(Component):
                     self._cond.wait()
                 if not self._items:
                     return
-                batch = self._items.popleft()
+                batch, nbytes = self._items.popleft()
                 self._busy = True
             try:
                 self.next_consumer.consume(batch)
             except Exception as e:
                 reason = "permanent" if isinstance(e, PermanentError) else "error"
-                log.error("pipeline %s: %d records could not be processed: %s", self.name, len(batch), e,
+                kept = " (kept in the write-ahead log: replayed at the next start)" \
+                    if self.wal is not None and batch.wal_seq is not None and reason == "error" else ""
+                log.error("pipeline %s: %d records could not be processed%s: %s", self.name, len(batch), kept, e,
                           exc_info=not isinstance(e, PermanentError))
-                if self._m_dropped:
+                if self._m_dropped and not kept:
                     self._m_dropped.labels(self.name, reason).inc(len(batch))
             finally:
                 with self._cond:
                     self._busy = False
                     self._records -= len(batch)
-                    if self._m_size:
-                        self._m_size.labels(self.name).set(self._records)
+                    self._bytes -= nbytes
+                    self._set_gauges()
                     self._cond.notify_all()
 
     def shutdown(self) -> None:
@@ -145,6 +290,8 @@ class Service:
         self.exporters: dict[str, Component] = {}
         self.processors: dict[str, list[Component]] = {}   # pipeline -> processors in order
         self.queues: dict[str, IngestQueue] = {}
+        self.stages: dict[str, ExportStage] = {}           # pipeline -> its end (exporters)
+        self.wals: dict[str, WriteAheadLog] = {}           # pipeline -> its write-ahead log
         self._started = False
         self._lock = threading.Lock()
         self._build()
@@ -162,15 +309,19 @@ class Service:
             for eid in pipe.exporters:
                 if eid not in self.exporters:
                     self.exporters[eid] = self._create(Kind.EXPORTER, eid, None)
-            head: Consumer = FanOut([self.exporters[e] for e in pipe.exporters]) \
-                if len(pipe.exporters) > 1 else self.exporters[pipe.exporters[0]]
+            wal = self._pipeline_wal(pname, pipe.exporters)
+            if wal is not None:
+                self.wals[pname] = wal
+            stage = ExportStage(pname, {e: self.exporters[e] for e in pipe.exporters}, wal, self.telemetry)
+            self.stages[pname] = stage
+            head: Consumer = stage
             procs: list[Component] = []
             for pid in reversed(pipe.processors):
                 proc = self._create(Kind.PROCESSOR, pid, head)
                 procs.insert(0, proc)
                 head = proc  # type: ignore[assignment]
             self.processors[pname] = procs
-            queue = IngestQueue(pname, self.config.service.queue, head, self.telemetry)
+            queue = IngestQueue(pname, self.config.service.queue, head, self.telemetry, wal)
             self.queues[pname] = queue
             for rid in pipe.receivers:
                 feeds.setdefault(rid, []).append(queue)
@@ -178,17 +329,43 @@ class Service:
             target = consumers[0] if len(consumers) == 1 else FanOut(consumers)
             self.receivers[rid] = self._create(Kind.RECEIVER, rid, target)
 
+    def _pipeline_wal(self, pname: str, exporter_ids: list[str]) -> WriteAheadLog | None:
+        """The WAL of a pipeline: configured by any of its exporters (``wal:``), all alike."""
+        configs = [(eid, getattr(self.config.exporters[eid], "wal", None)) for eid in exporter_ids]
+        configs = [(eid, c) for eid, c in configs if isinstance(c, WalConfig) and c.enabled()]
+        if not configs:
+            return None
+        first_id, first = configs[0]
+        for eid, c in configs[1:]:
+            if c != first:
+                raise ValueError(f"service::pipelines::{pname}: exporters {first_id} and {eid} configure different "
+                                 f"wal settings; a pipeline has one write-ahead log, configure it alike (or on one)")
+        sub = re.sub(r"[^A-Za-z0-9_.-]", "_", pname)
+        return WriteAheadLog(Path(first.directory) / sub, first, self.telemetry, name=pname)
+
     def start(self) -> None:
-        """Start everything; on failure, shut down what started and re-raise."""
+        """Start everything, replay the WALs, then open the receivers; on failure, shut down what
+        started and re-raise."""
         with self._lock:
             started: list[Component] = []
+            receivers = set(map(id, self.receivers.values()))
             try:
-                for comp in self._start_order():
+                order = self._start_order()
+                for comp in order:
+                    if id(comp) in receivers:
+                        continue
                     comp.start()
                     started.append(comp)
+                self._replay()
+                for comp in order:
+                    if id(comp) in receivers:
+                        comp.start()
+                        started.append(comp)
             except Exception:
                 for comp in reversed(started):
                     _safe_shutdown(comp)
+                for wal in self.wals.values():
+                    _safe_close(wal)
                 raise
             self._started = True
         log.info("otelproc started: %d receivers, %d pipelines, %d exporters",
@@ -202,17 +379,52 @@ class Service:
         order += list(self.receivers.values())
         return order
 
+    def _replay(self) -> None:
+        """Send what the WALs hold unacknowledged through the pipelines again, in order, as the
+        batches they formed before (recorded boundaries handed to the batch processors)."""
+        from otelproc.processors.batch import BatchProcessor
+
+        for pname, queue in self.queues.items():
+            plan = queue.replay_plan
+            if plan is None or not len(plan):
+                continue
+            batchers = [p for p in self.processors[pname] if isinstance(p, BatchProcessor)]
+            for bp in batchers:
+                bp.set_replay_boundaries(plan.boundaries)
+            n = 0
+            for seq, batch in plan.batches():
+                queue.put_replayed(replace(batch, wal_seq=(queue.wal.id, seq, seq)))
+                n += len(batch)
+            for bp in batchers:
+                bp.replay_done()
+            queue.replay_plan = None
+            log.info("pipeline %s: replayed %d log records from the write-ahead log (%d batches recorded)",
+                     pname, n, len(plan.boundaries))
+
     def shutdown(self) -> None:
-        """Stop accepting, drain, flush, close. Idempotent."""
+        """Stop accepting, drain, flush, close. Idempotent.
+
+        With a WAL, exporters stop retrying first: a batch whose store is down stays in the WAL
+        (replayed at the next start) instead of holding up the shutdown.
+        """
         with self._lock:
             for comp in self.receivers.values():
                 _safe_shutdown(comp)
+            for pname, stage in self.stages.items():
+                if stage.wal is not None:
+                    stage.stop_retrying()
+                    for exp in stage.exporters.values():
+                        stop = getattr(exp, "stop_retrying", None)
+                        if stop is not None:
+                            stop()
             for pname, queue in self.queues.items():
                 _safe_shutdown(queue)
                 for proc in self.processors[pname]:
                     _safe_shutdown(proc)
             for comp in self.exporters.values():
                 _safe_shutdown(comp)
+            for wal in self.wals.values():
+                _safe_close(wal)
             for comp in self.extensions.values():
                 _safe_shutdown(comp)
             self.context.stores.close_all()
@@ -223,6 +435,30 @@ class Service:
     def idle(self) -> bool:
         """True when every queue is empty and no worker is busy (the batch buffers may still hold data)."""
         return all(q.idle() for q in self.queues.values())
+
+    def health(self) -> dict:
+        """What /readyz reports: started, and every exporter's store reachable.
+
+        ``{"ready": bool, "failing": {exporter: last error}, "queued_records": {pipeline: n},
+        "wal_unacknowledged": {pipeline: n}}``
+        """
+        failing: dict[str, str] = {}
+        for stage in self.stages.values():
+            failing.update(stage.failing)
+        for eid, exp in self.exporters.items():
+            err = getattr(exp, "last_error", None)
+            if err:
+                failing.setdefault(eid, err)
+        return {
+            "ready": bool(self._started) and not failing,
+            "failing": failing,
+            "queued_records": {p: q.queued_records for p, q in self.queues.items()},
+            "wal_unacknowledged": {p: max(0, w.last_seq - w.acked) for p, w in self.wals.items()},
+        }
+
+    def ready(self) -> bool:
+        """Started and no exporter failing (for /readyz)."""
+        return self.health()["ready"]
 
     def component(self, cid: str) -> Component:
         """A receiver/exporter by id, or a processor as ``<pipeline>::<processor id>``."""
@@ -235,6 +471,13 @@ class Service:
             if proc.name == pid:
                 return proc
         raise KeyError(cid)
+
+
+def _safe_close(wal: WriteAheadLog) -> None:
+    try:
+        wal.close()
+    except Exception:
+        log.exception("closing the write-ahead log %s failed", wal.directory)
 
 
 def _safe_shutdown(comp: Component) -> None:

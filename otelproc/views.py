@@ -179,11 +179,11 @@ def incident_evidence(store: Store, service: str, kinds: Iterable[str], start_ns
 
     Returns {"anomalies": int, "first_detection": str ('' if none), "alerts": int, "receivers": [str]}.
     """
-    params = {"service": service, "kinds": list(kinds), "lo": int(start_ns - before_s * 1e9),
+    params = {"service": service, "kinds": ",".join(kinds), "lo": int(start_ns - before_s * 1e9),
               "hi": int(end_ns + grace_s * 1e9)}
     n, first = store.query_rows(
         "SELECT count(), if(count() = 0, '', formatDateTime(min(Timestamp), '%F %T')) FROM anomalies "
-        "WHERE ServiceName = {service:String} AND has({kinds:Array(String)}, Kind) "
+        "WHERE ServiceName = {service:String} AND has(splitByChar(',', {kinds:String}), Kind) "
         "AND Timestamp BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})",
         params)[0]
     sent, receivers = store.query_rows(

@@ -8,6 +8,17 @@
         ttl: 0                           # 72h like the Collector's exporter for a server
         create_schema: true
         retry_on_failure: {enabled: true, initial_interval: 5s, max_interval: 30s, max_elapsed_time: 300s}
+        wal: {directory: ./wal, fsync: interval}   # write-ahead log of the pipeline (otelproc.wal)
+        deduplication_window: 1000       # inserts remembered per table for replay deduplication
+
+Durability: with ``wal:`` set, the pipeline logs every accepted batch before answering the
+client and replays what this exporter has not confirmed after a crash (otelproc/wal.py). Each
+insert of a batch that carries a WAL range sends ``insert_deduplication_token =
+<wal id>:<first>-<last>:<table>``, and start() sets ``non_replicated_deduplication_window`` on
+the (non-replicated MergeTree) tables, so a replayed insert that had already landed is dropped by
+ClickHouse instead of duplicating rows (Replicated tables use replicated_deduplication_window,
+1000 by default). Health: ``last_error`` holds the last failed attempt's error until an insert
+succeeds (the service's /readyz reports it); ``otelproc_clickhouse_store_up{exporter}`` is 0 meanwhile.
 
 start() opens the store (shared through ``Context.stores`` when the pipeline provides a
 StoreRegistry), creates missing tables from ``otelproc/store/sql/*.sql`` and applies pending
@@ -45,9 +56,10 @@ from typing import Any
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Exporter, Factory, Kind, PermanentError
 from otelproc.config import Duration, Secret
-from otelproc.store import Store, StoreError, TlsOptions, check_identifier, open_store
+from otelproc.store import Store, StoreError, TlsOptions, check_identifier, open_store, quote_identifier
 from otelproc.store.arrow import logs_to_arrow
 from otelproc.store.schema import SQL_DIR, SchemaOptions, ensure_schema, table_columns, table_files
+from otelproc.wal import WalConfig
 
 __all__ = ["ClickHouseExporterConfig", "ClickHouseExporter", "RetryConfig", "TlsConfig", "TableEngineConfig",
            "PERMANENT_ERROR_CODES", "factory"]
@@ -63,6 +75,9 @@ DEFAULT_TIMEOUT = Duration(5.0)    # exporterhelper's default
 # loaded with replayed or historical logs, which a 72h TTL would silently drop at the next merge.
 # Set ttl: 72h (the Collector exporter's default) for a production server.
 DEFAULT_TTL = Duration(0.0)
+# A replay re-sends at most the batches that were unacknowledged at a crash; each insert is one
+# block per partition. 1000 is ClickHouse's replicated_deduplication_window default.
+DEFAULT_DEDUP_WINDOW = 1000
 
 # ClickHouse error codes that mean "this data / this statement can never succeed": retrying is
 # pointless, so the batch is rejected as permanent (HTTP 400 to the client).
@@ -177,6 +192,10 @@ class ClickHouseExporterConfig:
     # ClickHouse cluster: DDL gets ON CLUSTER and Replicated engines (server only)
     cluster_name: str = ""
     table_engine: TableEngineConfig = field(default_factory=TableEngineConfig)
+    # write-ahead log of the pipelines this exporter is in (otelproc.wal); directory "" = none
+    wal: WalConfig = field(default_factory=WalConfig)
+    # inserts per table ClickHouse remembers to drop a replayed duplicate (0 = no dedup tokens)
+    deduplication_window: int = DEFAULT_DEDUP_WINDOW
     # ClickHouse settings sent with every statement to a server, e.g. {async_insert: "1"}
     connection_params: dict[str, str] = field(default_factory=dict)
 
@@ -208,7 +227,10 @@ class ClickHouseExporterConfig:
                        "the embedded store (chdb://) takes no connection settings")
         if self.tls.is_set() and scheme != "https":
             out.append(f"tls: only applies to https:// endpoints, endpoint is {self.endpoint!r}")
+        if self.deduplication_window < 0:
+            out.append(f"deduplication_window: must be >= 0 (0 = no deduplication tokens), got {self.deduplication_window}")
         out += [f"tls::{m}" for m in self.tls.validate()]
+        out += [f"wal::{m}" for m in self.wal.validate()]
         out += [f"retry_on_failure::{m}" for m in self.retry_on_failure.validate()]
         out += [f"table_engine::{m}" for m in self.table_engine.validate()]
         if self.cluster_name:
@@ -245,6 +267,7 @@ class ClickHouseExporter(Exporter):
         self._busy = threading.Lock()
         self._live_log_columns: set[str] = set()
         self._derived: set[str] = set()
+        self.last_error: str | None = None  # last failed insert attempt, until one succeeds (health)
         tel = self.context.telemetry
         self._m = None
         if tel is not None:
@@ -259,6 +282,8 @@ class ClickHouseExporter(Exporter):
                                     "transient error", ("exporter", "table")),
                 build=tel.histogram("otelproc_clickhouse_arrow_build_duration_seconds",
                                     "Time to build the otel_logs Arrow table of a batch", ("exporter",)),
+                up=tel.gauge("otelproc_clickhouse_store_up", "1 while the last insert attempt succeeded, 0 while "
+                             "inserts fail", ("exporter",)),
             )
 
     @property
@@ -296,6 +321,28 @@ class ClickHouseExporter(Exporter):
             raise
         self._derived = {name for name in table_files(self._sql_dir) if name != "otel_logs"}
         self._store = store
+        if cfg.deduplication_window and not cfg.cluster_name:
+            self._set_dedup_window([cfg.logs_table_name, *sorted(self._derived)])
+
+    def _set_dedup_window(self, tables: list[str]) -> None:
+        """Let ClickHouse remember the last inserts' tokens on plain MergeTree tables (replicated
+        ones have a window by default)."""
+        rows = self._store.query_rows("SELECT name, engine FROM system.tables WHERE database = {db:String}",
+                                      {"db": self.config.database})
+        wanted = set(tables)
+        for name, engine in rows:
+            if name not in wanted or not engine.endswith("MergeTree") or engine.startswith("Replicated"):
+                continue
+            try:
+                self._store.command(f"ALTER TABLE {quote_identifier(name, 'table')} MODIFY SETTING "
+                                    f"non_replicated_deduplication_window = {int(self.config.deduplication_window)}")
+            except StoreError as e:  # e.g. a read-only user: replays may then duplicate rows
+                log.warning("%s: cannot set non_replicated_deduplication_window on %s (replayed batches may "
+                            "duplicate rows): %s", self.name, name, e)
+
+    def stop_retrying(self) -> None:
+        """Give up retries now (the pipeline's WAL keeps the data); inserts still run once."""
+        self._stop.set()
 
     def shutdown(self) -> None:
         self._stop.set()  # interrupts a retry wait
@@ -330,12 +377,19 @@ class ClickHouseExporter(Exporter):
                 absent = [c for c in table.column_names if c not in self._live_log_columns]
                 if absent:
                     table = table.drop_columns(absent)
-                self._insert(self.config.logs_table_name, table)
+                self._insert(self.config.logs_table_name, table, self._token(batch, "otel_logs"))
             for name, rows in batch.tables.items():
                 if rows is not None and rows.num_rows:
-                    self._insert(name, rows)
+                    self._insert(name, rows, self._token(batch, name))
 
-    def _insert(self, table_name: str, arrow_table) -> None:
+    def _token(self, batch: LogBatch, table: str) -> str:
+        """The deduplication token of this batch's insert into ``table`` ("" = none)."""
+        if batch.wal_seq is None or not self.config.deduplication_window:
+            return ""
+        wal_id, first, last = batch.wal_seq
+        return f"otelproc:{wal_id}:{first}-{last}:{table}"
+
+    def _insert(self, table_name: str, arrow_table, token: str = "") -> None:
         retry = self.config.retry_on_failure
         started = time.monotonic()
         interval = float(retry.initial_interval)
@@ -345,10 +399,14 @@ class ClickHouseExporter(Exporter):
             attempt += 1
             t0 = time.perf_counter()
             try:
-                n = self._store.insert_arrow(table_name, arrow_table)
+                n = insert_arrow(self._store, table_name, arrow_table, token)
             except Exception as e:  # noqa: BLE001 - classified below
                 permanent = isinstance(e, (TypeError, ValueError)) or (
                     isinstance(e, StoreError) and e.code in PERMANENT_ERROR_CODES)
+                if not permanent:  # bad data says nothing about the store's health
+                    self.last_error = f"insert into {table_name}: {e}"[:500]
+                    if m is not None:
+                        m["up"].labels(self.name).set(0)
                 if m is not None:
                     m["errors"].labels(self.name, table_name, "permanent" if permanent else "transient").inc()
                 if permanent:
@@ -371,7 +429,9 @@ class ClickHouseExporter(Exporter):
                                      getattr(e, "code", 0)) from e
                 interval = min(interval * retry.multiplier, float(retry.max_interval))
                 continue
+            self.last_error = None
             if m is not None:
+                m["up"].labels(self.name).set(1)
                 m["rows"].labels(self.name, table_name).inc(n)
                 m["latency"].labels(self.name, table_name).observe(time.perf_counter() - t0)
             return
@@ -385,6 +445,38 @@ class ClickHouseExporter(Exporter):
         if retry.max_elapsed_time > 0 and elapsed + interval * (1 - retry.randomization_factor) > retry.max_elapsed_time:
             return f"giving up after {attempt} attempts in {elapsed:.1f}s (max_elapsed_time {retry.max_elapsed_time:g}s)"
         return ""
+
+
+def insert_arrow(store: Store, table_name: str, arrow_table, token: str = "") -> int:
+    """``store.insert_arrow`` with ``insert_deduplication_token = token`` when a token is given.
+
+    The Store interface has no per-insert settings, so this speaks to the back end underneath:
+    the embedded engine takes ``INSERT ... SETTINGS insert_deduplication_token = {t:String}
+    SELECT ... FROM Python(rows)`` (chDB finds ``rows`` in a calling frame); clickhouse-connect
+    takes ``settings=`` on ``insert_arrow``. The token is a bound parameter / setting value,
+    never SQL text.
+    """
+    if not token or arrow_table.num_rows == 0:
+        return store.insert_arrow(table_name, arrow_table)
+    inner = getattr(store, "_inner", store)  # a StoreRegistry handle wraps the real store
+    from otelproc.store.embedded import EmbeddedStore
+    from otelproc.store.server import ServerStore
+
+    if isinstance(inner, EmbeddedStore):
+        cols = ", ".join(quote_identifier(c, "column") for c in arrow_table.column_names)
+        otelproc_dedup_rows = arrow_table  # noqa: F841 - read by chDB's Python() table function by name
+        inner.command(f"INSERT INTO {quote_identifier(inner.database)}.{quote_identifier(table_name, 'table')} "
+                      f"({cols}) SETTINGS insert_deduplication_token = {{otelproc_token:String}} "
+                      f"SELECT {cols} FROM Python(otelproc_dedup_rows)", {"otelproc_token": token})
+        return arrow_table.num_rows
+    if isinstance(inner, ServerStore):
+        for c in arrow_table.column_names:
+            check_identifier(c, "column")
+        inner._call(lambda t: inner._client.insert_arrow(t, arrow_table, database=inner.database,
+                                                         settings={"insert_deduplication_token": token}),
+                    check_identifier(table_name, "table"))
+        return arrow_table.num_rows
+    return store.insert_arrow(table_name, arrow_table)
 
 
 def _create(name: str, config: ClickHouseExporterConfig, next_consumer: Any = None,

@@ -27,6 +27,7 @@ PIECE_LIT = 0
 PIECE_VAR = 1
 PIECE_SEP = 2
 VAR_TEXT = np.frombuffer(b"<*>", dtype=np.uint8).copy()
+_TW = TIME_WORDS  # a global array: Numba freezes it into the compiled code
 
 
 @njit(cache=True, nogil=True)
@@ -173,6 +174,35 @@ def _is_time_word(packed, tw) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def _segment_is_var(buf, ss, se, e, acc, hexl, at, dot_after_at, prev_delim, tw) -> bool:
+    """Variable test of the segment buf[ss:se] from the facts gathered while scanning it (the
+    rules of :func:`otelproc.kernels.mask._is_var_segment`, which the tests compare with)."""
+    if (acc & 4) != 0 or prev_delim == 61:   # a digit; the value of key=value
+        return True
+    if (prev_delim == 34 or prev_delim == 39) and se < e and buf[se] == prev_delim:   # 'quoted'
+        return True
+    n = se - ss
+    if hexl == n and n >= 16:
+        return True
+    if at > ss and dot_after_at:   # e-mail
+        return True
+    if 3 <= n <= 5 and (acc & 16):
+        # month / weekday names, true / null / false: pack the lower-cased bytes
+        packed = np.int64(0)
+        for q in range(ss, se):
+            lb = buf[q]
+            if 65 <= lb <= 90:
+                lb += 32
+            packed = (packed << 8) | np.int64(lb)
+        if n == 3:
+            return _is_time_word(packed, tw)
+        if n == 4:
+            return packed == 0x74727565 or packed == 0x6E756C6C  # true, null
+        return packed == 0x66616C7365  # false
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _line_key(buf, s, e, cls, tw, seed):
     """FNV-1a 64 of the masked key of buf[s:e] and its token count, in ONE pass over the bytes.
 
@@ -225,7 +255,6 @@ def _line_key(buf, s, e, cls, tw, seed):
             hexl = 0
             at = -1
             dot_after_at = False
-            packed = np.int64(0)
             while i < e:
                 b = buf[i]
                 c = cls[b]
@@ -243,28 +272,7 @@ def _line_key(buf, s, e, cls, tw, seed):
                         dot_after_at = True
                 h = (h ^ np.uint64(b)) * FNV_PRIME
                 i += 1
-            n = i - ss
-            var = (acc & 4) != 0 or prev_delim == 61
-            if not var and (prev_delim == 34 or prev_delim == 39) and i < e and buf[i] == prev_delim:
-                var = True
-            if not var:
-                if hexl == n and n >= 16:
-                    var = True
-                elif at > ss and dot_after_at:
-                    var = True
-                elif 3 <= n <= 5 and (acc & 16):
-                    # month / weekday names, true / null / false: pack the lower-cased bytes
-                    for q in range(ss, i):
-                        lb = buf[q]
-                        if 65 <= lb <= 90:
-                            lb += 32
-                        packed = (packed << 8) | np.int64(lb)
-                    if n == 3:
-                        var = _is_time_word(packed, tw)
-                    elif n == 4:
-                        var = packed == 0x74727565 or packed == 0x6E756C6C  # true, null
-                    else:
-                        var = packed == 0x66616C7365  # false
+            var = _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw)
             if var:
                 if since_var == 2:
                     # var ':' var (host:port, IPv6, a,b): one variable, drop the delimiters
@@ -492,6 +500,126 @@ def masked_text(buf: np.ndarray, off: np.ndarray, rows: np.ndarray) -> tuple[np.
 
 
 @njit(cache=True, nogil=True)
+def _line_params(buf, s, e, cls, g, pstart, pend, q):
+    """Append the parameter spans of buf[s:e] to pstart/pend from index q; return the new count.
+
+    One pass, the same walk as :func:`_line_key` (tests compare with the pieces version): a
+    variable segment is a span, ``var:var`` extends the last span, a path token is one span, a
+    wholly variable token after another extends the previous span, and a key token whose bit is
+    set in ``g`` (generalised by the pattern) is one span from its first to its last byte.
+    Capacity: the caller guarantees room for (e - s + 1) // 2 + 1 more spans.
+    """
+    tw = _TW
+    ntok = 0
+    prev_full = False
+    i = s
+    while True:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        tok = ntok
+        ntok += 1
+        ts = i
+        q_tok = q
+        slashes = 0
+        nvar = 0
+        has_lit = False
+        since_var = 0
+        lit_after_var = False
+        prev_delim = 0
+        while i < e:
+            b = buf[i]
+            c = cls[b]
+            if c & 1:
+                break
+            if c & 2:
+                has_lit = True
+                if since_var != 0:
+                    since_var = 2 if (b == 58 or b == 44) else 0
+                prev_delim = b
+                i += 1
+                continue
+            ss = i
+            acc = 0
+            hexl = 0
+            at = -1
+            dot_after_at = False
+            while i < e:
+                b = buf[i]
+                c = cls[b]
+                if c & 3:
+                    break
+                acc |= c
+                hexl += (c >> 3) & 1
+                if c & 32:
+                    if b == 47:
+                        slashes += 1
+                    elif b == 64:
+                        if at < 0:
+                            at = i
+                    elif at >= 0:
+                        dot_after_at = True
+                i += 1
+            if _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
+                if since_var == 2:
+                    pend[q - 1] = i
+                    has_lit = lit_after_var
+                else:
+                    lit_after_var = has_lit
+                    pstart[q] = ss
+                    pend[q] = i
+                    q += 1
+                    nvar += 1
+                since_var = 1
+            else:
+                has_lit = True
+                since_var = 0
+            prev_delim = 0
+        tn = i - ts
+        full = False
+        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
+            q = q_tok
+            pstart[q] = ts
+            pend[q] = i
+            q += 1
+            full = True
+        else:
+            full = nvar == 1 and not has_lit
+        if full and prev_full:
+            q = q_tok
+            pend[q - 1] = i
+            ntok -= 1
+        elif tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0:
+            q = q_tok
+            pstart[q] = ts
+            pend[q] = i
+            q += 1
+        prev_full = full
+    return q
+
+
+@njit(cache=True, nogil=True)
+def _params_one_pass(buf, off, genmask, cls, count_off, pstart, pend):
+    n = len(off) - 1
+    q = 0
+    for r in range(n):
+        count_off[r] = q
+        need = q + (off[r + 1] - off[r] + 1) // 2 + 1
+        if need > len(pstart):
+            cap = max(2 * len(pstart), need)
+            ns = np.empty(cap, dtype=np.int64)
+            ne = np.empty(cap, dtype=np.int64)
+            ns[:q] = pstart[:q]
+            ne[:q] = pend[:q]
+            pstart = ns
+            pend = ne
+        q = _line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, q)
+    count_off[n] = q
+    return pstart[:q], pend[:q]
+
+
+@njit(cache=True, nogil=True)
 def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
     """Parameter spans per line: each variable piece, or a whole key token when its bit is set in genmask."""
     n = len(off) - 1
@@ -557,11 +685,9 @@ def param_spans(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[
     if len(genmask) != len(off) - 1:
         raise ValueError(f"genmask has {len(genmask)} rows, expected {len(off) - 1}")
     count_off = np.empty(len(off), dtype=np.int64)
-    empty = np.empty(0, dtype=np.int64)
-    total = _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, empty, empty, True)
-    start = np.empty(total, dtype=np.int64)
-    end = np.empty(total, dtype=np.int64)
-    _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, start, end, False)
+    guess = 2 * (len(off) - 1) + 16
+    start, end = _params_one_pass(buf, off, genmask, BYTE_CLASS, count_off,
+                                  np.empty(guess, dtype=np.int64), np.empty(guess, dtype=np.int64))
     return count_off, start, end
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from otelproc.batch import StringArray
-from otelproc.patterns.miner import (ChangeType, LearnResult, PatternMiner, pattern_id, DEFAULT_SIMILARITY,
+from otelproc.patterns.miner import (ChangeType, LearnResult, PatternMiner, pattern_id, DEFAULT_SIMILARITY, DEFAULT_MIN_DISTINCT,
                                      DEFAULT_MAX_PATTERNS_PER_SERVICE)
 
 __all__ = ["PatternMiner", "ChangeType", "LearnResult", "pattern_id", "mine_lines", "mine_file", "read_lines"]

@@ -7,11 +7,15 @@ Per batch (:meth:`PatternMiner.learn`):
    cache (an open-addressing table in numpy arrays). Nearly every line stops here.
 3. Slow path, once per *distinct new key* (never per line): the key's tokens are compared
    with the patterns of the same service and token count. A pattern whose literal tokens
-   all equal the key's takes it; otherwise the most similar one (share of positions with
-   equal tokens among positions where both are literal, Drain's measure) takes it if the
-   share is >= ``similarity``, turning the differing positions into ``<*>`` (the pattern
-   *generalises*); the first tokens must agree unless one is ``<*>``. Else the key starts
-   a new pattern.
+   all equal the key's takes it. Otherwise the most similar one (share of equal tokens among
+   the positions where at least one side is literal, Drain's measure) is a merge candidate if
+   the share is >= ``similarity`` and the first tokens agree (unless one is ``<*>``). The
+   merge turns the differing positions into ``<*>`` only if every such position shows at
+   least ``min_distinct`` distinct values over the key and all patterns the generalised
+   template would cover (Brain's idea: variables vary, a choice between two words such as
+   "stored as bytes/values" is two templates); tokens that differ only in a masked variable
+   (``(<*>)`` / ``()``) count as varying. Then all those patterns *merge* into one (their ids
+   become aliases of it, the key cache is remapped). Else the key starts a new pattern.
 
 Ids: ``pattern_id = blake2b-64(service NUL template)``, so the same template gets the same
 id on every instance and after restarts. When a pattern generalises, its new template gets
@@ -307,14 +311,7 @@ class PatternMiner:
             self.p_service.append(svc)
             self.p_tokens.append(tokens)
             self.p_aliases.append([])
-            grow = lambda a, v: np.append(a, np.asarray([v], dtype=a.dtype))  # noqa: E731
-            self.p_id = grow(self.p_id, 0)
-            self.p_count = grow(self.p_count, 0)
-            self.p_first_ns = grow(self.p_first_ns, 0)
-            self.p_last_ns = grow(self.p_last_ns, 0)
-            self.p_last_seq = grow(self.p_last_seq, 0)
-            self.p_alive = grow(self.p_alive, False)
-            self.p_tvmask = grow(self.p_tvmask, 0)
+            self._grow_slot_arrays(slot + 1)
         self.p_count[slot] = 0
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
@@ -324,6 +321,23 @@ class PatternMiner:
         self._by_shape.setdefault((svc, len(tokens)), []).append(slot)
         self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
         return slot
+
+    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask")
+
+    def _grow_slot_arrays(self, n: int) -> None:
+        """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
+        creating patterns one at a time costs amortised O(1), not a copy each."""
+        store = self.__dict__.setdefault("_slot_store", {})
+        for name in self._SLOT_ARRAYS:
+            cur = getattr(self, name)
+            buf = store.get(name)
+            if buf is None or len(buf) < n or cur.base is not buf:
+                buf = np.zeros(max(64, 2 * n), dtype=cur.dtype)
+                buf[:len(cur)] = cur
+                store[name] = buf
+            view = buf[:n]
+            view[len(cur):] = 0
+            setattr(self, name, view)
 
     def _evict(self, svc: int) -> None:
         """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
@@ -348,6 +362,7 @@ class PatternMiner:
         d = Path(state_dir)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "similarity": self.similarity,
+                "min_distinct": self.min_distinct,
                 "max_patterns_per_service": self.max_patterns_per_service, "seq": self.seq}
         k, v, m = self.table.entries()
         templates = StringArray.from_pylist(["\x1f".join(t) if t else "" for t in self.p_tokens])
@@ -386,7 +401,8 @@ class PatternMiner:
                 raise ValueError(f"{path}: not an otelproc pattern state file")
             if int(meta.get("version", 0)) > STATE_VERSION:
                 raise ValueError(f"{path}: state version {meta['version']} is newer than supported {STATE_VERSION}")
-            opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"]}
+            opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"],
+                    "min_distinct": meta.get("min_distinct", DEFAULT_MIN_DISTINCT)}
             opts.update(kwargs)
             self = cls(**opts)
             for s in StringArray(z["services_buf"], z["services_off"]).to_pylist():

@@ -13,6 +13,12 @@ caller, which fills the pipeline's ingest queue, which makes receivers answer
 
     processors:
       batch: {send_batch_size: 50000, timeout: 1s}
+
+Write-ahead log: merged batches carry the WAL range of their parts (``LogBatch.wal_seq``).
+After a restart the pipeline replays unacknowledged records and hands this processor the
+ranges it sent as one batch before (:meth:`BatchProcessor.set_replay_boundaries`); replayed
+records are cut exactly there, so each re-sent batch has the same range, hence the same
+insert deduplication token, as the first attempt.
 """
 from __future__ import annotations
 
@@ -63,6 +69,8 @@ class BatchProcessor(Processor):
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._replay_ranges: deque[tuple[int, int]] = deque()  # recorded (first, last) WAL ranges, in order
+        self._replaying = False
         t = context.telemetry
         self._m_sent = t.counter("otelproc_processor_batch_sent_records", "Records sent downstream", ("processor",)) if t else None
         self._m_batch_size = t.histogram("otelproc_processor_batch_size_records", "Records per sent batch", ("processor",),
@@ -86,25 +94,76 @@ class BatchProcessor(Processor):
             self._pending_records += len(batch)
             if self._m_buffered:
                 self._m_buffered.labels(self.name).set(self._pending_records)
-            if self._pending_records >= self.config.send_batch_size:
+            if self._pending_records >= self.config.send_batch_size or self._replay_ranges:
                 self._cond.notify_all()
         if self._thread is None:  # not started (or used synchronously in tests): send inline
             self._flush_due(force=self._stopping)
+
+    def set_replay_boundaries(self, ranges: list[tuple[int, int]]) -> None:
+        """WAL ranges (first, last) that were sent as one batch before a restart; replayed
+        records within a range are sent as exactly that batch again."""
+        with self._cond:
+            self._replay_ranges = deque(sorted(ranges))
+            self._replaying = True
+
+    def replay_done(self) -> None:
+        """Every replayed record is queued: a range missing records (unreadable) is sent as it is."""
+        with self._cond:
+            self._replaying = False
+            self._cond.notify_all()
+
+    def _replay_cut(self, force: bool) -> tuple[int, bool] | None:
+        """Inside a recorded range: (batches to take, due). None when the head is not in one."""
+        ranges = self._replay_ranges
+        head = self._pending[0].wal_seq
+        if head is None:
+            return None
+        while ranges and ranges[0][1] < head[1]:
+            ranges.popleft()
+        if not ranges or ranges[0][0] > head[1]:
+            return None
+        last = ranges[0][1]
+        k = 0
+        for b in self._pending:
+            if b.wal_seq is None or b.wal_seq[2] > last:
+                break
+            k += 1
+        complete = self._pending[k - 1].wal_seq[2] == last or k < len(self._pending)
+        if complete or force or not self._replaying:
+            ranges.popleft()
+            return k, True
+        return k, False
+
+    def _normal_cut(self, force: bool) -> int:
+        """How many pending batches form the next batch: up to send_batch_size (all when forced),
+        never running into a recorded replay range."""
+        nxt = self._replay_ranges[0][0] if self._replay_ranges else None
+        k = n = 0
+        for b in self._pending:
+            if n >= self.config.send_batch_size and not force:
+                break
+            if k and nxt is not None and b.wal_seq is not None and b.wal_seq[1] >= nxt:
+                break
+            k += 1
+            n += len(b)
+        return k
 
     def _take(self, force: bool) -> LogBatch | None:
         """Pop what is due (size reached, timeout passed, or force) as one batch; None if nothing is due."""
         with self._cond:
             if not self._pending:
                 return None
-            due = force or self._pending_records >= self.config.send_batch_size or \
-                time.monotonic() - self._oldest >= self.config.timeout
+            cut = self._replay_cut(force) if self._replay_ranges else None
+            if cut is not None:
+                k, due = cut
+            else:
+                due = force or self._pending_records >= self.config.send_batch_size or \
+                    time.monotonic() - self._oldest >= self.config.timeout
+                k = self._normal_cut(force) if due else 0
             if not due:
                 return None
-            out, n = [], 0
-            while self._pending and (n < self.config.send_batch_size or force):
-                b = self._pending.popleft()
-                out.append(b)
-                n += len(b)
+            out = [self._pending.popleft() for _ in range(k)]
+            n = sum(len(b) for b in out)
             self._pending_records -= n
             self._oldest = time.monotonic()
             if self._m_buffered:
@@ -125,8 +184,12 @@ class BatchProcessor(Processor):
                 self._m_dropped.labels(self.name).inc(len(merged))
             return
         except Exception:
-            # Exporters retry transient errors themselves until they give up; what reaches
-            # here is lost (issue: write-ahead log). Say so loudly, keep running.
+            # Exporters retry transient errors themselves until they give up (with a WAL, until
+            # shutdown). Without a WAL what reaches here is lost; say so loudly, keep running.
+            if merged.wal_seq is not None:
+                log.error("batch processor %s: exporting %d records failed at shutdown; they stay in the "
+                          "write-ahead log and are replayed at the next start", self.name, len(merged))
+                return
             log.exception("batch processor %s: exporting %d records failed", self.name, len(merged))
             if self._m_dropped:
                 self._m_dropped.labels(self.name).inc(len(merged))
@@ -142,7 +205,10 @@ class BatchProcessor(Processor):
                     break
                 wait = self.config.timeout if not self._pending else \
                     max(0.0, self.config.timeout - (time.monotonic() - self._oldest))
-                if self._pending_records < self.config.send_batch_size:
+                if self._replay_ranges:
+                    # replayed batches go out as soon as their recorded range is complete
+                    self._cond.wait(min(wait, 0.02))
+                elif self._pending_records < self.config.send_batch_size:
                     self._cond.wait(wait)
             self._flush_due(force=False)
         self._flush_due(force=True)

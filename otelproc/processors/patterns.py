@@ -5,6 +5,7 @@
         state_dir: ./data/patterns        # where the miner state is saved ("" = in memory only)
         max_patterns_per_service: 5000     # cap; least recently seen patterns are evicted
         similarity: 0.7                    # Drain-like merge threshold of the miner
+        min_distinct: 3                    # distinct values a position needs before it becomes <*>
         snapshot_interval: 60s             # also saved on shutdown
         new_pattern_warmup: 5m             # no NEW_PATTERN findings before this much runtime
 
@@ -35,8 +36,8 @@ from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels.tokenize import gather_params_terminated, param_spans
-from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_SIMILARITY, ChangeType,
-                                     PatternMiner)
+from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MIN_DISTINCT, DEFAULT_SIMILARITY,
+                                     ChangeType, PatternMiner)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class PatternsProcessorConfig:
     max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE
     # share of equal literal tokens for a new key to join an existing pattern (0 < x <= 1)
     similarity: float = DEFAULT_SIMILARITY
+    # distinct values a token position must show before two patterns merge over it (>= 2)
+    min_distinct: int = DEFAULT_MIN_DISTINCT
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
     # patterns created during this first stretch of runtime are not reported as NEW_PATTERN findings
@@ -64,6 +67,8 @@ class PatternsProcessorConfig:
             out.append(f"max_patterns_per_service: must be >= 1, got {self.max_patterns_per_service}")
         if not 0.0 < self.similarity <= 1.0:
             out.append(f"similarity: must be > 0 and <= 1, got {self.similarity}")
+        if self.min_distinct < 2:
+            out.append(f"min_distinct: must be >= 2, got {self.min_distinct}")
         if self.snapshot_interval < 0:
             out.append(f"snapshot_interval: must be >= 0, got {self.snapshot_interval}s")
         if self.new_pattern_warmup < 0:
@@ -93,7 +98,7 @@ class PatternsProcessor(Processor):
             }
 
     def start(self) -> None:
-        kwargs = {"similarity": self.config.similarity,
+        kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
                   "max_patterns_per_service": self.config.max_patterns_per_service}
         if self.config.state_dir:
             self.miner = PatternMiner.load(self.config.state_dir, **kwargs)

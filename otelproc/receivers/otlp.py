@@ -7,12 +7,31 @@ OTLP specification through the one error table in ``receivers.errors``.
     receivers:
       otlp:
         protocols:
-          grpc: {endpoint: 0.0.0.0:4317}
-          http: {endpoint: 0.0.0.0:4318}
+          grpc:
+            endpoint: 0.0.0.0:4317
+            auth: {bearer_token: ${env:OTELPROC_TOKEN}}          # as the Collector's bearertokenauth
+            tls: {cert_file: server.pem, key_file: server.key, client_ca_file: ca.pem}   # mTLS with client_ca_file
+          http: {endpoint: 0.0.0.0:4318, auth: {bearer_token: ${env:OTELPROC_TOKEN}}}
+        limits: {max_records_per_request: 100000, max_body_bytes: 64KiB, max_attribute_value_bytes: 8KiB,
+                 max_attributes_per_record: 128, max_future_skew: 24h}
+
+Security: ``auth.bearer_token`` makes each transport require ``Authorization: Bearer <token>``
+(HTTP header / gRPC metadata; compared in constant time). A missing or wrong token is answered
+401 / UNAUTHENTICATED before the request body is read. ``tls`` serves TLS from PEM files
+(confighttp/configgrpc keys); with ``client_ca_file`` clients must present a certificate signed
+by that CA (mutual TLS). Write secrets as ``${env:VAR}``, never in the file.
+
+Input limits (``limits``, see receivers/sanitize.py) are applied after decoding, before the
+batch is handed on; what they fix is stored sanitised and counted in
+``otelproc_receiver_sanitized_log_records_total{receiver,transport,reason}``.
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import os
+import socket
+import ssl
 import threading
 import time
 import zlib
@@ -24,10 +43,11 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from otelproc.component import Consumer, Context, Factory, Kind, Receiver
-from otelproc.config import ByteSize
+from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Receiver
+from otelproc.config import ByteSize, Duration, Secret
 from otelproc.receivers.decode import Decoded, decode_json, decode_protobuf
 from otelproc.receivers.errors import Answer, RequestError, answer_for, rpc_status
+from otelproc.receivers.sanitize import LimitsConfig, TooManyRecords, sanitize
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +55,70 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 MIB = 1 << 20
 
 
+# an idle or slow HTTP connection is closed after this long (slowloris guard)
+HTTP_SOCKET_TIMEOUT = 60.0
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass
+class AuthConfig:
+    # clients must send "Authorization: Bearer <token>"; "" = no authentication
+    bearer_token: Secret = Secret("")
+
+    def validate(self) -> list[str]:
+        if self.bearer_token and (len(self.bearer_token) < 16 or any(c.isspace() for c in self.bearer_token)):
+            return ["bearer_token: must be at least 16 characters without whitespace (write it as ${env:VAR})"]
+        return []
+
+
+@dataclass
+class ServerTlsConfig:
+    # PEM certificate chain and private key of this server (both or neither)
+    cert_file: str = ""
+    key_file: str = ""
+    # PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)
+    client_ca_file: str = ""
+
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    def validate(self) -> list[str]:
+        out = []
+        if bool(self.cert_file) != bool(self.key_file):
+            out.append("cert_file: cert_file and key_file must be set together")
+        if self.client_ca_file and not self.cert_file:
+            out.append("client_ca_file: needs cert_file and key_file (mutual TLS is TLS with client certificates)")
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                out.append(f"{key}: file not found: {path}")
+        return out
+
+    def read(self) -> tuple[bytes, bytes, bytes | None]:
+        with open(self.cert_file, "rb") as c, open(self.key_file, "rb") as k:
+            cert, key = c.read(), k.read()
+        ca = None
+        if self.client_ca_file:
+            with open(self.client_ca_file, "rb") as f:
+                ca = f.read()
+        return cert, key, ca
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(self.client_ca_file)
+        return ctx
+
+
 @dataclass
 class GrpcConfig:
     # host:port to listen on (port 0 picks a free port)
     endpoint: str = "localhost:4317"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
     # largest accepted (decompressed) request, as the Collector's key
     max_recv_msg_size_mib: int = 16
     # requests handled at once (worker threads)
@@ -46,6 +126,7 @@ class GrpcConfig:
 
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
+        out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
         if self.max_recv_msg_size_mib < 1:
             out.append(f"max_recv_msg_size_mib: must be >= 1, got {self.max_recv_msg_size_mib}")
         if self.max_concurrent_streams < 1:
@@ -63,9 +144,12 @@ class HttpConfig:
     max_decompressed_size: ByteSize = ByteSize(200 * MIB)
     # URL path of the logs endpoint
     logs_url_path: str = "/v1/logs"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
 
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
+        out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
         if self.max_request_body_size < 1:
             out.append(f"max_request_body_size: must be > 0, got {self.max_request_body_size}")
         if self.max_decompressed_size < self.max_request_body_size:
@@ -84,6 +168,8 @@ class ProtocolsConfig:
 @dataclass
 class OtlpReceiverConfig:
     protocols: ProtocolsConfig = field(default_factory=ProtocolsConfig)
+    # per-request input limits, applied to both transports
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self) -> list[str]:
         if self.protocols.grpc is None and self.protocols.http is None:
@@ -158,6 +244,8 @@ class OtlpReceiver(Receiver):
         self._m_refused = t.counter("otelproc_receiver_refused_log_records", "Log records refused (rejected, invalid, back-pressure)", ("receiver", "transport", "reason")) if t else None
         self._m_requests = t.counter("otelproc_receiver_requests", "Export requests by answer", ("receiver", "transport", "status")) if t else None
         self._m_latency = t.histogram("otelproc_receiver_request_duration_seconds", "Export request handling time", ("receiver", "transport")) if t else None
+        self._m_sanitized = t.counter("otelproc_receiver_sanitized_log_records", "Log records (or attributes) stored sanitised, by reason", ("receiver", "transport", "reason")) if t else None
+        self._m_auth = t.counter("otelproc_receiver_auth_failures", "Requests refused for a missing or wrong bearer token or client certificate", ("receiver", "transport")) if t else None
 
     # -- shared by both transports ------------------------------------------------
 
@@ -165,7 +253,15 @@ class OtlpReceiver(Receiver):
         """Decode one request and hand it on. Raises on refusal (mapped by ``answer_for``)."""
         start = time.perf_counter()
         try:
-            decoded = decode_json(payload) if content_type == "json" else decode_protobuf(payload)
+            decoded = self._decode(payload, content_type)
+            try:
+                clean = sanitize(decoded.batch, self.config.limits)
+            except TooManyRecords as e:
+                raise RequestError(413, grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            if clean.counts and self._m_sanitized:
+                for reason, n in clean.counts.items():
+                    self._m_sanitized.labels(self.name, transport, reason).inc(n)
+            decoded.batch = clean.batch
             if len(decoded.batch):
                 self.next_consumer.consume(decoded.batch)
         except Exception as exc:
@@ -180,6 +276,29 @@ class OtlpReceiver(Receiver):
                 self._m_refused.labels(self.name, transport, "rejected").inc(decoded.rejected)
             self._m_requests.labels(self.name, transport, "ok").inc()
         return decoded
+
+    @staticmethod
+    def _decode(payload: bytes, content_type: str) -> Decoded:
+        try:
+            return decode_json(payload) if content_type == "json" else decode_protobuf(payload)
+        except PermanentError:
+            raise
+        except Exception as e:  # noqa: BLE001 - hostile input must never become a 5xx
+            log.warning("decoder failed on a %d-byte %s request: %r", len(payload), content_type, e)
+            raise PermanentError(f"cannot decode the request: {type(e).__name__}: {e}") from None
+
+    def authorized(self, header: str | None, auth: AuthConfig) -> bool:
+        """True when no token is configured or ``header`` is ``Bearer <the token>``."""
+        if not auth.bearer_token:
+            return True
+        scheme, _, token = (header or "").strip().partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), str(auth.bearer_token).encode())
+        return ok
+
+    def count_auth_failure(self, transport: str) -> None:
+        if self._m_auth:
+            self._m_auth.labels(self.name, transport).inc()
+            self._m_requests.labels(self.name, transport, "unauthenticated").inc()
 
     def _count_refusal(self, transport: str, answer: Answer) -> None:
         if self._m_requests:
@@ -220,6 +339,12 @@ class OtlpReceiver(Receiver):
         )
 
         def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+            if cfg.auth.bearer_token:
+                header = dict(context.invocation_metadata()).get("authorization")
+                if not self.authorized(header, cfg.auth):
+                    self.count_auth_failure("grpc")
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                  "missing or invalid bearer token" if header else "missing bearer token")
             try:
                 decoded = self.export(request, "proto", "grpc")
             except Exception as exc:
@@ -234,7 +359,13 @@ class OtlpReceiver(Receiver):
         })
         server.add_generic_rpc_handlers((handler,))
         host, port = split_endpoint(cfg.endpoint)
-        bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        if cfg.tls.enabled():
+            cert, key, ca = cfg.tls.read()
+            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
         if bound == 0:
             raise OSError(f"receivers::{self.name}::protocols::grpc::endpoint: cannot listen on {cfg.endpoint}")
         server.start()
@@ -250,12 +381,40 @@ class OtlpReceiver(Receiver):
             pass
 
         Handler.receiver, Handler.cfg = receiver, cfg
+        Handler.timeout = HTTP_SOCKET_TIMEOUT
         host, port = split_endpoint(cfg.endpoint)
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = _HttpServer((host, port), Handler)
         server.daemon_threads = True
+        if cfg.tls.enabled():
+            server.tls_context = cfg.tls.ssl_context()
         self._http_server, self.http_port = server, server.server_address[1]
         threading.Thread(target=server.serve_forever, name=f"{self.name}-http", daemon=True).start()
         log.info("OTLP/HTTP receiver %s listening on %s:%d%s", self.name, host, self.http_port, cfg.logs_url_path)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    """Threading HTTP server that, with TLS, does each handshake on the connection's own thread
+    (a slow or hostile client cannot stall the accept loop)."""
+
+    tls_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls_context is not None:
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            try:
+                request = self.tls_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address, e)
+                try:
+                    request.close()
+                except OSError:
+                    pass
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address) -> None:
+        # a client that resets or times out is not an otelproc error worth a traceback
+        log.debug("HTTP connection from %s ended with an error", client_address, exc_info=True)
 
 
 class _GrpcStatus(grpc.Status):
@@ -291,6 +450,12 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         cfg = self.cfg
+        if cfg.auth.bearer_token and not self.receiver.authorized(self.headers.get("Authorization"), cfg.auth):
+            # refuse before reading the body: unauthenticated clients cost no decoding
+            self.receiver.count_auth_failure("http")
+            self.close_connection = True
+            body = b'{"code":16,"message":"missing or invalid bearer token"}'
+            return self._send(401, "application/json", body, {"WWW-Authenticate": 'Bearer realm="otelproc"'})
         path = self.path.split("?", 1)[0]
         if path != cfg.logs_url_path:
             self._discard_body()
@@ -343,8 +508,10 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
+            length = -1
+        if length < 0:
             self.close_connection = True
-            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid Content-Length") from None
+            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid Content-Length")
         if length > limit:
             # don't read a body we will refuse; the connection cannot be reused after that
             self.close_connection = True
@@ -353,8 +520,13 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _discard_body(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= (1 << 20):
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+        elif 0 < length <= (1 << 20):
             self.rfile.read(length)
         elif length:
             self.close_connection = True

@@ -120,3 +120,54 @@ def test_key_table_lookup_insert_grow_remove():
     assert miss == (np.arange(2000) % 7 == 3).sum() and (v[np.arange(2000) % 7 == 3] == -1).all()
     _, _, miss = t.lookup(np.array([0, 5], np.uint64))
     assert miss == 2
+
+
+def test_fused_one_pass_matches_the_pieces_kernels():
+    """The one-pass hash and parameter kernels give exactly what the multi-pass pieces walk gives."""
+    from otelproc.kernels import tokenize as T
+
+    bodies = _random_bodies(4000, seed=11) + [b"a:1:2:b", b"x 1 2 /p/q 3 y", b"'a' \"b\" c=d", b"~/x /y ab"]
+    sa = StringArray.from_pylist(bodies)
+    n = len(sa)
+    svc = np.zeros(n, np.int32)
+    seed = np.array([int(FNV_OFFSET)], np.uint64)
+    h1, t1 = np.empty(n, np.uint64), np.empty(n, np.int32)
+    h2, t2 = np.empty(n, np.uint64), np.empty(n, np.int32)
+    T._key_hashes(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h1, t1)
+    T._key_hashes_pieces(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h2, t2)
+    assert (h1 == h2).all() and (t1 == t2).all()
+    rng = np.random.default_rng(5)
+    for g in (np.zeros(n, np.uint64), rng.integers(0, 1 << 8, n).astype(np.uint64)):
+        count_off, start, end = param_spans(sa.buf, sa.off, g)
+        ref_off = np.empty(n + 1, np.int64)
+        empty = np.empty(0, np.int64)
+        total = T._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, empty, empty, True)
+        ref_s, ref_e = np.empty(total, np.int64), np.empty(total, np.int64)
+        T._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, ref_s, ref_e, False)
+        assert (count_off == ref_off).all() and (start == ref_s).all() and (end == ref_e).all()
+
+
+def test_hash_and_lookup_agrees_with_key_table():
+    from otelproc.kernels.tokenize import hash_and_lookup
+
+    sa = StringArray.from_pylist(["took 1 ms", "took 2 ms", "other thing", "", "new 7 line"])
+    seeds = np.array([int(FNV_OFFSET), 99], np.uint64)
+    svc = np.array([0, 0, 0, 0, 1], np.int32)
+    h, ntok = key_hashes(sa.buf, sa.off, svc, seeds)
+    t = KeyTable(16)
+    t.insert(h[[0, 2, 3]], np.array([4, 5, 6]), np.array([2, 0, 0]))
+    fh, fntok, slot, vmask, misses = hash_and_lookup(sa.buf, sa.off, svc, seeds, t.key, t.val, t.vmask)
+    assert (fh == h).all() and (fntok == ntok).all() and fntok.tolist() == [3, 3, 2, 0, 3]
+    assert slot.tolist() == [4, 4, 5, 6, -1] and vmask.tolist() == [2, 2, 0, 0, 0] and misses == 1
+    lv, lm, lmiss = t.lookup(h)
+    assert (lv == slot).all() and (lm == vmask).all() and lmiss == misses
+    with pytest.raises(ValueError, match="power-of-2"):
+        hash_and_lookup(sa.buf, sa.off, svc, seeds, np.zeros(3, np.uint64), np.zeros(3, np.int32), np.zeros(3, np.uint64))
+
+
+def test_key_table_remap_moves_merged_slots():
+    t = KeyTable(16)
+    keys = np.array([11, 22, 33, 44], np.uint64)
+    t.insert(keys, np.array([1, 2, 3, 1]), np.zeros(4, np.uint64))
+    assert t.remap(np.array([1, 3], np.int32), 7) == 3
+    assert t.lookup(keys)[0].tolist() == [7, 2, 7, 7]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from otelproc.batch import StringArray
-from otelproc.patterns import PatternMiner, mine_file, pattern_id, read_lines
+from otelproc.patterns import ChangeType, PatternMiner, mine_file, pattern_id, read_lines
 from otelproc.patterns.miner import STATE_FILE
 from tests.conftest import shared_path
 
@@ -40,14 +40,57 @@ def test_templates_and_generalisation_keeps_alias():
     first_id = int(m.p_id[r1.slot[0]])
     assert m.template(r1.slot[0]) == "Invalid user admin from <*>"
     assert first_id == pattern_id("", "Invalid user admin from <*>")
+    # two values at a position may be two templates ("Failed password/none"): not merged yet
     r2 = learn(m, LINES[1:2])
-    assert r2.slot[0] == r1.slot[0]
-    assert m.template(r2.slot[0]) == "Invalid user <*> from <*>"
-    assert first_id in m.p_aliases[r2.slot[0]]
+    assert r2.slot[0] != r1.slot[0] and m.template(r2.slot[0]) == "Invalid user test from <*>"
+    second_id = int(m.p_id[r2.slot[0]])
+    # the third distinct value makes the position a variable: both earlier patterns merge into one
+    r3 = learn(m, LINES[2:3])
+    assert r3.slot[0] == r1.slot[0]
+    assert m.template(r3.slot[0]) == "Invalid user <*> from <*>"
+    assert {first_id, second_id} <= set(m.p_aliases[r3.slot[0]])
+    assert not m.p_alive[r2.slot[0]] and m.pattern_count == 1 and m.p_count[r3.slot[0]] == 3
+    merged = [c for c in r3.changes if c.kind == ChangeType.MERGED]
+    assert [(c.slot, c.into, c.old_id) for c in merged] == [(r2.slot[0], r1.slot[0], second_id)]
+    # lines of the absorbed pattern now find the merged one through the key cache
+    assert learn(m, LINES[1:2]).slot[0] == r1.slot[0]
     # the generalised token is a parameter
-    poff, values = m.params(*_bo(LINES[1:2]), r2.genmask)
+    poff, values = m.params(*_bo(LINES[1:2]), learn(m, LINES[1:2]).genmask)
     assert values.to_pylist() == ["test", "10.0.0.7"]
 
+
+def test_two_alternatives_stay_two_templates_and_masked_tokens_merge():
+    m = PatternMiner()
+    lines = ([f"Block rdd_{i} stored as bytes in memory (size {i} KB)" for i in range(5)]
+             + [f"Block rdd_{i} stored as values in memory (size {i} KB)" for i in range(5)]
+             + [f"connection from 10.0.0.{i} (host-{i}) at 10:0{i}" for i in range(3)]
+             + ["connection from 10.0.0.9 () at 11:00"]
+             + ["session opened for user root by (uid=0)"] * 3 + ["session opened for user root by LOGIN(uid=0)"])
+    res = learn(m, lines)
+    t = [m.template(s) for s in res.slot]
+    assert t[0] == "Block <*> stored as bytes in memory (size <*> KB)"
+    assert t[5] == "Block <*> stored as values in memory (size <*> KB)"
+    # "(<*>)" and "()" differ only in the variable: one template
+    assert len(set(res.slot[10:14].tolist())) == 1 and t[10] == "connection from <*> <*> at <*>"
+    # "(uid=<*>)" and "LOGIN(uid=<*>)" differ in literal text: two templates
+    assert res.slot[14] != res.slot[17] and t[17] == "session opened for user root by LOGIN(uid=<*>)"
+
+
+def test_mine_lines_follows_merges_across_chunks(monkeypatch):
+    import otelproc.patterns as patterns
+    monkeypatch.setattr(patterns, "_CHUNK", 1)
+    lines = StringArray.from_pylist([f"stopping service {c} now" for c in ("alpha", "beta", "gamma", "delta")]
+                                    + ["other line here"])
+    miner, slots = patterns.mine_lines(lines)
+    assert len(set(slots[:4].tolist())) == 1 and miner.template(slots[0]) == "stopping service <*> now"
+    assert slots[4] != slots[0] and miner.p_alive[slots].all()
+
+
+def test_similarity_needs_shared_literals():
+    # a template made of variables must not absorb unrelated lines of the same length
+    m = PatternMiner()
+    res = learn(m, ["Version 1.2 Starting", "L2 cache: 1024K", "RNG not detected", "portmap startup succeeded"])
+    assert len(set(res.slot.tolist())) == 4
 
 def _bo(lines):
     sa = StringArray.from_pylist(lines)
