@@ -9,7 +9,8 @@ CSVs under the given data directory, or from built-in templates without one.
 Measures (median of ``--repeat`` runs, after JIT warm-up), records per second:
   decode_protobuf          full LogBatch per message (scan + gather + batch)
   decode_protobuf x10      the same on 10 concatenated messages per call
-  scan only                the Numba scanner alone
+  scan only                the Numba scanner alone (scan tables only, no LogBatch)
+  fused kernel only        decode_export_logs_request: scan + gather, all LogBatch arrays, no LogBatch object
   FromString               protobuf library parse only
   FromString + loop        parse + a Python loop extracting time, severity, body, service, attrs
   gunzip + decode          zlib (gzip level 6 payloads) then decode_protobuf
@@ -38,7 +39,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord  # noqa: E402
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource  # noqa: E402
 
-from otelproc.kernels.otlp_scan import scan_export_logs_request  # noqa: E402
+from otelproc.kernels.otlp_scan import decode_export_logs_request, scan_export_logs_request  # noqa: E402
 from otelproc.receivers.decode import decode_protobuf  # noqa: E402
 
 TEMPLATES = ["GET /api/v1/orders/{} 200 {}ms", "user {} logged in from 10.0.{}.7", "cache miss for key session:{:x}{}",
@@ -137,14 +138,17 @@ def main() -> None:
         ("decode_protobuf (1 message/call)", lambda: [decode_protobuf(m) for m in msgs]),
         ("decode_protobuf (10 messages/call)", lambda: [decode_protobuf(m) for m in concat10]),
         ("scan only (Numba scanner)", lambda: [scan_export_logs_request(a) for a in arrays]),
+        ("fused kernel only (scan + gather)", lambda: [decode_export_logs_request(a) for a in arrays]),
         ("gunzip + decode_protobuf", lambda: [decode_protobuf(zlib.decompress(c, 31)) for c in gz]),
         ("FromString only (upb)", lambda: [ExportLogsServiceRequest.FromString(m) for m in msgs]),
         ("FromString + Python loop", lambda: [python_loop(m) for m in msgs]),
     ]
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'case':40s} {'seconds':>8s} {'M rec/s':>8s} {'MB/s':>8s}")
     for name, fn in cases:
         s = timed(fn, args.repeat)
         print(f"{name:40s} {s:8.3f} {total / s / 1e6:8.2f} {size / s / 1e6:8.0f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -45,22 +45,27 @@ def field_comments(cls: type) -> dict[str, str]:
     names = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, str] = {}
     pending: list[str] = []
+    previous = ""  # the field on the line just above (no blank line or comment between)
     for line in lines[1:]:
         s = line.strip()
         if s.startswith("#"):
             pending.append(s.lstrip("#").strip())
+            previous = ""
             continue
         m = _FIELD_RE.match(line)
-        if m and m.group(1) in names and m.group(1) not in out:
+        name = m.group(1) if m and m.group(1) in names else ""
+        if name and name not in out:
             if pending:
-                out[m.group(1)] = " ".join(pending)
-            elif ("#" in line):  # a trailing comment on the field line
-                out[m.group(1)] = line.split("#", 1)[1].strip()
+                out[name] = " ".join(pending)
+            elif "#" in line:  # a trailing comment on the field line
+                out[name] = line.split("#", 1)[1].strip()
+            elif previous in out:
+                # one comment written above a group of fields ("client certificate and key ...")
+                out[name] = f"See `{yaml_key(previous)}`."
         if s.startswith("def "):
             break
         pending = []
-    # a comment shared by consecutive fields ("client certificate and key ... (both or neither)")
-    # is written once above the first; the following uncommented fields say "see above"
+        previous = name
     return out
 
 
@@ -139,11 +144,13 @@ def default_text(f: dataclasses.Field, tp: Any) -> str:
     return f"`{v}`"
 
 
-def options(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+def options(cls: type, prefix: str = "", _outer: tuple[type, ...] = ()) -> Iterator[tuple[str, str, str, str]]:
     """(key path, type, default, description) of every option under dataclass ``cls``, depth first.
 
-    Nested mappings are joined with ``::`` (as in error messages), list items with ``[]``.
+    Nested mappings are joined with ``::`` (as in error messages), list items with ``[]``. A
+    recursive type (a route's ``routes``) is listed once, pointing to its enclosing key.
     """
+    outer = (*_outer, cls)
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     for f in dataclasses.fields(cls):
@@ -156,13 +163,18 @@ def options(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
                 desc = (desc + " " if desc else "") + "Off unless present (an empty `" + yaml_key(f.name) + \
                        ":` turns it on with the defaults below)."
             yield key, "mapping", "off" if optional else "", desc
-            yield from options(base, key + "::")
+            yield from options(base, key + "::", outer)
         elif get_origin(base) is list and get_args(base) and dataclasses.is_dataclass(get_args(base)[0]):
+            item = get_args(base)[0]
+            if item in outer:
+                yield key, "list of mappings", "`[]`", (desc + " " if desc else "") + \
+                    f"Each item has the keys of `{prefix.rstrip(':') or 'the enclosing mapping'}`."
+                continue
             yield key, "list of mappings", "`[]`", desc
-            yield from options(get_args(base)[0], key + "[]::")
+            yield from options(item, key + "[]::", outer)
         elif get_origin(base) is dict and get_args(base) and dataclasses.is_dataclass(get_args(base)[1]):
             yield key, "map of id to mapping", "`{}`", desc
-            yield from options(get_args(base)[1], key + "::<id>::")
+            yield from options(get_args(base)[1], key + "::<id>::", outer)
         else:
             yield key, type_name(tp), default_text(f, tp), desc
 

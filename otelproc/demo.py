@@ -52,6 +52,9 @@ MIN_EVENT_SPAN_S = 2 * 3600.0
 ANOMALY_WARMUP_S = 1800.0
 # wall seconds between two OTLP requests of the generator
 SEND_INTERVAL_S = 0.25
+# event seconds per simulator step: fixed, so the traffic of a seed is the same at every --speed
+# (a request carries as many steps as the speed puts into SEND_INTERVAL_S)
+EVENT_STEP_S = 15.0
 # the simulator's mean lines/s per instance of all services at the daily mean (sum of its rates)
 BASE_RATE_PER_S = 41.0
 # a latency creep the trend detector can see within the demo's few event hours (the simulator's
@@ -167,12 +170,14 @@ def _write_files(opts: DemoOptions, root: Path, sink_url: str) -> Path:
         shutil.rmtree(root / "store")
     root.mkdir(parents=True, exist_ok=True)
     rules = yaml.safe_load(Path(opts.rules_file).read_text()) or {}
+    added = _add_missing_rules(rules)
     receiver_names = [r["name"] for r in rules.get("receivers", []) if isinstance(r, dict) and "name" in r]
     # same rules and routes; every receiver is a webhook to the local sink at /<receiver name>
     rules["receivers"] = [{"name": n, "webhook_configs": [{"url": f"{sink_url}/{n}"}]} for n in receiver_names]
     (root / "alerts.yaml").write_text(
         "# written by `otelproc demo`: the rules and routes of " + str(opts.rules_file) + ",\n"
-        "# every receiver pointed at the demo's webhook sink (path = receiver name)\n"
+        "# every receiver pointed at the demo's webhook sink (path = receiver name)"
+        + (f"; rules added for finding kinds no rule covered: {', '.join(added)}" if added else "") + "\n"
         + yaml.safe_dump(rules, sort_keys=False))
     speed = opts.effective_speed()
     # NEW_PATTERN findings of the patterns processor start after the same warm-up as the detectors
@@ -203,6 +208,27 @@ def _write_files(opts: DemoOptions, root: Path, sink_url: str) -> Path:
     return path
 
 
+def _add_missing_rules(rules: dict) -> list[str]:
+    """Add a findings rule for the kinds the demo's incidents produce that no rule of the file covers
+    (a traffic drop must page someone); returns the names of the rules added."""
+    covered: set[str] = set()
+    for r in rules.get("rules") or []:
+        if isinstance(r, dict) and r.get("source", "findings") == "findings":
+            kinds = r.get("kinds") or []
+            if not kinds:  # a rule without kinds matches every finding
+                return []
+            covered.update(kinds)
+    added = []
+    if "drop" not in covered:
+        rules.setdefault("rules", []).append({
+            "alert": "LogRateDrop", "kinds": ["drop"], "score_min": 0.8,
+            "annotations": {"summary": "{{ service }}: {{ observed:.0f }} lines per bucket, expected "
+                                       "{{ expected:.1f }} ({{ lower:.1f }}..{{ upper:.1f }})",
+                            "description": "{{ description }}"}})
+        added.append("LogRateDrop")
+    return added
+
+
 # --------------------------------------------------------------------------- traffic
 
 class _Traffic:
@@ -212,7 +238,9 @@ class _Traffic:
         from otelproc.simulate import Incident, Scenario, simulate
 
         self.span_s = opts.event_span_s()
-        self.step_s = opts.effective_speed() * SEND_INTERVAL_S
+        self.step_s = EVENT_STEP_S
+        # simulator steps per request: about SEND_INTERVAL_S of wall time each
+        self.steps_per_request = max(1, int(round(opts.effective_speed() * SEND_INTERVAL_S / EVENT_STEP_S)))
         self.start_ns = end_ns - int(self.span_s * NS)
         self.incidents = []
         for inc in demo_incidents():
@@ -225,7 +253,7 @@ class _Traffic:
             sc = Scenario(seed=seed, duration_s=self.span_s, batch_seconds=self.step_s, incidents=self.incidents,
                           creep_rate=DEMO_CREEP_PER_HOUR, start_ns=self._scenario_start(seed))
             self._gens.append((i, simulate(sc)))
-        self.windows = int(math.ceil(self.span_s / self.step_s))
+        self.windows = int(math.ceil(self.span_s / (self.step_s * self.steps_per_request)))
 
     def _scenario_start(self, seed: int) -> int:
         # simulate() shifts its start by a random hour drawn first from default_rng(seed), so the
@@ -234,14 +262,34 @@ class _Traffic:
         return self.start_ns - hour * 3600 * NS
 
     def next_window(self) -> LogBatch | None:
+        """The records of the next request (``steps_per_request`` steps of every instance); None at the end."""
         parts = []
-        for i, gen in self._gens:
-            b = next(gen, None)
-            if b is None:
-                return None
-            if len(b):
-                parts.append(_with_instance(b, i))
-        return concat_batches(parts) if parts else LogBatch.empty()
+        for _ in range(self.steps_per_request):
+            for i, gen in self._gens:
+                b = next(gen, None)
+                if b is None:
+                    return concat_batches(parts) if parts else None
+                if len(b):
+                    parts.append(_with_instance(b, i))
+        if not parts:
+            return LogBatch.empty()
+        batch = concat_batches(parts)
+        if len(self._gens) > 1:  # instances interleave in time: keep the request in event-time order
+            order = np.argsort(batch.time_ns, kind="stable")
+            if np.any(np.diff(batch.time_ns) < 0):
+                batch = _take(batch, order)
+        return batch
+
+
+def _take(b: LogBatch, order: np.ndarray) -> LogBatch:
+    """The records of ``b`` in ``order`` (resources and scopes unchanged)."""
+    from dataclasses import replace
+
+    return replace(b, time_ns=b.time_ns[order], observed_ns=b.observed_ns[order],
+                   severity_number=b.severity_number[order], severity_text=b.severity_text.take(order),
+                   body=b.body.take(order), trace_id=b.trace_id[order], span_id=b.span_id[order],
+                   flags=b.flags[order], log_attrs=b.log_attrs.take(order), resource_index=b.resource_index[order],
+                   scope_index=b.scope_index[order], service_index=b.service_index[order])
 
 
 def _with_instance(b: LogBatch, instance: int) -> LogBatch:
@@ -323,8 +371,7 @@ class _Progress:
             self._rate = (sent - n0) / (now - t0)
             self._last = (now, sent)
         patterns = int(tel.value("otelproc_patterns_active", processor="patterns"))
-        anomalies = int(sum(s.value for m in tel.registry.collect() if m.name == "otelproc_processor_anomaly_findings"
-                            for s in m.samples if s.name.endswith("_total")))
+        anomalies = int(tel.total("otelproc_processor_anomaly_findings_total"))
         routed = self.routed()
         alerts = sum(routed.values())
         where = ", ".join(f"{k} {v}" for k, v in sorted(routed.items())) or "-"
@@ -366,7 +413,9 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> DemoResult:
             receiver = service.receivers["otlp"]
             query = service.extensions["clickhouse_query"]
             qhost, qport = query.address
-            end_ns = time.time_ns() + int(opts.duration_s * NS)  # the last event is "now" when the run ends
+            # the last event is "now" when the run ends; on a whole minute, so the detectors' 10 s / 1 min
+            # buckets fall on the same records in every run of a seed (the daily phase follows the clock)
+            end_ns = (time.time_ns() + int(opts.duration_s * NS)) // (60 * NS) * (60 * NS)
             traffic = _Traffic(opts, end_ns)
             speed = opts.effective_speed()
             out.write(f"otelproc demo: {len(traffic.incidents)} incidents in {traffic.span_s / 3600:.1f} h of event time "

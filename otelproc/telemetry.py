@@ -2,7 +2,13 @@
 
 Metric names follow ``otelproc_<component>_<what>_<unit>``. Components get the
 shared :class:`Telemetry` through their creation context and define their
-metrics once, at creation.
+metrics once, at creation. Every registry also carries the standard ``process_*``
+metrics (CPU seconds, resident memory, open fds, start time; Linux) and
+``otelproc_build_info{version}``, like the Collector's own telemetry.
+
+:class:`MetricsServer` serves ``/metrics``, ``/healthz`` and ``/readyz``;
+:func:`setup_logging` configures otelproc's own logs (text or JSON, level from
+``service::telemetry::logs``).
 """
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import logging
 import sys
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
+                               generate_latest)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -19,9 +26,16 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Telemetry:
     """A metrics registry plus helpers; cheap to create (tests create many)."""
 
-    def __init__(self) -> None:
+    def __init__(self, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, object] = {}
+        if process_metrics:
+            from otelproc import __version__
+
+            # process_cpu_seconds_total, process_resident_memory_bytes, ... (read from /proc at scrape time)
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            self.gauge("otelproc_build_info", "otelproc version (value 1)", ("version",)).labels(__version__).set(1)
 
     def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
         return self._get(Counter, name, doc, labels)
@@ -48,6 +62,16 @@ class Telemetry:
         """Current value of a sample (tests, CLI summaries); 0.0 when absent."""
         v = self.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of the samples ``name`` over every label set matching ``labels`` (e.g. all kinds of a
+        counter: ``total("otelproc_processor_anomaly_findings_total")``); 0.0 when absent."""
+        out = 0.0
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    out += sample.value
+        return out
 
 
 class _JsonFormatter(logging.Formatter):

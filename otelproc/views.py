@@ -116,7 +116,7 @@ def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int =
     """
     sql = f"""
         SELECT {_TIME.format(col='Timestamp')} AS time, ServiceName AS service, Kind AS kind,
-               Severity AS severity, round(Score, 3) AS score, round(Observed, 3) AS observed,
+               Severity AS severity, round(toFloat64(Score), 3) AS score, round(Observed, 3) AS observed,
                round(Expected, 3) AS expected, round(Lower, 3) AS lower, round(Upper, 3) AS upper,
                Series AS series, ResolutionSeconds AS resolution_s,
                if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description
@@ -160,7 +160,7 @@ def tail(store: Store, *, pattern_id: int | None = None, service: str = "", sinc
         SELECT time, service, severity, pattern_id, anomaly_score, body FROM (
             SELECT Timestamp AS ts, formatDateTime(Timestamp, '%F %T.%f') AS time, ServiceName AS service,
                    SeverityText AS severity, {_HEX_ID.format(col='PatternId')} AS pattern_id,
-                   round(AnomalyScore, 3) AS anomaly_score, Body AS body
+                   round(toFloat64(AnomalyScore), 3) AS anomaly_score, Body AS body
             FROM otel_logs
             WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
               AND ({{any_pattern:UInt8}} = 1 OR PatternId = {{pattern:UInt64}})

@@ -357,7 +357,12 @@ def _read_string(buf, pos, end, err, field, msg):
     s, e = _read_len(buf, pos, end, err, field, msg)
     if s < 0:
         return -1, -1
-    if not _utf8_ok(buf, s, e):
+    # ASCII fast path: an OR over a view vectorises (the wraparound check on buf[i] would not)
+    v = buf[s:e]
+    acc = np.uint8(0)
+    for j in range(e - s):
+        acc |= v[j]
+    if acc >= 0x80 and not _utf8_ok(buf, s, e):
         _fail(err, ERR_BAD_UTF8, pos, field, msg)
         return -1, -1
     return s, e
@@ -1338,6 +1343,7 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
         n_sc = 0
     kept = np.empty(n_all, dtype=np.int64)
     n = _keep_records(records, n_all, kept)
+    kept = kept[:n]
     size = 16
     while size < 2 * n_res:
         size *= 2

@@ -57,6 +57,20 @@ class TrendState:
 
 
 @njit(cache=True, nogil=True)
+def _median_inplace(buf, n):
+    """Median of buf[:n] (sorts buf[:n] in place by insertion: n is small here, no allocation)."""
+    for i in range(1, n):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+    h = n // 2
+    return buf[h] if n % 2 == 1 else 0.5 * (buf[h - 1] + buf[h])
+
+
+@njit(cache=True, nogil=True)
 def _theil_sen(tk, yk, m, pair_buf, res_buf):
     """Theil-Sen slope, intercept and slope standard error of m points (tk, yk)."""
     npairs = 0
@@ -68,10 +82,10 @@ def _theil_sen(tk, yk, m, pair_buf, res_buf):
                 npairs += 1
     if npairs == 0:
         return np.nan, np.nan, np.nan
-    slope = np.median(pair_buf[:npairs])
+    slope = _median_inplace(pair_buf, npairs)
     for i in range(m):
         res_buf[i] = yk[i] - slope * tk[i]
-    intercept = np.median(res_buf[:m])
+    intercept = _median_inplace(res_buf, m)
     tbar = 0.0
     for i in range(m):
         tbar += tk[i]
@@ -80,7 +94,7 @@ def _theil_sen(tk, yk, m, pair_buf, res_buf):
     for i in range(m):
         res_buf[i] = abs(yk[i] - slope * tk[i] - intercept)
         sxx += (tk[i] - tbar) ** 2
-    mad = np.median(res_buf[:m])
+    mad = _median_inplace(res_buf, m)
     sigma = 1.4826 * mad
     # Theil-Sen is ~ as efficient as least squares for Gaussian noise; floor the
     # noise so a perfectly clean ramp keeps a finite (large) t statistic
@@ -135,11 +149,13 @@ def _trend(values, step0, window, steps_per_hour, rate, min_t, min_coverage, thr
                         nv += 1
                 if nv * 2 >= (b - a) and nv > 0:
                     gt[m] = tsum / nv
-                    med = np.median(vals[:nv])
+                    for k in range(nv):
+                        dev[total + k] = vals[k]
+                    med = _median_inplace(vals, nv)
                     gy[m] = med
                     m += 1
                     for k in range(nv):
-                        dev[total + k] = abs(vals[k] - med)
+                        dev[total + k] = abs(dev[total + k] - med)
                 total += nv
             if total < need or m < 3:
                 continue
@@ -148,7 +164,7 @@ def _trend(values, step0, window, steps_per_hour, rate, min_t, min_coverage, thr
                 continue
             # noise from all points (pooled deviations from their group median) is far more stable
             # than the MAD of G group residuals; a group median's sigma is ~1.25 sigma / sqrt(size)
-            sigma_pt = GROUP_MAD_CORRECTION * 1.4826 * np.median(dev[:total])
+            sigma_pt = GROUP_MAD_CORRECTION * 1.4826 * _median_inplace(dev, total)
             if sigma_pt < 1e-9:
                 sigma_pt = 1e-9
             tbar = 0.0

@@ -29,7 +29,7 @@ from otelproc.store import Store, check_identifier, quote_identifier
 __all__ = [
     "SQL_DIR", "MIGRATIONS_TABLE", "SchemaOptions", "SchemaReport", "table_files", "migration_files",
     "render", "split_statements", "engine_expr", "ttl_clause", "apply_schema", "apply_migrations",
-    "ensure_schema", "table_columns",
+    "ensure_schema", "table_columns", "schema_statements", "distributed_ddl", "local_options", "LOCAL_SUFFIX",
 ]
 
 log = logging.getLogger("otelproc.store.schema")
@@ -45,6 +45,9 @@ _MIGRATION_RE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 # Replicated engines get the conventional replica path; {shard}/{replica} are server macros,
 # {database}/{table} are filled in by ClickHouse itself.
 REPLICA_ARGS = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+# on a cluster: the Replicated table on each node is <name>_local, <name> is Distributed over it
+LOCAL_SUFFIX = "_local"
+SHARDING_KEY = "cityHash64(ServiceName)"
 
 
 @dataclass(frozen=True)
@@ -201,12 +204,61 @@ def split_statements(sql: str) -> list[str]:
     return keep
 
 
-def apply_schema(store: Store, options: SchemaOptions, sql_dir: Path = SQL_DIR) -> dict[str, str]:
-    """Run every table template (idempotent: CREATE ... IF NOT EXISTS). Returns template -> table name."""
-    done: dict[str, str] = {}
+def local_options(options: SchemaOptions, sql_dir: Path = SQL_DIR) -> SchemaOptions:
+    """The options the table templates are rendered with: on a cluster every table becomes
+    ``<name>_local`` (the Replicated table on each node) behind a Distributed ``<name>``."""
+    if not options.cluster:
+        return options
+    names = {t: options.table_name(t) + LOCAL_SUFFIX for t in table_files(sql_dir)}
+    return SchemaOptions(database=options.database, ttl=options.ttl, cluster=options.cluster, engine=options.engine,
+                         tables=names)
+
+
+def distributed_ddl(options: SchemaOptions, template: str) -> str:
+    """``CREATE TABLE <name> ON CLUSTER c AS <name>_local ENGINE = Distributed(...)`` for one table.
+
+    Rows are sharded by ``cityHash64(ServiceName)`` (every table has the column), so one
+    service's logs, patterns and series live on one shard, as the collector's
+    loadbalancing exporter keeps one service on one otelproc instance.
+    """
+    if not options.cluster:
+        raise ValueError("distributed_ddl needs a cluster name")
+    db = quote_identifier(options.database, "database")
+    name = options.table_name(template)
+    dist = quote_identifier(name, "table")
+    local = quote_identifier(name + LOCAL_SUFFIX, "table")
+    local_name = name + LOCAL_SUFFIX
+    return (f"CREATE TABLE IF NOT EXISTS {db}.{dist} ON CLUSTER `{options.cluster}` AS {db}.{local} "
+            f"ENGINE = Distributed({_sql_string(options.cluster)}, {_sql_string(options.database)}, "
+            f"{_sql_string(local_name)}, {SHARDING_KEY})")
+
+
+def _sql_string(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def schema_statements(options: SchemaOptions, sql_dir: Path = SQL_DIR) -> list[tuple[str, str]]:
+    """Every DDL statement of the table templates as (template, statement), in the order they run.
+
+    Without a cluster: the templates as rendered. With ``cluster``: each template rendered for
+    ``<name>_local`` (ON CLUSTER, Replicated engines), then the Distributed ``<name>`` over it.
+    """
+    local = local_options(options, sql_dir)
+    out: list[tuple[str, str]] = []
     for name, path in table_files(sql_dir).items():
-        for stmt in split_statements(render(path.read_text(), options, table=name, source=str(path))):
-            store.command(stmt)
+        for stmt in split_statements(render(path.read_text(), local, table=name, source=str(path))):
+            out.append((name, stmt))
+        if options.cluster:
+            out.append((name, distributed_ddl(options, name)))
+    return out
+
+
+def apply_schema(store: Store, options: SchemaOptions, sql_dir: Path = SQL_DIR) -> dict[str, str]:
+    """Run every table template (idempotent: CREATE ... IF NOT EXISTS). Returns template -> table name
+    (the name to insert into and query: the Distributed table on a cluster)."""
+    done: dict[str, str] = {}
+    for name, stmt in schema_statements(options, sql_dir):
+        store.command(stmt)
         done[name] = options.table_name(name)
     return done
 
@@ -236,7 +288,9 @@ def apply_migrations(store: Store, options: SchemaOptions, sql_dir: Path = SQL_D
                 log.warning("migration %s changed after it was applied (it is not re-applied); "
                             "write a new migration instead of editing an applied one", path.name)
             continue
-        for stmt in split_statements(render(text, options, table=None, source=str(path))):
+        # on a cluster a migration alters the Replicated <name>_local tables; a Distributed table
+        # created AS them afterwards has the new shape (existing Distributed tables: docs/scaling.md)
+        for stmt in split_statements(render(text, local_options(options, sql_dir), table=None, source=str(path))):
             store.command(stmt)
         store.command(f"INSERT INTO {db}.{table} (Version, Name, Checksum) "
                       f"SELECT {{v:UInt32}}, {{n:String}}, {{c:String}}",
