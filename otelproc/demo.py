@@ -170,14 +170,12 @@ def _write_files(opts: DemoOptions, root: Path, sink_url: str) -> Path:
         shutil.rmtree(root / "store")
     root.mkdir(parents=True, exist_ok=True)
     rules = yaml.safe_load(Path(opts.rules_file).read_text()) or {}
-    added = _add_missing_rules(rules)
     receiver_names = [r["name"] for r in rules.get("receivers", []) if isinstance(r, dict) and "name" in r]
     # same rules and routes; every receiver is a webhook to the local sink at /<receiver name>
     rules["receivers"] = [{"name": n, "webhook_configs": [{"url": f"{sink_url}/{n}"}]} for n in receiver_names]
     (root / "alerts.yaml").write_text(
         "# written by `otelproc demo`: the rules and routes of " + str(opts.rules_file) + ",\n"
-        "# every receiver pointed at the demo's webhook sink (path = receiver name)"
-        + (f"; rules added for finding kinds no rule covered: {', '.join(added)}" if added else "") + "\n"
+        "# every receiver pointed at the demo's webhook sink (path = receiver name)\n"
         + yaml.safe_dump(rules, sort_keys=False))
     speed = opts.effective_speed()
     # NEW_PATTERN findings of the patterns processor start after the same warm-up as the detectors
@@ -206,27 +204,6 @@ def _write_files(opts: DemoOptions, root: Path, sink_url: str) -> Path:
                     f"#   otelproc sql --config {path} \"SELECT count() FROM otel_logs\"\n"
                     + yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def _add_missing_rules(rules: dict) -> list[str]:
-    """Add a findings rule for the kinds the demo's incidents produce that no rule of the file covers
-    (a traffic drop must page someone); returns the names of the rules added."""
-    covered: set[str] = set()
-    for r in rules.get("rules") or []:
-        if isinstance(r, dict) and r.get("source", "findings") == "findings":
-            kinds = r.get("kinds") or []
-            if not kinds:  # a rule without kinds matches every finding
-                return []
-            covered.update(kinds)
-    added = []
-    if "drop" not in covered:
-        rules.setdefault("rules", []).append({
-            "alert": "LogRateDrop", "kinds": ["drop"], "score_min": 0.8,
-            "annotations": {"summary": "{{ service }}: {{ observed:.0f }} lines per bucket, expected "
-                                       "{{ expected:.1f }} ({{ lower:.1f }}..{{ upper:.1f }})",
-                            "description": "{{ description }}"}})
-        added.append("LogRateDrop")
-    return added
 
 
 # --------------------------------------------------------------------------- traffic
