@@ -238,8 +238,11 @@ def _decode_value(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 
 @dataclass
 class PipelineConfig:
+    # ids of the receivers feeding this pipeline
     receivers: list[str] = field(default_factory=list)
+    # ids of the processors, run in this order (put batch last)
     processors: list[str] = field(default_factory=list)
+    # ids of the exporters; each gets every batch
     exporters: list[str] = field(default_factory=list)
 
     def validate(self) -> list[str]:
@@ -267,7 +270,9 @@ class TelemetryMetricsConfig:
 
 @dataclass
 class TelemetryConfig:
+    # otelproc's own logs
     logs: TelemetryLogsConfig = field(default_factory=TelemetryLogsConfig)
+    # otelproc's own metrics and health endpoints
     metrics: TelemetryMetricsConfig = field(default_factory=TelemetryMetricsConfig)
 
 
@@ -292,9 +297,11 @@ class QueueConfig:
 class ServiceConfig:
     # extensions to run (ids configured under the top-level extensions:)
     extensions: list[str] = field(default_factory=list)
+    # otelproc's own logs and metrics
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # the bounded hand-off between receivers and each pipeline's processors
     queue: QueueConfig = field(default_factory=QueueConfig)
+    # pipelines by id: logs or logs/<name>
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
 
 

@@ -15,6 +15,7 @@ the ``alerts`` table, and passes the batch on.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,8 @@ class AlertingProcessor(Processor):
         self.api = None
         self._errors = self.telemetry.counter("otelproc_alerting_errors_total",
                                               "Batches whose alert evaluation failed (the batch still passes on)")
+        self._duration = self.telemetry.histogram("otelproc_alerting_duration_seconds",
+                                                  "Rule evaluation and routing time per batch", ("processor",))
         self._started = False
 
     def start(self) -> None:
@@ -111,6 +114,7 @@ class AlertingProcessor(Processor):
         self._started = True
 
     def consume(self, batch: LogBatch) -> None:
+        t0 = time.perf_counter()
         try:
             critical = self.engine.process(batch)
             if critical:
@@ -118,6 +122,7 @@ class AlertingProcessor(Processor):
         except Exception:  # alerting must never lose the logs themselves
             self._errors.inc()
             log.exception("alert evaluation failed for a batch of %d records", len(batch))
+        self._duration.labels(self.name).observe(time.perf_counter() - t0)
         outcomes = self.engine.take_outcomes()
         if outcomes:
             batch = batch.with_table(ALERTS_TABLE, outcomes_to_arrow(outcomes))
