@@ -40,6 +40,17 @@ def loghub_bodies(root: str | Path) -> list[str]:
     return bodies
 
 
+def loghub_bodies_by_system(root: str | Path) -> dict[str, list[str]]:
+    """Loghub-2k bodies per system (HDFS, Spark, ...), for streams where each service has its own templates."""
+    out: dict[str, list[str]] = {}
+    for structured in sorted(Path(root).glob("*/*_2k.log_structured.csv")):
+        with open(structured, newline="", encoding="utf-8") as f:
+            rows = [row["Content"] for row in csv.DictReader(f) if row["Content"].strip()]
+        if rows:
+            out[structured.parent.name] = rows
+    return out
+
+
 def synthetic_bodies(n: int, rng: random.Random) -> list[str]:
     out = []
     for _ in range(n):
@@ -56,10 +67,17 @@ def _kv(k: str, v: str) -> KeyValue:
 
 
 def build_requests(count: int, records: int = 1000, resources: int = 5, services: int = 20,
-                   bodies: list[str] | None = None, seed: int = 1, t0_ns: int | None = None) -> list[bytes]:
-    """``count`` serialized ExportLogsServiceRequests of ``records`` records each."""
+                   bodies: list[str] | dict[str, list[str]] | None = None, seed: int = 1,
+                   t0_ns: int | None = None) -> list[bytes]:
+    """``count`` serialized ExportLogsServiceRequests of ``records`` records each.
+
+    ``bodies`` as a dict (system -> bodies, :func:`loghub_bodies_by_system`) gives each service
+    the bodies of one system (service i: system i mod #systems, named ``<system>-<i>``), so a
+    service has its own templates as real services do; as a list every service draws from all.
+    """
     rng = random.Random(seed)
     bodies = bodies or synthetic_bodies(20_000, rng)
+    groups = list(bodies.items()) if isinstance(bodies, dict) else None
     t0 = t0_ns or time.time_ns()
     per_res = records // resources
     out = []
@@ -67,7 +85,13 @@ def build_requests(count: int, records: int = 1000, resources: int = 5, services
         req = ExportLogsServiceRequest()
         for r in range(resources):
             rl = req.resource_logs.add()
-            svc = f"svc-{(c * resources + r) % services:03d}"
+            svc_no = (c * resources + r) % services
+            if groups:
+                system, pool = groups[svc_no % len(groups)]
+                svc = f"{system.lower()}-{svc_no:03d}"
+            else:
+                pool = bodies
+                svc = f"svc-{svc_no:03d}"
             rl.resource.attributes.extend([_kv("service.name", svc), _kv("host.name", f"node-{r}"),
                                            _kv("k8s.namespace.name", "prod"), _kv("deployment.environment", "prod")])
             sl = rl.scope_logs.add()
@@ -77,7 +101,7 @@ def build_requests(count: int, records: int = 1000, resources: int = 5, services
                 rec = LogRecord(time_unix_nano=t0 + (c * records + r * per_res + i) * 1000,
                                 observed_time_unix_nano=t0 + (c * records + r * per_res + i) * 1000 + 500,
                                 severity_number=sev, severity_text={9: "INFO", 13: "WARN", 17: "ERROR"}[sev],
-                                body=AnyValue(string_value=rng.choice(bodies)),
+                                body=AnyValue(string_value=rng.choice(pool)),
                                 trace_id=rng.randbytes(16), span_id=rng.randbytes(8), flags=1)
                 rec.attributes.extend([_kv("thread", f"worker-{rng.randrange(16)}"), _kv("code.function", "handle")])
                 sl.log_records.append(rec)

@@ -436,6 +436,7 @@ class WriteAheadLog:
             self._segments[-1].max_data_seq = seq
         if self._m_appended:
             self._m_appended.labels(self.name).inc(records)
+            self._update_gauges()
         return seq
 
     def sync(self, seq: int) -> None:

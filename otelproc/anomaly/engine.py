@@ -67,6 +67,7 @@ class EngineParams:
     error_min_jump: float = 0.05
     error_min_total: float = 10.0
     error_min_count: float = 5.0
+    error_p: float = 1e-7
     value_z: float = 6.0
     value_min_ratio: float = 1.5
     trend_rate: float = 0.02
@@ -292,10 +293,10 @@ class AnomalyEngine:
         # ---- error ratio per service
         if len(self.service_ids):
             tot = np.where(cb.service_totals > 0, cb.service_totals, np.nan)
-            zr, ratio, exp_r = det.error_ratio(cb.service_errors, tot, rs.err_ew_err, rs.err_ew_tot, rs.err_n,
+            zr, ratio, exp_r, logp = det.error_ratio(cb.service_errors, tot, rs.err_ew_err, rs.err_ew_tot, rs.err_n,
                                                alpha=p.alpha / 2, warmup=warmup_pts)
             with np.errstate(invalid="ignore"):
-                jump = (zr >= p.error_z) & (ratio - exp_r >= p.error_min_jump) & (tot >= p.error_min_total) & \
+                jump = (zr >= p.error_z) & (logp <= np.log(p.error_p)) & (ratio - exp_r >= p.error_min_jump) & (tot >= p.error_min_total) & \
                     (cb.service_errors >= p.error_min_count)
                 sd = np.sqrt(np.maximum(exp_r * (1 - exp_r), 1e-6) / np.maximum(tot, 1))
                 sc = np.clip(0.5 + (zr - p.error_z) / (4 * p.error_z), 0, 1)

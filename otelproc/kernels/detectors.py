@@ -22,6 +22,8 @@ wrappers check dtypes/shapes and allocate the outputs.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -595,7 +597,22 @@ def presence(counts: np.ndarray, step0: int, state: PresenceState, *, warmup_ste
 # --------------------------------------------------------------------------- error ratio
 
 @njit(cache=True, nogil=True)
-def _error_ratio(errors, totals, ew_err, ew_tot, n, alpha, warmup, min_p, z_out, ratio_out, expected_out):
+def _poisson_log_sf(k, lam):
+    """log P(X >= k) for X ~ Poisson(lam), k > lam (pmf(k) times a geometric bound of the tail)."""
+    if k <= 0:
+        return 0.0
+    if lam <= 0:
+        return -np.inf
+    log_pmf = k * np.log(lam) - lam - math.lgamma(k + 1.0)
+    r = lam / (k + 1.0)
+    if r >= 1.0:
+        return 0.0
+    v = log_pmf - np.log(1.0 - r)
+    return v if v < 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _error_ratio(errors, totals, ew_err, ew_tot, n, alpha, warmup, min_p, z_out, ratio_out, expected_out, logp_out):
     T, S = errors.shape
     for t in range(T):
         for s in range(S):
@@ -605,6 +622,7 @@ def _error_ratio(errors, totals, ew_err, ew_tot, n, alpha, warmup, min_p, z_out,
                 z_out[t, s] = np.nan
                 ratio_out[t, s] = np.nan
                 expected_out[t, s] = np.nan
+                logp_out[t, s] = np.nan
                 continue
             r = e / m
             ratio_out[t, s] = r
@@ -613,9 +631,12 @@ def _error_ratio(errors, totals, ew_err, ew_tot, n, alpha, warmup, min_p, z_out,
                 pf = p0 if p0 > min_p else min_p
                 expected_out[t, s] = p0
                 z_out[t, s] = (e - m * pf) / np.sqrt(m * pf * (1.0 - pf) + 1e-12)
+                # exact-ish tail: few errors per bucket are Poisson, far from Gaussian
+                logp_out[t, s] = _poisson_log_sf(e, m * pf) if e > m * pf else 0.0
             else:
                 expected_out[t, s] = np.nan
                 z_out[t, s] = np.nan
+                logp_out[t, s] = np.nan
             # do not learn from a jump: clip the error count to the expectation + 3 sigma
             if n[s] >= warmup and ew_tot[s] > 0:
                 p0 = ew_err[s] / ew_tot[s]
@@ -632,7 +653,8 @@ def _error_ratio(errors, totals, ew_err, ew_tot, n, alpha, warmup, min_p, z_out,
 
 
 def error_ratio(errors: np.ndarray, totals: np.ndarray, ew_err: np.ndarray, ew_tot: np.ndarray, n: np.ndarray, *,
-                alpha: float = 0.02, warmup: int = 20, min_p: float = 0.002) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                alpha: float = 0.02, warmup: int = 20, min_p: float = 0.002
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Binomial z-score of the error share of each series against its EW baseline.
 
     Parameters
@@ -649,6 +671,7 @@ def error_ratio(errors: np.ndarray, totals: np.ndarray, ew_err: np.ndarray, ew_t
     z : float64[T, S]         (errors - total * p0) / sqrt(total p0 (1 - p0))
     ratio : float64[T, S]     observed errors / total
     expected : float64[T, S]  baseline ratio p0 (NaN in warm-up)
+    log_p : float64[T, S]     natural log of P(errors >= observed) under Poisson(total * p0) (0 when not above)
     """
     S = len(ew_err)
     _check_matrix("errors", errors, np.float64, S)
@@ -661,6 +684,7 @@ def error_ratio(errors: np.ndarray, totals: np.ndarray, ew_err: np.ndarray, ew_t
     z = np.empty((T, S), dtype=np.float64)
     ratio = np.empty((T, S), dtype=np.float64)
     expected = np.empty((T, S), dtype=np.float64)
+    log_p = np.empty((T, S), dtype=np.float64)
     _error_ratio(np.ascontiguousarray(errors), np.ascontiguousarray(totals), ew_err, ew_tot, n, float(alpha),
-                 int(warmup), float(min_p), z, ratio, expected)
-    return z, ratio, expected
+                 int(warmup), float(min_p), z, ratio, expected, log_p)
+    return z, ratio, expected, log_p

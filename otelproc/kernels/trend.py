@@ -9,7 +9,7 @@ latency spike does not look like a trend. A creep is flagged when
 * the slope is significantly above zero (``slope / se >= min_t``, ``se`` from
   the MAD of the residuals), and
 * the relative rate is consistent with the configured creep: the point
-  estimate is ``>= rate/2`` and the upper confidence bound ``>= rate``
+  estimate is ``>= 0.75 rate`` and the upper confidence bound ``>= rate``
   (a true 2 %/h creep measured with noise is still flagged).
 
 With W steps spanning the sustain duration (default 1 h), "flagged" means a
@@ -183,7 +183,7 @@ def _trend(values, step0, window, steps_per_hour, rate, min_t, min_coverage, thr
             t_out[t, s] = tstat
             level_out[t, s] = np.exp(intercept)
             upper = np.expm1((slope + 2.0 * se) * steps_per_hour)
-            if tstat >= min_t and rel >= 0.5 * rate and upper >= rate:
+            if tstat >= min_t and rel >= 0.75 * rate and upper >= rate:
                 flag_out[t, s] = 1
             # time to threshold, in hours, from the fitted level now
             thr = threshold[s]

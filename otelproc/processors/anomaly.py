@@ -101,6 +101,8 @@ class AnomalyProcessorConfig:
     error_min_jump: float = 0.05
     # error ratio: least number of error lines in the bucket (small buckets are noisy)
     error_min_count: float = 5.0
+    # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
+    error_p: float = 1e-7
     # duration value anomaly: robust z of log(p50) needed
     value_z: float = 6.0
     # trend: relative creep per hour to flag, sustained over trend_window
@@ -144,6 +146,8 @@ class AnomalyProcessorConfig:
                 out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.min_ratio < 1:
             out.append(f"min_ratio: must be >= 1, got {self.min_ratio}")
+        if not (0 < self.error_p < 1):
+            out.append(f"error_p: must be in (0, 1), got {self.error_p}")
         if not (0 <= self.error_min_jump <= 1):
             out.append(f"error_min_jump: must be in [0, 1], got {self.error_min_jump}")
         if self.trend_rate <= 0:
@@ -164,7 +168,8 @@ class AnomalyProcessorConfig:
             resolutions_s=tuple(float(r) for r in self.resolutions), allowed_lateness_s=float(self.allowed_lateness),
             max_gap_s=float(self.max_gap), warmup_s=float(self.warmup), cooldown_s=float(self.cooldown),
             spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
-            error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count, value_z=self.value_z,
+            error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count,
+            error_p=self.error_p, value_z=self.value_z,
             trend_rate=self.trend_rate, trend_window_s=float(self.trend_window), trend_min_t=self.trend_min_t,
             trend_forecast_ratio=self.trend_forecast_ratio, vanish_factor=self.vanish_factor,
             vanish_min_s=float(self.vanish_min), series_table=self.series_table)

@@ -52,9 +52,19 @@ class CuttableProxy:
         self.restore()
 
     def restore(self) -> None:
+        import time
+
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
+        deadline = time.time() + 10
+        while True:
+            try:
+                s.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
         s.listen(64)
         self.port = s.getsockname()[1]
         self._lsock = s
@@ -92,6 +102,10 @@ class CuttableProxy:
 
     def cut(self) -> None:
         if self._lsock is not None:
+            try:
+                self._lsock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
             self._lsock.close()
             self._lsock = None
         with self._lock:
@@ -209,6 +223,7 @@ class ChdbShim:
         import sys
         import time
 
+        tmp.mkdir(parents=True, exist_ok=True)
         script = tmp / "chdb_shim.py"
         script.write_text(SHIM)
         port_file = tmp / "shim.port"

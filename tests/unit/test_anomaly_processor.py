@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from otelproc.batch import LogBatch, concat_batches
-from otelproc.config import ConfigError, decode
+from otelproc.batch import LogBatch
+from otelproc.config import decode
 from otelproc.findings import FindingKind, Severity
 from otelproc.processors.anomaly import AnomalyProcessor, AnomalyProcessorConfig, factory
 from otelproc.telemetry import Telemetry

@@ -154,8 +154,14 @@ def test_error_ratio_jump():
     tot = np.full((300, 1), 200.0)
     err = rng.binomial(200, 0.01, (300, 1)).astype(np.float64)
     err[250, 0] = 40.0
-    z, ratio, exp = det.error_ratio(err, tot, np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64), warmup=20)
+    z, ratio, exp, logp = det.error_ratio(err, tot, np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64),
+                                          warmup=20)
     assert z[250, 0] > 20 and abs(ratio[250, 0] - 0.2) < 1e-12
+    assert logp[250, 0] < np.log(1e-15)
+    # Poisson tail vs the exact value: P(X >= 5 | lam = 0.5) = 1.72e-4; the bound is within 15 %
+    small = det.error_ratio(np.array([[5.0]]), np.array([[50.0]]), np.array([0.01]), np.array([1.0]),
+                            np.array([100], dtype=np.int64), min_p=0.0)[3]
+    assert math.exp(small[0, 0]) == pytest.approx(1.7212e-4, rel=0.15)
     assert abs(exp[251, 0] - 0.01) < 0.01  # the jump did not become the baseline
     assert np.nanmax(z[20:250, 0]) < 6
 

@@ -186,3 +186,21 @@ service:
     assert all(results[0][k] == results[1][k] for k in common)
     for (svc, tpl), pid in results[0].items():
         assert pid == pattern_id(svc, tpl)
+
+
+def test_shipped_scale_out_configs():
+    import yaml
+
+    from otelproc.config import load_config
+
+    cfg = load_config(REPO / "config" / "scale-out" / "otelproc-cluster.yaml")
+    exporter = cfg.exporters["clickhouse"]
+    assert exporter.cluster_name == "otel_cluster" and exporter.scheme() == "http"
+    assert cfg.service.pipelines["logs"].processors == ["patterns", "anomaly", "alerting", "batch"]
+    col = yaml.safe_load((REPO / "config" / "scale-out" / "collector-loadbalancing.yaml").read_text())
+    lb = col["exporters"]["loadbalancing"]
+    assert lb["routing_key"] == "service"
+    assert all(h.endswith(":4317") for h in lb["resolver"]["static"]["hostnames"])
+    assert col["service"]["pipelines"]["logs"]["exporters"] == ["loadbalancing"]
+    xml = (REPO / "config" / "scale-out" / "clickhouse-cluster.xml").read_text()
+    assert f"<{CLUSTER}>" in xml and "<macros>" in xml
