@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     try:
         if tl.metrics.address:
-            metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=lambda: service._started)
+            metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=service.ready)
             log.info("metrics on http://%s/metrics", tl.metrics.address)
         if args.ready_file:  # lets tests and scripts know the ports are bound
             Path(args.ready_file).write_text(json.dumps(_ports(service)))

@@ -281,6 +281,8 @@ class QueueConfig:
     # records accepted from receivers but not yet taken by the processors; above it
     # receivers answer 429 / RESOURCE_EXHAUSTED so clients retry
     max_records: int = 200_000
+    # bytes of those records (bodies, attributes); above it receivers answer 429 too
+    max_bytes: ByteSize = ByteSize(512 << 20)
     # the Retry-After given to clients when the queue is full
     retry_after: Duration = Duration(1.0)
 
@@ -288,6 +290,8 @@ class QueueConfig:
         out = []
         if self.max_records < 1:
             out.append(f"max_records: must be >= 1, got {self.max_records}")
+        if self.max_bytes < 1:
+            out.append(f"max_bytes: must be > 0, got {self.max_bytes}")
         if self.retry_after <= 0:
             out.append(f"retry_after: must be > 0, got {self.retry_after}s")
         return out

@@ -42,8 +42,6 @@ from otelproc.wal import WalConfig, WalFullError, WriteAheadLog, batch_nbytes, e
 
 log = logging.getLogger(__name__)
 
-# used when QueueConfig has no max_bytes key
-DEFAULT_MAX_QUEUE_BYTES = 512 << 20
 # back-off of ExportStage between rounds of retrying exporters that failed (seconds)
 EXPORT_RETRY_INITIAL = 0.5
 EXPORT_RETRY_MAX = 10.0
@@ -158,7 +156,7 @@ class IngestQueue(Component):
         self.config = config
         self.next_consumer = next_consumer
         self.wal = wal
-        self.max_bytes = int(getattr(config, "max_bytes", 0) or DEFAULT_MAX_QUEUE_BYTES)
+        self.max_bytes = int(config.max_bytes)
         self._items: deque[tuple[LogBatch, int]] = deque()
         self._records = 0
         self._bytes = 0

@@ -399,7 +399,7 @@ class ClickHouseExporter(Exporter):
             attempt += 1
             t0 = time.perf_counter()
             try:
-                n = insert_arrow(self._store, table_name, arrow_table, token)
+                n = self._store.insert_arrow(table_name, arrow_table, token)
             except Exception as e:  # noqa: BLE001 - classified below
                 permanent = isinstance(e, (TypeError, ValueError)) or (
                     isinstance(e, StoreError) and e.code in PERMANENT_ERROR_CODES)
@@ -445,38 +445,6 @@ class ClickHouseExporter(Exporter):
         if retry.max_elapsed_time > 0 and elapsed + interval * (1 - retry.randomization_factor) > retry.max_elapsed_time:
             return f"giving up after {attempt} attempts in {elapsed:.1f}s (max_elapsed_time {retry.max_elapsed_time:g}s)"
         return ""
-
-
-def insert_arrow(store: Store, table_name: str, arrow_table, token: str = "") -> int:
-    """``store.insert_arrow`` with ``insert_deduplication_token = token`` when a token is given.
-
-    The Store interface has no per-insert settings, so this speaks to the back end underneath:
-    the embedded engine takes ``INSERT ... SETTINGS insert_deduplication_token = {t:String}
-    SELECT ... FROM Python(rows)`` (chDB finds ``rows`` in a calling frame); clickhouse-connect
-    takes ``settings=`` on ``insert_arrow``. The token is a bound parameter / setting value,
-    never SQL text.
-    """
-    if not token or arrow_table.num_rows == 0:
-        return store.insert_arrow(table_name, arrow_table)
-    inner = getattr(store, "_inner", store)  # a StoreRegistry handle wraps the real store
-    from otelproc.store.embedded import EmbeddedStore
-    from otelproc.store.server import ServerStore
-
-    if isinstance(inner, EmbeddedStore):
-        cols = ", ".join(quote_identifier(c, "column") for c in arrow_table.column_names)
-        otelproc_dedup_rows = arrow_table  # noqa: F841 - read by chDB's Python() table function by name
-        inner.command(f"INSERT INTO {quote_identifier(inner.database)}.{quote_identifier(table_name, 'table')} "
-                      f"({cols}) SETTINGS insert_deduplication_token = {{otelproc_token:String}} "
-                      f"SELECT {cols} FROM Python(otelproc_dedup_rows)", {"otelproc_token": token})
-        return arrow_table.num_rows
-    if isinstance(inner, ServerStore):
-        for c in arrow_table.column_names:
-            check_identifier(c, "column")
-        inner._call(lambda t: inner._client.insert_arrow(t, arrow_table, database=inner.database,
-                                                         settings={"insert_deduplication_token": token}),
-                    check_identifier(table_name, "table"))
-        return arrow_table.num_rows
-    return store.insert_arrow(table_name, arrow_table)
 
 
 def _create(name: str, config: ClickHouseExporterConfig, next_consumer: Any = None,

@@ -117,11 +117,13 @@ class Store:
             columns.append(values)
         return Rows(list(zip(*columns)) if columns else [], tuple(table.column_names))
 
-    def insert_arrow(self, table_name: str, arrow_table) -> int:
+    def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         """Insert a ``pyarrow.Table`` into ``table_name`` (in ``database``), columns matched by name.
 
         Returns the number of rows inserted. Columns of the table that the Arrow
-        table does not carry take their DEFAULT.
+        table does not carry take their DEFAULT. A non-empty ``dedup_token`` is sent as
+        ``insert_deduplication_token`` (a setting value, never SQL text), so ClickHouse drops a
+        repeated insert with the same token (see the exporter's write-ahead log replay).
         """
         raise NotImplementedError
 
@@ -191,8 +193,8 @@ class _Shared(Store):
     def query_rows(self, sql, params=None):
         return self._inner.query_rows(sql, params)
 
-    def insert_arrow(self, table_name, arrow_table):
-        return self._inner.insert_arrow(table_name, arrow_table)
+    def insert_arrow(self, table_name, arrow_table, dedup_token=""):
+        return self._inner.insert_arrow(table_name, arrow_table, dedup_token)
 
     def close(self) -> None:
         if not self._closed:

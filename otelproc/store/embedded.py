@@ -146,17 +146,21 @@ class EmbeddedStore(Store):
     def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
         return super().query_rows(sql, params)
 
-    def insert_arrow(self, table_name: str, arrow_table) -> int:
+    def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows
         if n == 0:
             return 0
         cols = ", ".join(quote_identifier(c, "column") for c in arrow_table.column_names)
-        sql = (f"INSERT INTO {quote_identifier(self.database)}.{quote_identifier(table_name, 'table')} ({cols}) "
-               f"SELECT {cols} FROM Python(arrow_table)")
+        settings = " SETTINGS insert_deduplication_token = {otelproc_token:String}" if dedup_token else ""
+        sql = (f"INSERT INTO {quote_identifier(self.database)}.{quote_identifier(table_name, 'table')} ({cols})"
+               f"{settings} SELECT {cols} FROM Python(arrow_table)")
         conn = self._conn()
         try:
             # Python(arrow_table) resolves the name in THIS frame: keep the local variable name.
-            conn.query(sql)
+            if dedup_token:
+                conn.query(sql, "CSV", params={"otelproc_token": dedup_token})
+            else:
+                conn.query(sql)
         except Exception as e:  # noqa: BLE001
             raise _wrap(e, sql) from None
         return n

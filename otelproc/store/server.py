@@ -129,13 +129,14 @@ class ServerStore(Store):
     def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
         return super().query_rows(sql, params)
 
-    def insert_arrow(self, table_name: str, arrow_table) -> int:
+    def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows
         if n == 0:
             return 0
         for c in arrow_table.column_names:
             check_identifier(c, "column")
-        self._call(lambda t: self._client.insert_arrow(t, arrow_table, database=self.database),
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        self._call(lambda t: self._client.insert_arrow(t, arrow_table, database=self.database, settings=settings),
                    check_identifier(table_name, "table"))
         return n
 
