@@ -1127,50 +1127,6 @@ def _take_strings(buf, table, rows, c_off, c_len):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _value_offsets(table, rows, n, c_kind, c_len, c_ival, out_off):
-    out_off[0] = 0
-    total = 0
-    for i in range(n):
-        r = rows[i]
-        kd = table[r, c_kind]
-        if kd == KIND_STRING:
-            total += table[r, c_len]
-        elif kd == KIND_INT:
-            total += _decimal_len_nrt(table[r, c_ival])
-        elif kd == KIND_BOOL:
-            total += 4 if table[r, c_ival] != 0 else 5
-        out_off[i + 1] = total
-    return total
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _fill_values(buf, table, rows, n, c_kind, c_off, c_len, c_ival, out, out_off):
-    for i in range(n):
-        r = rows[i]
-        kd = table[r, c_kind]
-        p = out_off[i]
-        if kd == KIND_STRING:
-            _copy_bytes(out, p, buf, table[r, c_off], table[r, c_len])
-        elif kd == KIND_INT:
-            _write_decimal_nrt(out, p, table[r, c_ival], out_off[i + 1] - p)
-        elif kd == KIND_BOOL:
-            if table[r, c_ival] != 0:
-                out[p] = 116; out[p + 1] = 114; out[p + 2] = 117; out[p + 3] = 101  # true
-            else:
-                out[p] = 102; out[p + 1] = 97; out[p + 2] = 108; out[p + 3] = 115; out[p + 4] = 101  # false
-
-
-@njit(cache=True, nogil=True)
-def _take_values(buf, table, rows, c_kind, c_off, c_len, c_ival):
-    """Text of scanned AnyValues (KIND_EMPTY/STRING/BOOL/INT only) for r in rows, as (buf, offsets)."""
-    n = rows.shape[0]
-    out_off = np.empty(n + 1, dtype=np.int64)
-    out = np.empty(_value_offsets(table, rows, n, c_kind, c_len, c_ival, out_off), dtype=np.uint8)
-    _fill_values(buf, table, rows, n, c_kind, c_off, c_len, c_ival, out, out_off)
-    return out, out_off
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _decimal_len_nrt(v):
     if v == 0:
         return 1
@@ -1227,17 +1183,6 @@ def _attr_rows(table, rows, c_start, c_end):
     idx = np.empty(total, dtype=np.int64)
     _fill_attr_index(table, rows, n, c_start, c_end, idx)
     return row_off, idx
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _fill_ids(buf, table, rows, n, c_off, c_len, width, out):
-    for i in range(n):
-        r = rows[i]
-        if table[r, c_len] == width:
-            _copy_bytes(out[i], 0, buf, table[r, c_off], width)
-        else:
-            for j in range(width):
-                out[i, j] = 0
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -1298,9 +1243,38 @@ def _needs_python(records, n_rec, attrs, n_attr, n_aux):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _keep_records(records, n_all, kept):
-    """Indices of the records a LogBatch can hold (id lengths 0/16 and 0/8, severity 0..255); returns their count."""
+def _value_len(kd, ln, ival):
+    if kd == KIND_STRING:
+        return ln
+    if kd == KIND_INT:
+        return _decimal_len_nrt(ival)
+    if kd == KIND_BOOL:
+        return 4 if ival != 0 else 5
+    return 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _write_value(out, p, buf, kd, off, ln, ival, n):
+    if kd == KIND_STRING:
+        _copy_bytes(out, p, buf, off, ln)
+    elif kd == KIND_INT:
+        _write_decimal_nrt(out, p, ival, n)
+    elif kd == KIND_BOOL:
+        if ival != 0:
+            out[p] = 116; out[p + 1] = 114; out[p + 2] = 117; out[p + 3] = 101  # true
+        else:
+            out[p] = 102; out[p + 1] = 97; out[p + 2] = 108; out[p + 3] = 115; out[p + 4] = 101  # false
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _record_sizes(records, n_all, kept, sizes):
+    """One pass over the scanned records: which are kept (id lengths 0/16 and 0/8, severity
+    0..255), and the byte totals of their severity texts and bodies and their attribute count.
+    sizes = [kept, severity text bytes, body bytes, log attributes]."""
     n = 0
+    st = 0
+    bt = 0
+    at = 0
     for i in range(n_all):
         sev = records[i, REC_SEVERITY]
         tl = records[i, REC_TRACE_LEN]
@@ -1308,12 +1282,26 @@ def _keep_records(records, n_all, kept):
         if 0 <= sev <= 255 and (tl == 0 or tl == 16) and (sl == 0 or sl == 8):
             kept[n] = i
             n += 1
-    return n
+            st += records[i, REC_SEVTEXT_LEN]
+            bt += _value_len(records[i, REC_BODY_KIND], records[i, REC_BODY_LEN], records[i, REC_BODY_IVAL])
+            at += records[i, REC_ATTR_END] - records[i, REC_ATTR_START]
+    sizes[0] = n
+    sizes[1] = st
+    sizes[2] = bt
+    sizes[3] = at
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _fill_scalars(records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index, scope_index,
-                  service_index):
+def _fill_records(buf, records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index,
+                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx):
+    """One pass over the kept records writing every per-record column (the scan table rows are
+    read once: separate passes per column re-read them from cache and cost 2x)."""
+    st_off[0] = 0
+    b_off[0] = 0
+    la_off[0] = 0
+    sp = 0
+    bp = 0
+    ap = 0
     for j in range(n):
         i = kept[j]
         time_ns[j] = records[i, REC_TIME]
@@ -1324,6 +1312,76 @@ def _fill_scalars(records, kept, n, svc_code, time_ns, observed_ns, severity, fl
         resource_index[j] = r
         scope_index[j] = records[i, REC_SCOPE]
         service_index[j] = svc_code[r]
+        if records[i, REC_TRACE_LEN] == 16:
+            _copy_bytes(trace[j], 0, buf, records[i, REC_TRACE_OFF], 16)
+        else:
+            for k in range(16):
+                trace[j, k] = 0
+        if records[i, REC_SPAN_LEN] == 8:
+            _copy_bytes(span[j], 0, buf, records[i, REC_SPAN_OFF], 8)
+        else:
+            for k in range(8):
+                span[j, k] = 0
+        ln = records[i, REC_SEVTEXT_LEN]
+        _copy_bytes(st_buf, sp, buf, records[i, REC_SEVTEXT_OFF], ln)
+        sp += ln
+        st_off[j + 1] = sp
+        kd = records[i, REC_BODY_KIND]
+        ival = records[i, REC_BODY_IVAL]
+        ln = _value_len(kd, records[i, REC_BODY_LEN], ival)
+        _write_value(b_buf, bp, buf, kd, records[i, REC_BODY_OFF], records[i, REC_BODY_LEN], ival, ln)
+        bp += ln
+        b_off[j + 1] = bp
+        for a in range(records[i, REC_ATTR_START], records[i, REC_ATTR_END]):
+            la_idx[ap] = a
+            ap += 1
+        la_off[j + 1] = ap
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _attr_sizes(attrs, idx, n, sizes):
+    kt = 0
+    vt = 0
+    for j in range(n):
+        a = idx[j]
+        kt += attrs[a, ATTR_KEY_LEN]
+        vt += _value_len(attrs[a, ATTR_KIND], attrs[a, ATTR_LEN], attrs[a, ATTR_IVAL])
+    sizes[0] = kt
+    sizes[1] = vt
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _fill_attrs(buf, attrs, idx, n, k_buf, k_off, v_buf, v_off):
+    k_off[0] = 0
+    v_off[0] = 0
+    kp = 0
+    vp = 0
+    for j in range(n):
+        a = idx[j]
+        ln = attrs[a, ATTR_KEY_LEN]
+        _copy_bytes(k_buf, kp, buf, attrs[a, ATTR_KEY_OFF], ln)
+        kp += ln
+        k_off[j + 1] = kp
+        kd = attrs[a, ATTR_KIND]
+        ival = attrs[a, ATTR_IVAL]
+        ln = _value_len(kd, attrs[a, ATTR_LEN], ival)
+        _write_value(v_buf, vp, buf, kd, attrs[a, ATTR_OFF], attrs[a, ATTR_LEN], ival, ln)
+        vp += ln
+        v_off[j + 1] = vp
+
+
+@njit(cache=True, nogil=True)
+def _take_attrs(buf, attrs, idx):
+    """Keys and values of the attribute rows ``idx``: ((key buf, key offsets), (value buf, value offsets))."""
+    n = idx.shape[0]
+    sizes = np.empty(2, dtype=np.int64)
+    _attr_sizes(attrs, idx, n, sizes)
+    k_buf = np.empty(sizes[0], dtype=np.uint8)
+    k_off = np.empty(n + 1, dtype=np.int64)
+    v_buf = np.empty(sizes[1], dtype=np.uint8)
+    v_off = np.empty(n + 1, dtype=np.int64)
+    _fill_attrs(buf, attrs, idx, n, k_buf, k_off, v_buf, v_off)
+    return (k_buf, k_off), (v_buf, v_off)
 
 
 @njit(cache=True, nogil=True)
@@ -1342,8 +1400,9 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
         n_res = 0
         n_sc = 0
     kept = np.empty(n_all, dtype=np.int64)
-    n = _keep_records(records, n_all, kept)
-    kept = kept[:n]
+    sizes = np.empty(4, dtype=np.int64)
+    _record_sizes(records, n_all, kept, sizes)
+    n = sizes[0]
     size = 16
     while size < 2 * n_res:
         size *= 2
@@ -1358,29 +1417,29 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
     resource_index = np.empty(n, dtype=np.int32)
     scope_index = np.empty(n, dtype=np.int32)
     service_index = np.empty(n, dtype=np.int32)
-    _fill_scalars(records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index, scope_index,
-                  service_index)
     trace = np.empty((n, 16), dtype=np.uint8)
-    _fill_ids(buf, records, kept, n, REC_TRACE_OFF, REC_TRACE_LEN, 16, trace)
     span = np.empty((n, 8), dtype=np.uint8)
-    _fill_ids(buf, records, kept, n, REC_SPAN_OFF, REC_SPAN_LEN, 8, span)
-    sevtext = _take_strings(buf, records, kept, REC_SEVTEXT_OFF, REC_SEVTEXT_LEN)
-    body = _take_values(buf, records, kept, REC_BODY_KIND, REC_BODY_OFF, REC_BODY_LEN, REC_BODY_IVAL)
-    la_off, la_idx = _attr_rows(records, kept, REC_ATTR_START, REC_ATTR_END)
-    la_keys = _take_strings(buf, attrs, la_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
-    la_vals = _take_values(buf, attrs, la_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    st_buf = np.empty(sizes[1], dtype=np.uint8)
+    st_off = np.empty(n + 1, dtype=np.int64)
+    b_buf = np.empty(sizes[2], dtype=np.uint8)
+    b_off = np.empty(n + 1, dtype=np.int64)
+    la_off = np.empty(n + 1, dtype=np.int64)
+    la_idx = np.empty(sizes[3], dtype=np.int64)
+    _fill_records(buf, records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index,
+                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx)
+    sevtext = (st_buf, st_off)
+    body = (b_buf, b_off)
+    la_keys, la_vals = _take_attrs(buf, attrs, la_idx)
     res_rows = np.arange(n_res)
     ra_off, ra_idx = _attr_rows(resources, res_rows, RES_ATTR_START, RES_ATTR_END)
-    ra_keys = _take_strings(buf, attrs, ra_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
-    ra_vals = _take_values(buf, attrs, ra_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    ra_keys, ra_vals = _take_attrs(buf, attrs, ra_idx)
     res_schema = _take_strings(buf, resources, res_rows, RES_SCHEMA_OFF, RES_SCHEMA_LEN)
     sc_rows = np.arange(n_sc)
     sc_name = _take_strings(buf, scopes, sc_rows, SCOPE_NAME_OFF, SCOPE_NAME_LEN)
     sc_version = _take_strings(buf, scopes, sc_rows, SCOPE_VERSION_OFF, SCOPE_VERSION_LEN)
     sc_schema = _take_strings(buf, scopes, sc_rows, SCOPE_SCHEMA_OFF, SCOPE_SCHEMA_LEN)
     sa_off, sa_idx = _attr_rows(scopes, sc_rows, SCOPE_ATTR_START, SCOPE_ATTR_END)
-    sa_keys = _take_strings(buf, attrs, sa_idx, ATTR_KEY_OFF, ATTR_KEY_LEN)
-    sa_vals = _take_values(buf, attrs, sa_idx, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL)
+    sa_keys, sa_vals = _take_attrs(buf, attrs, sa_idx)
     # the distinct service names, as slices of buf (-1: "")
     svc_off = np.empty(u, dtype=np.int64)
     svc_len = np.empty(u, dtype=np.int64)
