@@ -319,11 +319,14 @@ def anomalies() -> Dashboard:
                         "line reaches the current upper band at this rate (empty when flat or falling).")
     d.panel("table", "Trend findings",
             "SELECT Timestamp AS time, ServiceName AS service, toString(PatternId) AS pattern_id, "
-            "toFloat64OrNull(extract(Description, '([-+][0-9.]+) %/h')) AS pct_per_hour, "
-            "toFloat64OrNull(extract(Description, 'in ([0-9.]+) h at this rate')) AS hours_to_threshold, "
+            "toFloat64OrNull(Labels['slope_pct_per_hour']) AS pct_per_hour, "
+            "toFloat64OrNull(Labels['hours_to_threshold']) AS hours_to_threshold, "
+            "toFloat64OrNull(Labels['ramp_minutes']) AS ramp_minutes, "
             "round(Observed, 2) AS now_value, Template AS template FROM anomalies WHERE Kind = 'trend' AND "
             f"$__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 100", FORMAT_TABLE,
-            w=10, h=10, description="Theil-Sen creep findings of the anomaly processor.")
+            w=10, h=10, description="Creep findings of the anomaly processor (ramp test on log latency): "
+                                    "slope in %/hour, hours until 2x the pre-ramp level at this rate (inf when "
+                                    "not rising), minutes since the ramp started.")
     return d
 
 

@@ -106,12 +106,39 @@ def fnv1a64(data: bytes, seed: int) -> int:
 
 # ---------------------------------------------------------------- anomaly detection (otelproc.kernels.{detectors,trend,series})
 
-def ref_theil_sen_slope(t: list[float], y: list[float]) -> float:
-    """Median of all pairwise slopes (the Theil-Sen estimator), plain Python."""
-    import statistics
+def ref_hinge_trend(loc: list[float], weight: list[float], lags: list[int], reference: int,
+                    min_coverage: float, min_reference: int) -> tuple[float, float, int]:
+    """Ramp test at the last step of a series: weighted least squares of y = a + b * max(0, t - (T - L))
+    over the last ``B = max(lags < B) + reference`` steps (weights = counts, NaN/0 = no data), for each lag L;
+    returns (b, t statistic, L) of the lag with the largest t, or (nan, nan, 0). numpy lstsq, no shortcuts."""
+    import numpy as np
 
-    slopes = [(y[j] - y[i]) / (t[j] - t[i]) for i in range(len(t)) for j in range(i + 1, len(t)) if t[j] != t[i]]
-    return statistics.median(slopes)
+    y = np.asarray(loc, dtype=float)
+    w = np.asarray(weight, dtype=float)
+    B = max(L for L in lags if L < max(lags)) + reference
+    y, w = y[-B:], w[-B:]
+    age = np.arange(len(y))[::-1]
+    ok = (w > 0) & ~np.isnan(y)
+    best = (float("nan"), float("nan"), 0)
+    if ok.sum() < 4:
+        return best
+    for L in lags:
+        ramp = ok & (age < L)
+        # L >= B: the plain slope over the whole span, no reference part needed
+        if ramp.sum() < min_coverage * min(L, B) or (L < B and (ok & (age >= L)).sum() < min_reference):
+            continue
+        h = np.where(age < L, L - age, 0).astype(float)[ok]
+        X = np.stack([np.ones(ok.sum()), h], axis=1)
+        sw = np.sqrt(w[ok])
+        coef, *_ = np.linalg.lstsq(X * sw[:, None], y[ok] * sw, rcond=None)
+        resid = (y[ok] - X @ coef) * sw
+        sigma = max(np.sqrt((resid ** 2).sum() / (ok.sum() - 2)), 1e-6)
+        hw = (w[ok] * h).sum() / w[ok].sum()
+        se = sigma / np.sqrt((w[ok] * (h - hw) ** 2).sum())
+        t = coef[1] / se
+        if np.isnan(best[1]) or t > best[1]:
+            best = (float(coef[1]), float(t), L)
+    return best
 
 
 def ref_cusum(z: list[float], k: float, h: float) -> list[int]:

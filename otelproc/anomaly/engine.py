@@ -14,7 +14,8 @@ Series (per resolution):
   errors     per service: error count (severity >= 17) / total, binomial jump.
   values     per (service, pattern, parameter position): durations in ms,
              log(p50) per bucket -> robust baseline (value anomaly) and, at the
-             coarsest resolution, Theil-Sen creep (trend, time to threshold).
+             coarsest resolution, the ramp test on the count-weighted trimmed mean
+             of log(ms) per bucket (trend, time to threshold; kernels/trend.py).
 
 Detection only ever looks at event time, so replaying a day in minutes gives
 the findings live traffic gave.
@@ -39,7 +40,7 @@ ERROR_SEVERITY = 17  # OTLP SEVERITY_NUMBER_ERROR
 N_SLOTS = 24         # hour-of-day seasonal profile
 
 ANOMALY_COLUMNS = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                   "severity", "description", "resolution_s", "series", "template")
+                   "severity", "description", "resolution_s", "series", "template", "labels")
 SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower",
                   "upper", "score")
 
@@ -72,6 +73,7 @@ class EngineParams:
     value_min_ratio: float = 1.5
     trend_rate: float = 0.02
     trend_window_s: float = 3600.0
+    trend_reference_s: float = 7200.0
     trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
     vanish_factor: float = 5.0
@@ -116,7 +118,8 @@ class Output:
 class AnomalyEngine:
     """Event-time series and detectors for every (service, pattern, parameter)."""
 
-    STATE_VERSION = 1
+    # 2: trend state is a ring of (count, log-location) per bucket (was log p50 values)
+    STATE_VERSION = 2
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
@@ -126,6 +129,8 @@ class AnomalyEngine:
         self.values = SeriesIndex()   # (service, pattern, ordinal)
         self.service_ids = SeriesIndex()  # (service) for error ratio
         self.templates: dict[int, str] = {}
+        # a sample body per pattern, for new / rare pattern findings (alert texts show it); not persisted
+        self.samples: dict[int, str] = {}
         self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
         self.last_fired: dict[tuple, int] = {}
         coarsest = max(self.p.resolutions_s)
@@ -133,7 +138,9 @@ class AnomalyEngine:
         for r in self.p.resolutions_s:
             width = int(round(r * NS))
             max_rows = max(1, int(self.p.max_gap_s // r))
-            w = max(4, min(64, int(round(self.p.trend_window_s / r))))
+            # only the coarsest resolution runs the trend test: the others keep a minimal ring
+            w = max(4, int(round(self.p.trend_window_s / r))) if r == coarsest else 4
+            ref = max(2, int(round(self.p.trend_reference_s / r))) if r == coarsest else 2
             self.res.append(_ResolutionState(
                 window=BucketWindow(width, int(self.p.allowed_lateness_s * NS), max_rows), step_s=r,
                 coarsest=(r == coarsest),
@@ -141,7 +148,7 @@ class AnomalyEngine:
                 cusum_up=np.zeros(0), cusum_down=np.zeros(0),
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 value_base=det.BaselineState(0, N_SLOTS), value_spot=det.SpotState(0, 64),
-                presence=det.PresenceState(0), trend=trk.TrendState(0, w)))
+                presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
 
     # ----------------------------------------------------------------- ingest
@@ -243,7 +250,7 @@ class AnomalyEngine:
         warm_steps = int(p.warmup_s / rs.step_s)
         warmup_pts = max(10, warm_steps)
         if cb.after_gap:
-            rs.trend.window[:] = np.nan
+            rs.trend.reset()
         res_s = rs.step_s
 
         # ---- counts: spike / drop / level shift
@@ -327,8 +334,9 @@ class AnomalyEngine:
             self._emit(out, rs, bucket_ns, va, FindingKind.VALUE_ANOMALY, "p50_ms", p50, exp_v, lo_v, hi_v, sc_v,
                        index=self.values)
             if rs.coarsest:
-                tr = trk.trend(p50, cb.first_bucket, rs.trend, steps_per_hour=3600.0 / res_s, rate=p.trend_rate,
-                               min_t=p.trend_min_t, ratio=p.trend_forecast_ratio)
+                tr = trk.trend(cb.values["log_tmean"], cb.values["npos"], cb.first_bucket, rs.trend,
+                               steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
+                               ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
                 self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50_ms", p50, tr["level"],
                            lo_v, hi_v, sc_t, index=self.values, trend=tr)
@@ -390,10 +398,14 @@ class AnomalyEngine:
             if kind == FindingKind.TREND and trend is not None:
                 rate = float(trend["rate_per_hour"][r, k])
                 tth = float(trend["hours_to_threshold"][r, k])
-                labels["rate_per_hour"] = f"{rate:.4f}"
+                ramp_min = float(trend["lag"][r, k]) * rs.step_s / 60.0
+                # structured, for dashboards and alert templates (the anomalies table's Labels map)
+                labels["slope_pct_per_hour"] = f"{100 * rate:.3f}"
                 labels["hours_to_threshold"] = f"{tth:.2f}" if math.isfinite(tth) else "inf"
+                labels["t_stat"] = f"{float(trend['t'][r, k]):.2f}"
+                labels["ramp_minutes"] = f"{ramp_min:g}"
                 desc = (f"{svc}: {series} of pattern {pid:016x} param {int(index.ordinal[k])} creeps "
-                        f"{100 * rate:+.1f} %/h over the last {self.p.trend_window_s / 3600:g} h (now {o:.4g} ms)")
+                        f"{100 * rate:+.1f} %/h over the last {ramp_min:g} min (now {o:.4g} ms)")
                 if math.isfinite(tth):
                     desc += f"; {self.p.trend_forecast_ratio:g}x the start level in {tth:.1f} h at this rate"
             if kind in (FindingKind.ERROR_RATIO,) or (kind == FindingKind.NEW_PATTERN and index is self.counts
@@ -403,15 +415,16 @@ class AnomalyEngine:
                 sev = Severity.CRITICAL
             if kind == FindingKind.RARE_PATTERN:
                 sev = Severity.INFO
+            sample = self.samples.get(pid, "") if kind in (FindingKind.NEW_PATTERN, FindingKind.RARE_PATTERN) else ""
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
-                        description=desc, labels=labels)
+                        description=desc, sample=sample, labels=labels)
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
                            ("observed", o), ("expected", e), ("lower", l), ("upper", u), ("severity", sev.value),
                            ("description", desc), ("resolution_s", rs.step_s), ("series", series),
-                           ("template", f.template)):
+                           ("template", f.template), ("labels", dict(labels))):
                 a[col].append(v)
             out.flagged.append((int(index.service[k]), pid, t, sc))
 

@@ -3,9 +3,11 @@
 The scanner walks the raw request bytes once and writes, for every record,
 attribute, resource and scope, integer rows: scalars (times, severity,
 flags) and ``(offset, length)`` pairs pointing into the input buffer
-(zero-copy). No string is ever materialised here; the receiver gathers the
-slices it needs into contiguous buffers afterwards (:func:`gather_slices`,
-:func:`gather_values`).
+(zero-copy). :func:`decode_export_logs_request` runs the scan and then, in the
+same Numba call, gathers every LogBatch column (strings copied once into
+contiguous buffers, ints/bools as text, ids, resource/scope tables, distinct
+service names); :func:`scan_export_logs_request` plus :func:`gather_slices` /
+:func:`gather_values` remain for the paths that convert rare values in Python.
 
 Message structure walked (field numbers from opentelemetry-proto)::
 

@@ -56,6 +56,7 @@ DEFAULT_WARMUP = Duration(1800.0)
 DEFAULT_COOLDOWN = Duration(900.0)
 DEFAULT_MAX_GAP = Duration(3600.0)
 DEFAULT_TREND_WINDOW = Duration(3600.0)
+DEFAULT_TREND_REFERENCE = Duration(7200.0)
 DEFAULT_CHECKPOINT_EVERY = 200
 
 ANOMALIES_SCHEMA = pa.schema([
@@ -63,6 +64,7 @@ ANOMALIES_SCHEMA = pa.schema([
     ("Kind", pa.string()), ("Score", pa.float32()), ("Observed", pa.float64()), ("Expected", pa.float64()),
     ("Lower", pa.float64()), ("Upper", pa.float64()), ("Severity", pa.string()), ("Description", pa.string()),
     ("ResolutionSeconds", pa.float32()), ("Series", pa.string()), ("Template", pa.string()),
+    ("Labels", pa.map_(pa.string(), pa.string())),
 ])
 SERIES_SCHEMA = pa.schema([
     ("Timestamp", pa.timestamp("ns")), ("ServiceName", pa.string()), ("PatternId", pa.uint64()),
@@ -70,7 +72,7 @@ SERIES_SCHEMA = pa.schema([
     ("Expected", pa.float64()), ("Lower", pa.float64()), ("Upper", pa.float64()), ("Score", pa.float32()),
 ])
 _ANOMALY_SRC = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                "severity", "description", "resolution_s", "series", "template")
+                "severity", "description", "resolution_s", "series", "template", "labels")
 _SERIES_SRC = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower", "upper",
                "score")
 
@@ -105,10 +107,13 @@ class AnomalyProcessorConfig:
     error_p: float = 1e-7
     # duration value anomaly: robust z of log(p50) needed
     value_z: float = 6.0
-    # trend: relative creep per hour to flag, sustained over trend_window
+    # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
     trend_rate: float = 0.02
     trend_window: Duration = DEFAULT_TREND_WINDOW
-    # trend: slope t statistic needed (noise guard)
+    # trend: the level before the ramp is learnt from this much history (longer = more power)
+    trend_reference: Duration = DEFAULT_TREND_REFERENCE
+    # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
+    # series-hour of flat noise)
     trend_min_t: float = 4.0
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = 2.0
@@ -135,7 +140,7 @@ class AnomalyProcessorConfig:
             v = getattr(self, key)
             if v is None or v < 0:
                 out.append(f"{key}: must be >= 0, got {v}")
-        for key in ("max_gap", "trend_window", "vanish_min"):
+        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min"):
             v = getattr(self, key)
             if v is None or v <= 0:
                 out.append(f"{key}: must be > 0, got {v}")
@@ -161,6 +166,10 @@ class AnomalyProcessorConfig:
         if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
                 and self.trend_window < 4 * max(self.resolutions):
             out.append(f"trend_window: must cover >= 4 buckets of {max(self.resolutions)}s, got {self.trend_window}s")
+        if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
+                and self.trend_reference and (self.trend_window + self.trend_reference) / max(self.resolutions) > 2000:
+            out.append(f"trend_reference: trend_window + trend_reference must span <= 2000 buckets of "
+                       f"{max(self.resolutions)}s (state per series), got {self.trend_window + self.trend_reference}s")
         return out
 
     def engine_params(self) -> EngineParams:
@@ -170,7 +179,8 @@ class AnomalyProcessorConfig:
             spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
             error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count,
             error_p=self.error_p, value_z=self.value_z,
-            trend_rate=self.trend_rate, trend_window_s=float(self.trend_window), trend_min_t=self.trend_min_t,
+            trend_rate=self.trend_rate, trend_window_s=float(self.trend_window),
+            trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
             trend_forecast_ratio=self.trend_forecast_ratio, vanish_factor=self.vanish_factor,
             vanish_min_s=float(self.vanish_min), series_table=self.series_table)
 
@@ -243,13 +253,16 @@ class AnomalyProcessor(Processor):
         return result
 
     def _learn_templates(self, batch: LogBatch, pattern: np.ndarray) -> None:
-        tmpl = batch.columns.get("pattern_template")
-        if not isinstance(tmpl, StringArray) or len(pattern) == 0:
+        if len(pattern) == 0:
             return
+        tmpl = batch.columns.get("pattern_template")
         uniq, first = np.unique(pattern, return_index=True)
-        known = self.engine.templates
+        known, samples = self.engine.templates, self.engine.samples
         for pid, i in zip(uniq.tolist(), first.tolist()):  # one per distinct pattern, not per line
-            if pid not in known:
+            if pid not in samples:
+                # the first body of a pattern: new-pattern findings (and the alerts about them) show it
+                samples[pid] = batch.body[i][:1000]
+            if isinstance(tmpl, StringArray) and pid not in known:
                 known[pid] = tmpl[i]
 
     @staticmethod
@@ -273,7 +286,8 @@ class AnomalyProcessor(Processor):
 
 def _anomalies_table(out: Output) -> pa.Table:
     a = out.anomalies
-    cols = [pa.array(a[src], type=f.type) for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
+    cols = [pa.array([list(d.items()) for d in a[src]] if src == "labels" else a[src], type=f.type)
+            for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
     return pa.Table.from_arrays(cols, schema=ANOMALIES_SCHEMA)
 
 

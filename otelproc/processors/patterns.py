@@ -7,7 +7,6 @@
         similarity: 0.7                    # Drain-like merge threshold of the miner
         min_distinct: 3                    # distinct values a position needs before it becomes <*>
         snapshot_interval: 60s             # also saved on shutdown
-        new_pattern_warmup: 5m             # no NEW_PATTERN findings before this much runtime
 
 consume(batch) (ONE caller thread) runs :class:`otelproc.patterns.PatternMiner` over the
 bodies and passes on the batch with:
@@ -16,8 +15,11 @@ bodies and passes on the batch with:
   (StringArray, each parameter followed by 0x1f: the layout of otelproc.store.arrow);
 * table ``log_patterns``: one delta row per pattern seen in the batch (count, first/last
   seen, a sample body, severity mix, aliases); ``pattern_counts``: per minute, service,
-  pattern and severity;
-* a ``NEW_PATTERN`` finding per pattern created after the warm-up.
+  pattern and severity.
+
+It emits no findings: ``NEW_PATTERN`` findings come from the ``anomaly`` processor, which
+judges "new" against its event-time warm-up (a replay after a restart does not re-announce
+the vocabulary) and knows the pattern's severity, so alerting sees one finding per new pattern.
 
 Metrics: otelproc_patterns_lines_total{processor}, otelproc_patterns_created_total{processor},
 otelproc_patterns_active{processor}, otelproc_patterns_duration_seconds{processor}.
@@ -34,7 +36,6 @@ import pyarrow as pa
 from otelproc.batch import LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
-from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels.tokenize import gather_params_terminated, param_spans
 from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MIN_DISTINCT, DEFAULT_SIMILARITY,
                                      ChangeType, PatternMiner)
@@ -58,7 +59,8 @@ class PatternsProcessorConfig:
     min_distinct: int = DEFAULT_MIN_DISTINCT
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
-    # patterns created during this first stretch of runtime are not reported as NEW_PATTERN findings
+    # deprecated and ignored: NEW_PATTERN findings come from the anomaly processor (its `warmup`);
+    # kept so existing configs still load; remove it from your config
     new_pattern_warmup: Duration = DEFAULT_WARMUP
 
     def validate(self) -> list[str]:
@@ -85,7 +87,6 @@ class PatternsProcessor(Processor):
         super().__init__(name, next_consumer)
         self.config = config
         self.miner: PatternMiner | None = None
-        self._started_at = 0.0
         self._last_snapshot = 0.0
         tel = getattr(context, "telemetry", None) if context is not None else None
         self._m = None
@@ -98,6 +99,9 @@ class PatternsProcessor(Processor):
             }
 
     def start(self) -> None:
+        if self.config.new_pattern_warmup != DEFAULT_WARMUP:
+            log.warning("patterns %s: new_pattern_warmup is deprecated and ignored (new-pattern findings come from "
+                        "the anomaly processor and its warmup); remove it from the config", self.name)
         kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
                   "max_patterns_per_service": self.config.max_patterns_per_service}
         if self.config.state_dir:
@@ -105,7 +109,7 @@ class PatternsProcessor(Processor):
             log.info("patterns %s: loaded %d patterns from %s", self.name, self.miner.pattern_count, self.config.state_dir)
         else:
             self.miner = PatternMiner(**kwargs)
-        self._started_at = self._last_snapshot = time.monotonic()
+        self._last_snapshot = time.monotonic()
 
     def consume(self, batch: LogBatch) -> None:
         if self.miner is None:
@@ -134,9 +138,6 @@ class PatternsProcessor(Processor):
         if n:
             out = out.with_table("log_patterns", self._log_patterns_rows(batch, slot, event_ns))
             out = out.with_table("pattern_counts", self._pattern_counts_rows(batch, ids, event_ns))
-            findings = self._new_pattern_findings(batch, slot, res.changes, event_ns)
-            if findings:
-                out = out.with_findings(findings)
         if self._m is not None:
             self._m["lines"].labels(self.name).inc(n)
             self._m["created"].labels(self.name).inc(sum(c.kind == ChangeType.CREATED for c in res.changes))
@@ -186,25 +187,6 @@ class PatternsProcessor(Processor):
             "SeverityNumber": pa.array(uniq["v"], pa.uint8()),
             "Count": pa.array(count, pa.uint64()),
         })
-
-    def _new_pattern_findings(self, batch: LogBatch, slot: np.ndarray, changes, event_ns) -> list[Finding]:
-        if time.monotonic() - self._started_at < self.config.new_pattern_warmup:
-            return []
-        created = {c.slot for c in changes if c.kind == ChangeType.CREATED and c.slot >= 0}
-        # a created slot may have been reused by a later eviction in the same batch: keep those seen now
-        out = []
-        miner = self.miner
-        for s in sorted(created):
-            rows = np.flatnonzero(slot == s)
-            if not len(rows):
-                continue
-            r = int(rows[0])
-            out.append(Finding(time_ns=int(event_ns[r]), kind=FindingKind.NEW_PATTERN, service=miner.service_of(s),
-                               score=1.0, severity=Severity.INFO, pattern_id=int(miner.p_id[s]),
-                               template=miner.template(s), observed=float(len(rows)),
-                               description=f"new log pattern in {miner.service_of(s)!r}: {miner.template(s)}",
-                               sample=batch.body[r]))
-        return out
 
     def _snapshot(self, reason: str) -> None:
         if self.miner is not None and self.config.state_dir:

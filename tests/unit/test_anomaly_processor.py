@@ -194,3 +194,67 @@ def test_lifecycle_and_factory():
     p = factory.create("anomaly", AnomalyProcessorConfig(), Sink(), Context())
     p.shutdown()  # safe without start
     p.shutdown()
+
+
+def creep_stream(hours: float, start_h: float, rate: float, seed: int = 7) -> LogBatch:
+    """Service 'api', pattern 21: ~3 requests/s, log-normal latency (sigma 0.15) creeping by ``rate``/h
+    from ``start_h``."""
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(3 * hours * 3600)
+    t = np.sort(rng.uniform(0, hours * 3600, n))
+    level = 80.0 * (1 + rate) ** (np.clip(t / 3600 - start_h, 0, None))
+    lat = level * np.exp(rng.normal(0, 0.15, n))
+    recs = [dict(time_ns=T0 + int(ti * NS), service="api", severity_number=9, body=f"GET /x took {v:.1f} ms")
+            for ti, v in zip(t.tolist(), lat.tolist())]
+    b = LogBatch.from_records(recs)
+    return b.with_columns(pattern_id=np.full(len(b), 21, dtype=np.uint64))
+
+
+def test_latency_creep_gives_one_trend_with_structured_labels():
+    b = creep_stream(3.0, 1.8, 0.10)
+    _, sink = run(slices(b, 5000))
+    trends = [f for f in sink.findings if f.kind == FindingKind.TREND]
+    assert trends, {f.kind for f in sink.findings}
+    first = trends[0]
+    assert T0 + int(1.8 * 3600 * NS) < first.time_ns <= T0 + int(2.8 * 3600 * NS)
+    assert first.service == "api" and first.pattern_id == 21
+    # the first finding comes early, from a ramp start fitted before the true one (slope underestimated);
+    # later ones (after the cooldown) measure the 10 %/h
+    assert float(first.labels["slope_pct_per_hour"]) >= 1.0 and float(first.labels["t_stat"]) >= 4
+    assert float(first.labels["ramp_minutes"]) <= 60
+    last = trends[-1]
+    assert 6.0 < float(last.labels["slope_pct_per_hour"]) < 15.0
+    assert 0 < float(last.labels["hours_to_threshold"]) < 12
+    # the same stream without the creep: no trend
+    _, flat = run(slices(creep_stream(3.0, 1.8, 0.0), 5000))
+    assert not [f for f in flat.findings if f.kind == FindingKind.TREND]
+
+
+def test_anomalies_and_series_tables_insert_through_the_clickhouse_exporter(chdb_path, chdb_database):
+    ch = pytest.importorskip("otelproc.exporters.clickhouse")
+    exporter = ch.factory.create("clickhouse", ch.ClickHouseExporterConfig(endpoint=f"chdb://{chdb_path}",
+                                                                         database=chdb_database), None, None)
+    exporter.start()
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(), exporter, None)
+    p.start()
+    try:
+        for part in slices(creep_stream(3.0, 1.8, 0.10), 5000):
+            p.consume(part)
+        store = exporter._store
+        kinds = dict(store.query_rows(f"SELECT Kind, count() FROM {chdb_database}.anomalies GROUP BY Kind"))
+        assert kinds.get("trend", 0) >= 1
+        (row,) = store.query_rows(
+            f"SELECT ServiceName, PatternId, toFloat64OrNull(Labels['slope_pct_per_hour']), "
+            f"toFloat64OrNull(Labels['hours_to_threshold']), Labels['resolution'], Description "
+            f"FROM {chdb_database}.anomalies WHERE Kind = 'trend' ORDER BY Timestamp DESC LIMIT 1")
+        assert row[0] == "api" and row[1] == 21 and 6.0 < row[2] < 15.0 and 0 < row[3] < 12
+        assert row[4] == "60s" and "%/h" in row[5]
+        series = dict(store.query_rows(f"SELECT Series, count() FROM {chdb_database}.series GROUP BY Series"))
+        # coarsest resolution: one row per minute with data for the service's lines and the duration series
+        assert series["log_count"] >= 170 and series["p50_ms[0]"] >= 170 and series["error_ratio"] >= 170
+        ((n_bad,),) = store.query_rows(f"SELECT countIf(Lower > Upper) FROM {chdb_database}.series "
+                                       f"WHERE isFinite(Lower) AND isFinite(Upper)")
+        assert n_bad == 0
+    finally:
+        p.shutdown()
+        exporter.shutdown()

@@ -199,7 +199,22 @@ def test_aggregate_cells_quantiles():
             assert out["p95"][bi, si] == pytest.approx(np.quantile(vals, 0.95))
             assert out["max"][bi, si] == pytest.approx(vals.max())
             assert out["mean"][bi, si] == pytest.approx(vals.mean())
+            pos = np.sort(vals[vals > 0])
+            cut = int(0.1 * len(pos))
+            assert out["npos"][bi, si] == len(pos)
+            assert out["log_tmean"][bi, si] == pytest.approx(np.log(pos[cut:len(pos) - cut]).mean())
     empty = aggregate_cells(np.zeros(0), np.zeros(0), np.zeros(0), 2, 2)
     assert (empty["count"] == 0).all() and np.isnan(empty["p50"]).all()
     with pytest.raises(ValueError, match="out of range"):
         aggregate_cells(np.array([5]), np.array([0]), np.array([1.0]), 2, 2)
+
+
+def test_log_trimmed_mean_ignores_zero_durations_and_extremes():
+    # bucket 0: nine 10 ms lines, one 10 s outlier, two zero durations (no log): trimmed away / skipped
+    v = np.array([10.0] * 9 + [10_000.0, 0.0, 0.0])
+    out = aggregate_cells(np.zeros(12, np.int64), np.zeros(12, np.int64), v, 1, 1, trim=0.1)
+    assert out["npos"][0, 0] == 10 and out["log_tmean"][0, 0] == pytest.approx(np.log(10.0))
+    none = aggregate_cells(np.zeros(2, np.int64), np.zeros(2, np.int64), np.array([0.0, np.nan]), 1, 1)
+    assert none["npos"][0, 0] == 0 and np.isnan(none["log_tmean"][0, 0])
+    with pytest.raises(ValueError, match="trim"):
+        aggregate_cells(np.zeros(1), np.zeros(1), np.ones(1), 1, 1, trim=0.5)

@@ -7,7 +7,6 @@ import pytest
 from otelproc.batch import LogBatch
 from otelproc.component import Context
 from otelproc.config import ConfigError, parse_config
-from otelproc.findings import FindingKind
 from otelproc.processors.patterns import PatternsProcessorConfig, factory
 from otelproc.store.arrow import params_to_pylist
 from otelproc.telemetry import Telemetry
@@ -70,14 +69,16 @@ def test_columns_tables_and_restart(tmp_path):
     proc2.shutdown()
 
 
-def test_new_pattern_findings_after_warmup(tmp_path):
+def test_no_findings_new_patterns_belong_to_the_anomaly_processor(tmp_path, caplog):
+    # the deprecated key still loads (old configs), is ignored, and says so
     proc, sink = make(tmp_path, new_pattern_warmup=0.0)
-    proc.start()
+    with caplog.at_level("WARNING", logger="otelproc.processors.patterns"):
+        proc.start()
+    assert "new_pattern_warmup is deprecated" in caplog.text
     proc.consume(LogBatch.from_records(records()))
-    kinds = {(f.kind, f.service) for f in sink.batches[0].findings}
-    assert kinds == {(FindingKind.NEW_PATTERN, "api"), (FindingKind.NEW_PATTERN, "db")}
-    proc.consume(LogBatch.from_records(records()))
-    assert sink.batches[1].findings == []
+    proc.consume(LogBatch.from_records(records()[:3] + [{"time_ns": T0, "service": "api", "body": "brand new line"}]))
+    assert len(sink.batches[1].tables["log_patterns"]) >= 1
+    assert all(b.findings == [] for b in sink.batches)
     proc.shutdown()
 
 

@@ -196,7 +196,7 @@ def test_shipped_scale_out_configs():
     cfg = load_config(REPO / "config" / "scale-out" / "otelproc-cluster.yaml")
     exporter = cfg.exporters["clickhouse"]
     assert exporter.cluster_name == "otel_cluster" and exporter.scheme() == "http"
-    assert cfg.service.pipelines["logs"].processors == ["patterns", "anomaly", "alerting", "batch"]
+    assert cfg.service.pipelines["logs"].processors == ["batch", "patterns", "anomaly", "alerting"]
     col = yaml.safe_load((REPO / "config" / "scale-out" / "collector-loadbalancing.yaml").read_text())
     lb = col["exporters"]["loadbalancing"]
     assert lb["routing_key"] == "service"

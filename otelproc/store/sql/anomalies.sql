@@ -2,9 +2,13 @@
 -- new_pattern, rare_pattern, vanished_pattern, error_ratio, value_anomaly, trend).
 -- Timestamp is the event-time start of the bucket the finding is about; Observed/Expected/
 -- Lower/Upper are in the unit of Series (log_count: lines per bucket, error_ratio: 0-1,
--- p50_ms: milliseconds). Example:
+-- p50_ms: milliseconds). Labels holds the finding's structured details, e.g. for Kind 'trend':
+-- slope_pct_per_hour, hours_to_threshold ('inf' when not rising), t_stat, ramp_minutes; for every
+-- kind: resolution, series (and parameter for duration series). Example:
 --   SELECT Timestamp, ServiceName, Kind, Score, Description FROM anomalies
 --   WHERE Timestamp > now() - INTERVAL 1 HOUR ORDER BY Score DESC LIMIT 20
+--   SELECT ServiceName, toFloat64OrNull(Labels['slope_pct_per_hour']) AS pct_per_hour,
+--          toFloat64OrNull(Labels['hours_to_threshold']) AS hours_left FROM anomalies WHERE Kind = 'trend'
 CREATE TABLE IF NOT EXISTS ${database}.${table} ${cluster} (
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
     ServiceName LowCardinality(String),
@@ -19,7 +23,8 @@ CREATE TABLE IF NOT EXISTS ${database}.${table} ${cluster} (
     Description String CODEC(ZSTD(1)),
     ResolutionSeconds Float32,
     Series LowCardinality(String),
-    Template String CODEC(ZSTD(1))
+    Template String CODEC(ZSTD(1)),
+    Labels Map(LowCardinality(String), String) CODEC(ZSTD(1))
 ) ENGINE = ${engine}
 PARTITION BY toDate(Timestamp)
 ORDER BY (ServiceName, Kind, Timestamp)
