@@ -69,18 +69,10 @@ class StringArray:
 
     def take(self, idx: np.ndarray) -> "StringArray":
         """The strings at positions ``idx`` (any int array), as a new array."""
-        idx = np.asarray(idx, dtype=np.int64)
-        starts = self.off[idx]
-        lens = self.off[idx + 1] - starts
-        off = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(lens, out=off[1:])
-        if off[-1] == 0:
-            return StringArray(_EMPTY_U8.copy(), off)
-        # Build the gather index without a Python loop: for every output byte,
-        # its source byte is start_of_its_string + position_within_string.
-        owner = np.repeat(np.arange(len(idx)), lens)
-        src = starts[owner] + (np.arange(off[-1]) - off[:-1][owner])
-        return StringArray(self.buf[src], off)
+        from otelproc.kernels.strings import take_strings
+
+        buf, off = take_strings(self.buf, self.off, idx)
+        return StringArray(buf, off)
 
     def to_arrow(self):
         """A zero-copy ``pyarrow.large_string`` array over buf/off."""

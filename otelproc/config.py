@@ -283,6 +283,9 @@ class QueueConfig:
     max_records: int = 200_000
     # bytes of those records (bodies, attributes); above it receivers answer 429 too
     max_bytes: ByteSize = ByteSize(512 << 20)
+    # most records the pipeline worker takes from the queue at once when it is behind (merged into one
+    # batch, so per-batch costs of the processors are shared); 1 = never merge
+    max_batch_records: int = 20_000
     # the Retry-After given to clients when the queue is full
     retry_after: Duration = Duration(1.0)
 
@@ -290,6 +293,8 @@ class QueueConfig:
         out = []
         if self.max_records < 1:
             out.append(f"max_records: must be >= 1, got {self.max_records}")
+        if self.max_batch_records < 1:
+            out.append(f"max_batch_records: must be >= 1, got {self.max_batch_records}")
         if self.max_bytes < 1:
             out.append(f"max_bytes: must be > 0, got {self.max_bytes}")
         if self.retry_after <= 0:

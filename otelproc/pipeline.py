@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from otelproc.batch import LogBatch
+from otelproc.batch import LogBatch, concat_batches
 from otelproc.component import BackPressureError, Component, Consumer, Context, Kind, PermanentError
 from otelproc.config import OtelprocConfig, QueueConfig
 from otelproc.registry import factories
@@ -157,7 +157,9 @@ class IngestQueue(Component):
         self.next_consumer = next_consumer
         self.wal = wal
         self.max_bytes = int(config.max_bytes)
-        self._items: deque[tuple[LogBatch, int]] = deque()
+        # (batch, bytes, mergeable): replayed batches are not merged, so the batch processor
+        # can re-form exactly the batches recorded in the WAL
+        self._items: deque[tuple[LogBatch, int, bool]] = deque()
         self._records = 0
         self._bytes = 0
         self.replay_plan = None
@@ -198,7 +200,7 @@ class IngestQueue(Component):
                 except WalFullError as e:
                     raise BackPressureError(f"pipeline {self.name}: {e}; retry later", self.config.retry_after) from None
                 batch = replace(batch, wal_seq=(self.wal.id, seq, seq))
-            self._push(batch, nbytes)
+            self._push(batch, nbytes, True)
         if seq:
             self.wal.sync(seq)  # fsync policy "always": durable before the client is answered
 
@@ -209,10 +211,10 @@ class IngestQueue(Component):
             while self._records and (self._records + len(batch) > self.config.max_records
                                      or self._bytes + nbytes > self.max_bytes) and not self._stopping:
                 self._cond.wait(0.5)
-            self._push(batch, nbytes)
+            self._push(batch, nbytes, False)
 
-    def _push(self, batch: LogBatch, nbytes: int) -> None:
-        self._items.append((batch, nbytes))
+    def _push(self, batch: LogBatch, nbytes: int, mergeable: bool) -> None:
+        self._items.append((batch, nbytes, mergeable))
         self._records += len(batch)
         self._bytes += nbytes
         self._set_gauges()
@@ -243,7 +245,7 @@ class IngestQueue(Component):
                     self._cond.wait()
                 if not self._items:
                     return
-                batch, nbytes = self._items.popleft()
+                batch, nbytes = self._take_locked()
                 self._busy = True
             try:
                 self.next_consumer.consume(batch)
@@ -262,6 +264,21 @@ class IngestQueue(Component):
                     self._bytes -= nbytes
                     self._set_gauges()
                     self._cond.notify_all()
+
+    def _take_locked(self) -> tuple[LogBatch, int]:
+        """The next batch; when the worker is behind, consecutive live batches merged into one of up
+        to ``max_batch_records``: per-batch costs of the processors are paid once per merge, so the
+        pipeline batches adaptively under load and adds no wait when idle."""
+        batch, nbytes, mergeable = self._items.popleft()
+        if not mergeable:
+            return batch, nbytes
+        parts, n = [batch], len(batch)
+        while self._items and self._items[0][2] and n + len(self._items[0][0]) <= self.config.max_batch_records:
+            b, nb, _ = self._items.popleft()
+            parts.append(b)
+            n += len(b)
+            nbytes += nb
+        return (concat_batches(parts) if len(parts) > 1 else batch), nbytes
 
     def shutdown(self) -> None:
         """Refuse new batches, process every queued one, stop the worker."""

@@ -118,7 +118,7 @@ def test_processing_failure_is_counted_and_worker_survives():
 
     tel = Telemetry()
     flaky = Flaky()
-    q = IngestQueue("logs", QueueConfig(), flaky, tel)
+    q = IngestQueue("logs", QueueConfig(max_batch_records=1), flaky, tel)
     q.start()
     q.consume(records(2))
     q.consume(records(3))
@@ -157,3 +157,23 @@ def _minimal_settings(ctype: str, tmp_path, chdb_path) -> dict:
         "clickhouse": {"endpoint": f"chdb://{chdb_path}"},
         "clickhouse_query": {"endpoint": "127.0.0.1:0", "allow_anonymous": True},
     }.get(ctype, {})
+
+
+def test_worker_merges_queued_batches_when_behind_and_keeps_order():
+    slow = Slow()
+    seen = []
+
+    class Recorder:
+        def consume(self, b):
+            slow.consume(b)
+            seen.append(b.body.to_pylist())
+
+    q = IngestQueue("logs", QueueConfig(max_batch_records=7), Recorder(), Telemetry())
+    q.start()
+    for i in range(5):  # the first is taken at once and blocks; the other four wait in the queue
+        q.consume(LogBatch.from_records([{"body": f"b{i}-{j}"} for j in range(3)]))
+    slow.gate.set()
+    q.shutdown()
+    flat = [x for b in seen for x in b]
+    assert flat == [f"b{i}-{j}" for i in range(5) for j in range(3)]
+    assert max(len(b) for b in seen) == 6  # merged, never above max_batch_records
