@@ -173,18 +173,21 @@ class PatternsProcessor(Processor):
         })
 
     def _pattern_counts_rows(self, batch: LogBatch, ids: np.ndarray, event_ns: np.ndarray) -> pa.Table:
-        minute = event_ns // _NS_PER_MIN
-        sev = batch.severity_number.astype(np.uint8)
-        svc = batch.service_index.astype(np.int64)
-        keys = np.rec.fromarrays([minute, svc, ids, sev], names="m,s,p,v")
-        uniq, inv = np.unique(keys, return_inverse=True)
-        count = np.bincount(inv.ravel(), minlength=len(uniq)).astype(np.uint64)
+        # group by (minute, service, pattern, severity) with one lexsort over plain columns
+        # (np.unique on a record array is ~20x slower)
+        cols = (event_ns // _NS_PER_MIN, batch.service_index.astype(np.int64), ids, batch.severity_number)
+        order = np.lexsort(cols[::-1])
+        m, svc, pid, sev = (c[order] for c in cols)
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (m[1:] != m[:-1]) | (svc[1:] != svc[:-1]) | (pid[1:] != pid[:-1]) | (sev[1:] != sev[:-1])
+        starts = np.flatnonzero(first)
+        count = np.diff(np.append(starts, len(order))).astype(np.uint64)
         services = np.asarray(batch.services, dtype=object)
         return pa.table({
-            "Minute": pa.array((uniq["m"] * 60).astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
-            "ServiceName": pa.array(services[uniq["s"]].tolist(), pa.string()),
-            "PatternId": pa.array(uniq["p"], pa.uint64()),
-            "SeverityNumber": pa.array(uniq["v"], pa.uint8()),
+            "Minute": pa.array((m[starts] * 60).astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
+            "ServiceName": pa.array(services[svc[starts]].tolist(), pa.string()),
+            "PatternId": pa.array(pid[starts], pa.uint64()),
+            "SeverityNumber": pa.array(sev[starts], pa.uint8()),
             "Count": pa.array(count, pa.uint64()),
         })
 
