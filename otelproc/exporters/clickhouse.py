@@ -56,6 +56,7 @@ from typing import Any
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Exporter, Factory, Kind, PermanentError
 from otelproc.config import Duration, Secret
+from otelproc.exporters.retry import RetryConfig
 from otelproc.store import Store, StoreError, TlsOptions, check_identifier, open_store, quote_identifier
 from otelproc.store.arrow import logs_to_arrow
 from otelproc.store.schema import SQL_DIR, SchemaOptions, ensure_schema, table_columns, table_files
@@ -126,33 +127,6 @@ class TlsConfig:
 
     def is_set(self) -> bool:
         return self.insecure or bool(self.ca_file or self.cert_file or self.key_file)
-
-
-@dataclass
-class RetryConfig:
-    # the Collector's configretry keys and defaults
-    enabled: bool = True
-    initial_interval: Duration = Duration(5.0)
-    max_interval: Duration = Duration(30.0)
-    # give up after this long in total; 0 = retry until shutdown
-    max_elapsed_time: Duration = Duration(300.0)
-    multiplier: float = 1.5
-    # each wait is interval * (1 +/- randomization_factor)
-    randomization_factor: float = 0.5
-
-    def validate(self) -> list[str]:
-        out = []
-        if self.initial_interval <= 0:
-            out.append(f"initial_interval: must be > 0, got {self.initial_interval}s")
-        if self.max_interval < self.initial_interval:
-            out.append(f"max_interval: must be >= initial_interval ({self.initial_interval}s), got {self.max_interval}s")
-        if self.max_elapsed_time < 0:
-            out.append(f"max_elapsed_time: must be >= 0 (0 = until shutdown), got {self.max_elapsed_time}s")
-        if self.multiplier < 1:
-            out.append(f"multiplier: must be >= 1, got {self.multiplier}")
-        if not 0 <= self.randomization_factor <= 1:
-            out.append(f"randomization_factor: must be between 0 and 1, got {self.randomization_factor}")
-        return out
 
 
 @dataclass

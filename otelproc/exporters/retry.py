@@ -1,4 +1,5 @@
-"""Retry with exponential back-off and jitter, shared by exporters (as the Collector's retry_sender).
+"""Retry with exponential back-off and jitter, shared by exporters (the Collector's configretry keys
+and defaults, and its retry_sender's rules).
 
 Permanent errors are never retried; each give-up says why; a shutdown stops waiting.
 """
@@ -20,14 +21,15 @@ T = TypeVar("T")
 
 @dataclass
 class RetryConfig:
-    # retry transient failures at all
+    # the Collector's configretry keys and defaults
     enabled: bool = True
-    # first wait; doubles each attempt (with +-50 % jitter)
-    initial_interval: Duration = Duration(0.2)
-    # cap on one wait
-    max_interval: Duration = Duration(10.0)
-    # give up after this long in total (0 = retry until shutdown)
+    initial_interval: Duration = Duration(5.0)
+    max_interval: Duration = Duration(30.0)
+    # give up after this long in total; 0 = retry until shutdown
     max_elapsed_time: Duration = Duration(300.0)
+    multiplier: float = 1.5
+    # each wait is interval * (1 +/- randomization_factor)
+    randomization_factor: float = 0.5
 
     def validate(self) -> list[str]:
         out = []
@@ -36,7 +38,11 @@ class RetryConfig:
         if self.max_interval < self.initial_interval:
             out.append(f"max_interval: must be >= initial_interval ({self.initial_interval}s), got {self.max_interval}s")
         if self.max_elapsed_time < 0:
-            out.append(f"max_elapsed_time: must be >= 0, got {self.max_elapsed_time}s")
+            out.append(f"max_elapsed_time: must be >= 0 (0 = until shutdown), got {self.max_elapsed_time}s")
+        if self.multiplier < 1:
+            out.append(f"multiplier: must be >= 1, got {self.multiplier}")
+        if not 0 <= self.randomization_factor <= 1:
+            out.append(f"randomization_factor: must be between 0 and 1, got {self.randomization_factor}")
         return out
 
 
@@ -73,7 +79,8 @@ def call_with_retry(fn: Callable[[], T], cfg: RetryConfig, what: str, stop: thre
             if stop.is_set():
                 log.error("%s: giving up at shutdown after %d attempts: %s", what, attempt, exc)
                 raise
-            delay = exc.delay if isinstance(exc, RetryAfter) else interval * random.uniform(0.5, 1.5)
+            jitter = 1.0 + cfg.randomization_factor * random.uniform(-1.0, 1.0)
+            delay = exc.delay if isinstance(exc, RetryAfter) else interval * jitter
             delay = min(delay, float(cfg.max_interval))
             if cfg.max_elapsed_time:
                 delay = min(delay, max(0.0, cfg.max_elapsed_time - elapsed))
@@ -81,4 +88,4 @@ def call_with_retry(fn: Callable[[], T], cfg: RetryConfig, what: str, stop: thre
                 on_retry(exc)
             log.warning("%s failed (attempt %d), retrying in %.2fs: %s", what, attempt, delay, exc)
             stop.wait(delay)
-            interval = min(interval * 2, float(cfg.max_interval))
+            interval = min(interval * cfg.multiplier, float(cfg.max_interval))
