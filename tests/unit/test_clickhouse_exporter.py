@@ -163,7 +163,8 @@ def test_restart_is_idempotent(make):
     second.start()  # schema already there, migrations already recorded
     second.consume(LogBatch.from_records(records(2)))
     assert count(second, "otel_logs") == 4
-    assert count(second, "otelproc_schema_migrations") == 1
+    # each migration recorded once, however often the schema was ensured
+    assert count(second, "otelproc_schema_migrations") == len(list((SQL_DIR / "migrations").glob("*.sql")))
 
 
 def test_derived_tables_are_inserted_after_the_logs(make):
