@@ -37,6 +37,7 @@ from receiver_throughput import cpu_seconds, free_port, peak_rss_mib  # noqa: E4
 REPO = Path(__file__).resolve().parents[1]
 
 def config(mode: str, http_port: int, grpc_port: int, data: str, state: str, metrics_port: int = 0) -> str:
+    # as the shipped config/otelproc.yaml: write-ahead log on
     # full: the batch processor first, so the analysis stages see 100k-record batches (their
     # per-call costs are amortised); full-per-request: analysis on each request's batch, then batch
     processors = {"full": ["batch", "patterns", "anomaly", "alerting"],
@@ -53,7 +54,7 @@ processors:
   alerting: {{rules_file: "{REPO / 'config' / 'alerts.yaml'}"}}
   batch: {{send_batch_size: 50000, timeout: 1s}}
 exporters:
-  clickhouse: {{endpoint: "chdb://{data}", database: bench, ttl: 0s}}
+  clickhouse: {{endpoint: "chdb://{data}", database: bench, ttl: 0s, wal: {{directory: "{state}/wal"}}}}
 service:
   telemetry: {{logs: {{level: warn}}{f", metrics: {{address: 127.0.0.1:{metrics_port}}}" if metrics_port else ""}}}
   queue: {{max_records: 200000}}
