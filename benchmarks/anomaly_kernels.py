@@ -67,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
 
     ts_series = max(1, S // 10)
 
+    log_lat = np.log(lat[:, :ts_series])
+    weight = rng.poisson(180, (T, ts_series)).astype(np.float64)  # ~3 lines/s per 1-minute bucket
+
     def k_trend():
-        tr.trend(lat[:, :ts_series].copy(), 0, tr.TrendState(ts_series, 60), steps_per_hour=60.0)
+        tr.trend(log_lat, weight, 0, tr.TrendState(ts_series, 60), steps_per_hour=60.0)
 
     print(f"{S} series x {T} steps = {S * T:,} series-points; median of {args.repeats} runs after warm-up")
     for name, fn, pts in (("robust_baseline", k_baseline, S * T), ("spot_threshold", k_spot, S * T),
                           ("cusum", k_cusum, S * T), ("presence", k_presence, S * T),
                           ("error_ratio", k_error_ratio, S * T), ("count chain (4 kernels)", k_chain, S * T),
-                          (f"trend W=60 ({ts_series} series)", k_trend, ts_series * T)):
+                          (f"trend W=60+120 ({ts_series} series)", k_trend, ts_series * T)):
         fn()
         times = []
         for _ in range(args.repeats):

@@ -177,13 +177,10 @@ def _write_files(opts: DemoOptions, root: Path, sink_url: str) -> Path:
         "# written by `otelproc demo`: the rules and routes of " + str(opts.rules_file) + ",\n"
         "# every receiver pointed at the demo's webhook sink (path = receiver name)\n"
         + yaml.safe_dump(rules, sort_keys=False))
-    speed = opts.effective_speed()
-    # NEW_PATTERN findings of the patterns processor start after the same warm-up as the detectors
-    pattern_warmup = ANOMALY_WARMUP_S / speed
     config = {
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
         "processors": {
-            "patterns": {"new_pattern_warmup": f"{pattern_warmup:.3f}s"},
+            "patterns": {},
             "anomaly": {"resolutions": ["10s", "1m"], "warmup": f"{ANOMALY_WARMUP_S:g}s"},
             "alerting": {"rules_file": str((root / "alerts.yaml").resolve())},
             "batch": {"send_batch_size": 20000, "timeout": "1s"},

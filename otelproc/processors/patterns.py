@@ -43,7 +43,6 @@ from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_M
 log = logging.getLogger(__name__)
 
 DEFAULT_SNAPSHOT_INTERVAL = Duration(60.0)
-DEFAULT_WARMUP = Duration(300.0)
 _NS_PER_MIN = 60_000_000_000
 
 
@@ -59,9 +58,6 @@ class PatternsProcessorConfig:
     min_distinct: int = DEFAULT_MIN_DISTINCT
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
-    # deprecated and ignored: NEW_PATTERN findings come from the anomaly processor (its `warmup`);
-    # kept so existing configs still load; remove it from your config
-    new_pattern_warmup: Duration = DEFAULT_WARMUP
 
     def validate(self) -> list[str]:
         out = []
@@ -73,8 +69,6 @@ class PatternsProcessorConfig:
             out.append(f"min_distinct: must be >= 2, got {self.min_distinct}")
         if self.snapshot_interval < 0:
             out.append(f"snapshot_interval: must be >= 0, got {self.snapshot_interval}s")
-        if self.new_pattern_warmup < 0:
-            out.append(f"new_pattern_warmup: must be >= 0, got {self.new_pattern_warmup}s")
         return out
 
 
@@ -99,9 +93,6 @@ class PatternsProcessor(Processor):
             }
 
     def start(self) -> None:
-        if self.config.new_pattern_warmup != DEFAULT_WARMUP:
-            log.warning("patterns %s: new_pattern_warmup is deprecated and ignored (new-pattern findings come from "
-                        "the anomaly processor and its warmup); remove it from the config", self.name)
         kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
                   "max_patterns_per_service": self.config.max_patterns_per_service}
         if self.config.state_dir:

@@ -69,12 +69,9 @@ def test_columns_tables_and_restart(tmp_path):
     proc2.shutdown()
 
 
-def test_no_findings_new_patterns_belong_to_the_anomaly_processor(tmp_path, caplog):
-    # the deprecated key still loads (old configs), is ignored, and says so
-    proc, sink = make(tmp_path, new_pattern_warmup=0.0)
-    with caplog.at_level("WARNING", logger="otelproc.processors.patterns"):
-        proc.start()
-    assert "new_pattern_warmup is deprecated" in caplog.text
+def test_no_findings_new_patterns_belong_to_the_anomaly_processor(tmp_path):
+    proc, sink = make(tmp_path)
+    proc.start()
     proc.consume(LogBatch.from_records(records()))
     proc.consume(LogBatch.from_records(records()[:3] + [{"time_ns": T0, "service": "api", "body": "brand new line"}]))
     assert len(sink.batches[1].tables["log_patterns"]) >= 1

@@ -37,7 +37,7 @@ def store(chdb_path, chdb_database):
     cfg = ClickHouseExporterConfig(endpoint=f"chdb://{chdb_path}", database=chdb_database)
     exporter = ClickHouseExporter("clickhouse", cfg, Context(telemetry=Telemetry(process_metrics=False)))
     exporter.start()
-    patterns = PatternsProcessor("patterns", PatternsProcessorConfig(new_pattern_warmup=0.0), _Sink(exporter), None)
+    patterns = PatternsProcessor("patterns", PatternsProcessorConfig(), _Sink(exporter), None)
     patterns.start()
     now = (int(__import__("time").time()) - 600) * NS
     recs = []
