@@ -80,7 +80,7 @@ def run(mode: str, payloads: list[bytes], records: int, args) -> dict:
             raise SystemExit((tmp / "server.log").read_text())
         time.sleep(0.05)
     port = http_port if args.transport == "http" else grpc_port
-    run_load(port, payloads[:4], records, args.transport, not args.no_gzip, 1, 2.0)  # JIT warm-up
+    warm = run_load(port, payloads[:4], records, args.transport, not args.no_gzip, 1, 2.0)  # JIT warm-up
     cpu0 = cpu_seconds(proc.pid)
     res = run_load(port, payloads, records, args.transport, not args.no_gzip, args.clients, args.duration)
     res["server_cpu_s_per_1M"] = (cpu_seconds(proc.pid) - cpu0) / max(res["accepted"], 1) * 1e6
@@ -92,6 +92,7 @@ def run(mode: str, payloads: list[bytes], records: int, args) -> dict:
                               "--config", str(cfg), "--format", "json"], capture_output=True, text=True, env=env, cwd=tmp)
         rows = json.loads(out.stdout.splitlines()[0])["n"] if out.returncode == 0 else f"error: {out.stderr[-300:]}"
         res["rows_landed"] = int(rows) if str(rows).isdigit() else rows
+        res["accepted_incl_warmup"] = res["accepted"] + warm["accepted"]
     return res
 
 
@@ -115,7 +116,8 @@ def main() -> None:
                 f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  server CPU {r['server_cpu_s_per_1M']:.2f} s/1M  "
                 f"peak RSS {r['peak_rss_mib']:.0f} MiB")
         if "rows_landed" in r:
-            line += f"  rows landed {r['rows_landed']:,} of {r['accepted']:,} accepted" if isinstance(r["rows_landed"], int) \
+            line += f"  rows landed {r['rows_landed']:,} of {r['accepted_incl_warmup']:,} accepted (incl. warm-up)" \
+                if isinstance(r["rows_landed"], int) \
                 else f"  rows landed: {r['rows_landed']}"
         print(line, flush=True)
 
