@@ -186,3 +186,73 @@ def ref_extract_durations(body: str) -> list[tuple[int, float]]:
         out.append((len(out), float(m.group(2)) * factor))
         pos = m.end() if unit in unit_ms else m.end(2)
     return out
+
+
+# --------------------------------------------------------------------------- multi-pass pattern kernels
+# The unfused versions (pieces first, then hash / parameter spans): the fused one-pass kernels of
+# otelproc/kernels/tokenize.py must agree with them on every input.
+import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
+
+from otelproc.kernels.tokenize import _hash_pieces, _max_len, _pieces  # noqa: E402
+
+
+@njit(cache=True, nogil=True)
+def _key_hashes_pieces(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
+    """Key hash and token count per line, in two passes (pieces, then hash)."""
+    n = len(off) - 1
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    for r in range(n):
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        out_hash[r] = _hash_pieces(buf, ps, pe, pk, m, service_seed[service_index[r]])
+        t = 1 if m > 0 else 0
+        for p in range(m):
+            if pk[p] == 2:
+                t += 1
+        out_ntok[r] = t
+
+
+@njit(cache=True, nogil=True)
+def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
+    """Parameter spans per line: each variable piece, or a whole key token when its bit is set in genmask."""
+    n = len(off) - 1
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    q = 0
+    for r in range(n):
+        if not count_only:
+            q = count_off[r]
+        else:
+            count_off[r] = q
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        g = genmask[r]
+        tok = 0
+        p = 0
+        while p < m:
+            # one key token: pieces p..t-1
+            t = p
+            while t < m and pk[t] != 2:
+                t += 1
+            whole = tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0
+            if whole and t > p:
+                if not count_only:
+                    pstart[q] = ps[p]
+                    pend[q] = pe[t - 1]
+                q += 1
+            else:
+                for k in range(p, t):
+                    if pk[k] == 1:
+                        if not count_only:
+                            pstart[q] = ps[k]
+                            pend[q] = pe[k]
+                        q += 1
+            tok += 1
+            p = t + 1
+    if count_only:
+        count_off[n] = q
+    return q

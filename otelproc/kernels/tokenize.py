@@ -388,24 +388,6 @@ def _key_hashes(buf, off, service_index, service_seed, cls, tw, out_hash, out_nt
         out_ntok[r] = t
 
 
-@njit(cache=True, nogil=True)
-def _key_hashes_pieces(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
-    """The multi-pass version (pieces, then hash): kept to check the fused pass against it."""
-    n = len(off) - 1
-    cap = 2 * _max_len(off) + 4
-    ps = np.empty(cap, dtype=np.int64)
-    pe = np.empty(cap, dtype=np.int64)
-    pk = np.empty(cap, dtype=np.uint8)
-    for r in range(n):
-        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
-        out_hash[r] = _hash_pieces(buf, ps, pe, pk, m, service_seed[service_index[r]])
-        t = 1 if m > 0 else 0
-        for p in range(m):
-            if pk[p] == 2:
-                t += 1
-        out_ntok[r] = t
-
-
 def key_hashes(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray,
                service_seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masked-key hash and key token count of every body.
@@ -617,49 +599,6 @@ def _params_one_pass(buf, off, genmask, cls, count_off, pstart, pend):
         q = _line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, q)
     count_off[n] = q
     return pstart[:q], pend[:q]
-
-
-@njit(cache=True, nogil=True)
-def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
-    """Parameter spans per line: each variable piece, or a whole key token when its bit is set in genmask."""
-    n = len(off) - 1
-    cap = 2 * _max_len(off) + 4
-    ps = np.empty(cap, dtype=np.int64)
-    pe = np.empty(cap, dtype=np.int64)
-    pk = np.empty(cap, dtype=np.uint8)
-    q = 0
-    for r in range(n):
-        if not count_only:
-            q = count_off[r]
-        else:
-            count_off[r] = q
-        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
-        g = genmask[r]
-        tok = 0
-        p = 0
-        while p < m:
-            # one key token: pieces p..t-1
-            t = p
-            while t < m and pk[t] != 2:
-                t += 1
-            whole = tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0
-            if whole and t > p:
-                if not count_only:
-                    pstart[q] = ps[p]
-                    pend[q] = pe[t - 1]
-                q += 1
-            else:
-                for k in range(p, t):
-                    if pk[k] == 1:
-                        if not count_only:
-                            pstart[q] = ps[k]
-                            pend[q] = pe[k]
-                        q += 1
-            tok += 1
-            p = t + 1
-    if count_only:
-        count_off[n] = q
-    return q
 
 
 def param_spans(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

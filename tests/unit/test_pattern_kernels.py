@@ -10,6 +10,7 @@ from otelproc.batch import StringArray
 from otelproc.kernels.cluster import KeyTable
 from otelproc.kernels.tokenize import (FNV_OFFSET, gather_params_terminated, gather_spans, key_hashes, masked_text,
                                        param_spans)
+from tests import reference
 from tests.reference import fnv1a64, masked_key
 
 
@@ -134,16 +135,16 @@ def test_fused_one_pass_matches_the_pieces_kernels():
     h1, t1 = np.empty(n, np.uint64), np.empty(n, np.int32)
     h2, t2 = np.empty(n, np.uint64), np.empty(n, np.int32)
     T._key_hashes(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h1, t1)
-    T._key_hashes_pieces(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h2, t2)
+    reference._key_hashes_pieces(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h2, t2)
     assert (h1 == h2).all() and (t1 == t2).all()
     rng = np.random.default_rng(5)
     for g in (np.zeros(n, np.uint64), rng.integers(0, 1 << 8, n).astype(np.uint64)):
         count_off, start, end = param_spans(sa.buf, sa.off, g)
         ref_off = np.empty(n + 1, np.int64)
         empty = np.empty(0, np.int64)
-        total = T._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, empty, empty, True)
+        total = reference._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, empty, empty, True)
         ref_s, ref_e = np.empty(total, np.int64), np.empty(total, np.int64)
-        T._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, ref_s, ref_e, False)
+        reference._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, ref_s, ref_e, False)
         assert (count_off == ref_off).all() and (start == ref_s).all() and (end == ref_e).all()
 
 
