@@ -229,6 +229,30 @@ def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") ->
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
+    except ImportError as e:
+        print(f"otelproc: report needs matplotlib ({e}); pip install 'otelproc[report]'", file=sys.stderr)
+        return 1
+    names = [d.strip() for d in args.dashboards.split(",")] if args.dashboards else list(MAIN_DASHBOARDS)
+    unknown = sorted(set(names) - set(MAIN_DASHBOARDS))
+    if unknown:
+        print(f"otelproc: unknown dashboards {', '.join(unknown)}; known: {', '.join(MAIN_DASHBOARDS)}", file=sys.stderr)
+        return 2
+    store = _store_from_config(args.config, args.exporter)
+    try:
+        if args.demo:
+            counts = load_demo(store)
+            print("demo data loaded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+        paths = render_report(store, args.out, names)
+    finally:
+        store.close()
+    for p in paths:
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otelproc", description="OpenTelemetry-native log analysis engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -274,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_options(s)
     s.add_argument("--pattern", help="pattern id as `patterns top` prints it (16 hex digits) or decimal")
     s.set_defaults(fn=cmd_tail)
+
+    s = sub.add_parser("report", help="draw the main Grafana dashboards from the store as PNG + index.html "
+                                      "(no Grafana needed)")
+    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
+    s.add_argument("--out", default="otelproc-report", help="output directory (default otelproc-report)")
+    s.add_argument("--dashboards", help="comma-separated subset of overview,patterns,anomalies,service,alerts")
+    s.add_argument("--demo", action="store_true", help="first fill the store with a simulated 2 h demo run")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("demo", help="run the full pipeline on simulated traffic with scripted incidents")
     s.add_argument("--duration", type=float, default=60.0, help="wall-clock seconds of traffic (default 60)")
