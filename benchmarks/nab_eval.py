@@ -12,8 +12,10 @@ under DATA, then scores them with ``nab_score.py`` (``--scorer``; by default
 The detector is causal (a row's score uses that row and earlier rows only) and
 uses the same parameters for every file (``DETECTOR_PARAMS``); it never reads
 the labels. It is the same kernel code the ``anomaly`` processor runs:
-robust seasonal baseline -> DSPOT tail probability, at two time scales, plus
-a CUSUM change-point term.
+robust seasonal baseline -> DSPOT tail probability (time scales in
+``scales``), plus a CUSUM change-point term; a point whose |z| is no larger
+than what the same time of day showed on earlier days (``recurrence``: a
+daily job, not an anomaly) has its score damped.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
-from otelproc.kernels.detectors import BaselineState, SpotState, cusum, robust_baseline, spot_threshold  # noqa: E402
+from otelproc.kernels.detectors import (BaselineState, RecurrenceState, SpotState, cusum, recurrence,  # noqa: E402
+                                        robust_baseline, spot_threshold)
 
 # One configuration for every file (NAB rule: no per-file tuning).
 DETECTOR_PARAMS = dict(
@@ -55,11 +58,18 @@ DETECTOR_PARAMS = dict(
     novelty_margin=0.02,      # a value 2 % of the range outside everything seen before ...
     novelty_warmup=750,       # ... after 750 rows (NAB's longest probation) ...
     novelty_score=0.8,        # ... scores 0.8
+    # a spike no larger than 1/0.7 x the largest |z| seen at the same time of day (+-30 min) on earlier
+    # days (memory decays by 0.8 per day) recurs daily (backup, cron job): its score is damped
+    recur_period_s=86400,
+    recur_tol_s=1800,
+    recur_decay=0.8,
+    recur_ratio=0.7,
+    recur_factor=0.5,
 )
 
 
-def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """timestamps (as written), values float64[n], hour-of-day int64[n]."""
+def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """timestamps (as written), values float64[n], hour-of-day int64[n], seconds since the epoch int64[n]."""
     ts, vals = [], []
     with open(path, newline="") as fh:
         r = csv.reader(fh)
@@ -72,11 +82,23 @@ def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             vals.append(float(row[iv]))
     t64 = np.array([t.strip().replace(" ", "T") for t in ts], dtype="datetime64[s]")
     hour = ((t64 - t64.astype("datetime64[D]")).astype(np.int64) // 3600).astype(np.int64)
-    return ts, np.asarray(vals, dtype=np.float64), hour
+    return ts, np.asarray(vals, dtype=np.float64), hour, t64.astype(np.int64)
 
 
-def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS) -> np.ndarray:
-    """Anomaly score in [0, 1] per row (causal)."""
+def phase_slots(seconds: np.ndarray, period_s: int, warmup: int) -> tuple[np.ndarray, int]:
+    """Phase slot of every row within ``period_s`` at the sampling interval of the first ``warmup`` rows
+    (causal): (slot int64[n], number of slots). One slot when the period is under 4 samples."""
+    step = float(np.median(np.diff(seconds[: warmup + 1]))) if len(seconds) > 1 else 0.0
+    if step <= 0 or period_s / step < 4:
+        return np.zeros(len(seconds), dtype=np.int64), 1
+    n_slots = int(round(period_s / step))
+    return ((seconds % period_s) // step).astype(np.int64) % n_slots, n_slots
+
+
+def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS,
+                 seconds: np.ndarray | None = None) -> np.ndarray:
+    """Anomaly score in [0, 1] per row (causal). ``seconds`` (epoch seconds per row) enables the
+    periodic-recurrence damping."""
     n = len(values)
     x = values.reshape(n, 1).copy()
     # scale-free input: divide by a robust spread of the data seen in warm-up only (causal)
@@ -97,6 +119,15 @@ def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS
         with np.errstate(divide="ignore"):
             s = np.clip(np.log(np.maximum(tail[:, 0], 1e-300)) / np.log(p["spot_q"]) * 0.5, 0, 1)
         s = np.nan_to_num(s)
+        if seconds is not None and p["recur_factor"] < 1.0:
+            slot, n_slots = phase_slots(seconds, p["recur_period_s"], p["warmup"])
+            if n_slots > 1:
+                step = p["recur_period_s"] / n_slots
+                tol = min(n_slots - 1, int(round(p["recur_tol_s"] / step)))
+                mem = recurrence(np.nan_to_num(a), slot, RecurrenceState(1, n_slots), tol=tol,
+                                 decay=p["recur_decay"])[:, 0]
+                recurring = (a[:, 0] > 0) & (mem >= p["recur_ratio"] * a[:, 0])
+                s = np.where(recurring, s * p["recur_factor"], s)
         combined = np.maximum(combined, s)
         gu, gd = np.zeros(1), np.zeros(1)
         stat, alarm = cusum(np.nan_to_num(z), gu, gd, k=p["cusum_k"], h=p["cusum_h"])
@@ -165,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     points = 0
     for f in files:
-        ts, values, hour = read_series(f)
-        score = score_series(values, hour)
+        ts, values, hour, seconds = read_series(f)
+        score = score_series(values, hour, seconds=seconds)
         points += len(values)
         write_result(args.out / f.relative_to(args.data), ts, values, score)
     dt = time.perf_counter() - t0

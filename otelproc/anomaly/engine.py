@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex
+from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex, summed_cells
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels import detectors as det
 from otelproc.kernels import trend as trk
@@ -230,10 +230,9 @@ class AnomalyEngine:
                 continue
             B = end - start
             cb = ClosedBuckets(first_bucket=start, n_rows=B, width_ns=w.width_ns,
-                               counts=aggregate_cells(*pts["count"], B, len(self.counts), quantiles=False)["count"],
+                               counts=summed_cells(*pts["count"], B, len(self.counts))[0],
                                service_totals=None, service_errors=None, values={}, after_gap=after_gap)
-            sv = aggregate_cells(*pts["svc"], B, len(self.service_ids), quantiles=False)
-            cb.service_totals, cb.service_errors = sv["count"], sv["sum"]
+            cb.service_totals, cb.service_errors = summed_cells(*pts["svc"], B, len(self.service_ids))
             cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
             w.next_bucket = end
             self._detect(rs, cb, out)

@@ -218,3 +218,73 @@ def test_log_trimmed_mean_ignores_zero_durations_and_extremes():
     assert none["npos"][0, 0] == 0 and np.isnan(none["log_tmean"][0, 0])
     with pytest.raises(ValueError, match="trim"):
         aggregate_cells(np.zeros(1), np.zeros(1), np.ones(1), 1, 1, trim=0.5)
+
+
+def _python_recurrence(score, slot, n_slots, tol, decay):
+    """Reference: the same rule written as plain Python over one series."""
+    mem = [0.0] * n_slots
+    out = []
+    for x, p in zip(score, slot):
+        if math.isnan(x):
+            out.append(math.nan)
+            continue
+        p %= n_slots
+        out.append(max(mem[(p + k) % n_slots] for k in range(-tol, tol + 1)))
+        mem[p] = max(x, mem[p] * decay)
+    return out
+
+
+def test_recurrence_remembers_a_daily_spike_and_not_a_new_one():
+    period = 48                                     # slots per "day"
+    days = 6
+    slot = np.tile(np.arange(period), days)
+    score = np.full(period * days, 0.5)
+    score[10::period] = 8.0                          # a job at slot 10 every day ...
+    score[5 * period + 30] = 8.0                     # ... and a one-off spike at slot 30 on day 6
+    st = det.RecurrenceState(1, period)
+    mem = det.recurrence(score.reshape(-1, 1), slot, st, tol=1, decay=0.8)[:, 0]
+    assert mem[10] <= 0.5                            # first day: only the background is remembered
+    for d in range(1, days):                         # later days: yesterday's spike, decayed by one visit at most
+        assert mem[d * period + 10] >= 0.8 * 8.0
+    assert mem[5 * period + 30] <= 0.5               # the new spike is new
+    # jitter: one slot off still counts as the same time of day (tol=1), two slots off does not
+    assert mem[5 * period + 11] >= 0.8 * 8.0
+    assert mem[5 * period + 12] <= 0.5
+
+
+def test_recurrence_forgets_a_spike_that_stops_and_matches_reference():
+    rng = np.random.default_rng(3)
+    period, n = 24, 24 * 20
+    slot = np.arange(n) % period
+    score = np.abs(rng.normal(0, 1, n))
+    score[3:24 * 5:period] = 10.0                   # recurs for 5 days, then stops
+    score[rng.integers(0, n, 10)] = np.nan           # gaps leave the memory untouched
+    st = det.RecurrenceState(1, period)
+    mem = det.recurrence(score.reshape(-1, 1), slot, st, tol=2, decay=0.7)[:, 0]
+    ref = _python_recurrence(score, slot, period, 2, 0.7)
+    np.testing.assert_allclose(mem, ref, equal_nan=True)
+    assert mem[4 * period + 3] >= 0.7 * 10.0        # remembered while it recurs ...
+    assert mem[n - period + 3] < 5.0                  # ... forgotten 15 days after it stopped (noise is |N(0,1)|)
+    # state persists across calls: two halves give the same answer as one call
+    st2 = det.RecurrenceState(1, period)
+    a = det.recurrence(score[: n // 2].reshape(-1, 1), slot[: n // 2], st2, tol=2, decay=0.7)
+    b = det.recurrence(score[n // 2:].reshape(-1, 1), slot[n // 2:], st2, tol=2, decay=0.7)
+    np.testing.assert_allclose(np.concatenate([a, b])[:, 0], mem, equal_nan=True)
+
+
+def test_recurrence_rejects_bad_input():
+    st = det.RecurrenceState(2, 8)
+    ok = np.zeros((5, 2))
+    slot = np.arange(5)
+    with pytest.raises(TypeError):
+        det.recurrence(ok.astype(np.float32), slot, st)
+    with pytest.raises(ValueError, match="series"):
+        det.recurrence(np.zeros((5, 3)), slot, st)
+    with pytest.raises(ValueError, match="slot"):
+        det.recurrence(ok, np.arange(4), st)
+    with pytest.raises(ValueError, match="tol"):
+        det.recurrence(ok, slot, st, tol=8)
+    with pytest.raises(ValueError, match="decay"):
+        det.recurrence(ok, slot, st, decay=1.5)
+    with pytest.raises(ValueError, match="slot"):
+        det.recurrence(ok, -slot, st)
