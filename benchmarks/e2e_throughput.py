@@ -57,7 +57,6 @@ exporters:
   clickhouse: {{endpoint: "chdb://{data}", database: bench, ttl: 0s, wal: {{directory: "{state}/wal"}}}}
 service:
   telemetry: {{logs: {{level: warn}}{f", metrics: {{address: 127.0.0.1:{metrics_port}}}" if metrics_port else ""}}}
-  queue: {{max_records: 200000}}
   pipelines:
     logs: {{receivers: [otlp], processors: [{", ".join(processors)}], exporters: [clickhouse]}}
 """

@@ -279,10 +279,11 @@ class TelemetryConfig:
 @dataclass
 class QueueConfig:
     # records accepted from receivers but not yet taken by the processors; above it
-    # receivers answer 429 / RESOURCE_EXHAUSTED so clients retry
-    max_records: int = 200_000
+    # receivers answer 429 / RESOURCE_EXHAUSTED so clients retry (1 s at 100k logs/s: more only adds
+    # memory and latency when the store is the bottleneck)
+    max_records: int = 100_000
     # bytes of those records (bodies, attributes); above it receivers answer 429 too
-    max_bytes: ByteSize = ByteSize(512 << 20)
+    max_bytes: ByteSize = ByteSize(256 << 20)
     # most records the pipeline worker takes from the queue at once when it is behind (merged into one
     # batch, so per-batch costs of the processors are shared); 1 = never merge
     max_batch_records: int = 20_000

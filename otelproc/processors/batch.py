@@ -7,7 +7,8 @@ batches and hands one merged batch to the next consumer when
 oldest buffered record, on its own thread, so the stages before it (decode,
 mining, detection) overlap with the insert.
 
-It holds at most ``max_buffered_records``; beyond that ``consume`` blocks the
+It holds at most ``max_buffered_records`` (default: one batch filling while one waits for the
+sending thread, 2 x send_batch_size); beyond that ``consume`` blocks the
 caller, which fills the pipeline's ingest queue, which makes receivers answer
 429 / RESOURCE_EXHAUSTED: back-pressure instead of unbounded memory.
 
@@ -44,7 +45,7 @@ class BatchProcessorConfig:
     send_batch_size: int = DEFAULT_SEND_BATCH_SIZE
     # longest a record waits in the buffer before it is sent anyway
     timeout: Duration = DEFAULT_TIMEOUT
-    # most records held at once; consume() blocks above it (0 = 4 x send_batch_size)
+    # most records held at once; consume() blocks above it (0 = 2 x send_batch_size)
     max_buffered_records: int = 0
 
     def validate(self) -> list[str]:
@@ -62,7 +63,7 @@ class BatchProcessor(Processor):
     def __init__(self, name: str, config: BatchProcessorConfig, next_consumer: Consumer, context: Context):
         super().__init__(name, next_consumer)
         self.config = config
-        self.max_buffered = config.max_buffered_records or 4 * config.send_batch_size
+        self.max_buffered = config.max_buffered_records or 2 * config.send_batch_size
         self._pending: deque[LogBatch] = deque()
         self._pending_records = 0
         self._oldest = 0.0  # monotonic time the oldest pending batch arrived
