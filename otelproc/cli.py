@@ -89,13 +89,18 @@ def _store_from_config(path: str, exporter: str | None):
 
 def cmd_sql(args: argparse.Namespace) -> int:
     store = _store_from_config(args.config, args.exporter)
+    return _print_query(store, lambda: store.query_rows(args.query), args.format, "otelproc")
+
+
+def _print_query(store, run, fmt: str, who: str) -> int:
+    """Run ``run()`` (rows with column_names), print them in ``fmt``, close ``store``; 1 on a failed query."""
     try:
         try:
-            rows = store.query_rows(args.query)
+            rows = run()
         except Exception as e:
-            print(f"otelproc: query failed: {e}", file=sys.stderr)
+            print(f"{who}: query failed: {e}", file=sys.stderr)
             return 1
-        print_rows(list(rows.column_names), rows, args.format)
+        print_rows(list(rows.column_names), rows, fmt)
     finally:
         store.close()
     return 0
@@ -182,16 +187,7 @@ def _view(args: argparse.Namespace, name: str) -> int:
             print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
                   "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
         return 1
-    try:
-        try:
-            rows = getattr(views, name)(store, **kwargs)
-        except Exception as e:
-            print(f"otelproc {args.command}: query failed: {e}", file=sys.stderr)
-            return 1
-        print_rows(list(rows.column_names), rows, args.format)
-    finally:
-        store.close()
-    return 0
+    return _print_query(store, lambda: getattr(views, name)(store, **kwargs), args.format, f"otelproc {args.command}")
 
 
 def cmd_anomalies(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import os
 import threading
 from typing import Any, Mapping
 
-from otelproc.store import Rows, Store, StoreError, check_identifier, error_code, quote_identifier
+from otelproc.store import Store, StoreError, check_identifier, error_code, quote_identifier
 
 __all__ = ["EmbeddedStore", "acquire_engine", "release_engine", "engine_path"]
 
@@ -155,9 +155,6 @@ class EmbeddedStore(Store):
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None):
         return self._run(self._conn(), sql, "ArrowTable", params)
-
-    def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
-        return super().query_rows(sql, params)
 
     def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows

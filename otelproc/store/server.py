@@ -17,7 +17,7 @@ import threading
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from otelproc.store import Rows, Store, StoreError, TlsOptions, check_identifier, error_code, quote_identifier
+from otelproc.store import Store, StoreError, TlsOptions, check_identifier, error_code, quote_identifier
 
 __all__ = ["ServerStore"]
 
@@ -125,9 +125,6 @@ class ServerStore(Store):
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None):
         return self._call(self._client.query_arrow, sql, parameters=dict(params) if params else None)
-
-    def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
-        return super().query_rows(sql, params)
 
     def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows
