@@ -262,10 +262,6 @@ class IngestQueue(Component):
     def queued_records(self) -> int:
         return self._records
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
     def idle(self) -> bool:
         """True when nothing is queued or being processed (tests wait on this)."""
         with self._cond:
@@ -509,17 +505,6 @@ class Service:
         """Started and no exporter failing (for /readyz)."""
         return self.health()["ready"]
 
-    def component(self, cid: str) -> Component:
-        """A receiver/exporter by id, or a processor as ``<pipeline>::<processor id>``."""
-        if cid in self.receivers:
-            return self.receivers[cid]
-        if cid in self.exporters:
-            return self.exporters[cid]
-        pname, _, pid = cid.partition("::")
-        for proc in self.processors.get(pname, []):
-            if proc.name == pid:
-                return proc
-        raise KeyError(cid)
 
 
 def _safe_close(wal: WriteAheadLog) -> None:
