@@ -506,7 +506,6 @@ class Service:
         return self.health()["ready"]
 
 
-
 def _safe_close(wal: WriteAheadLog) -> None:
     try:
         wal.close()
