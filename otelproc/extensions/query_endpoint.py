@@ -296,9 +296,9 @@ class _Engine:
     """Runs statements on fresh read-only chDB connections to the engine's path."""
 
     def __init__(self, path: str, database: str, config: QueryEndpointConfig):
-        import chdb
+        from otelproc.store.embedded import import_chdb
 
-        self._chdb = chdb
+        chdb = self._chdb = import_chdb()
         self.path = path
         self.database = database
         self.config = config

@@ -80,6 +80,17 @@ def engine_path() -> str | None:
         return _engine_path
 
 
+def import_chdb() -> Any:
+    """The ``chdb`` module, imported with :data:`JEMALLOC_CONF` in effect.
+
+    Every import of chdb in otelproc goes through here: chDB's jemalloc reads its options once, at the first
+    import, and imported lazily it costs 0.1 s and 250 MB of mapped pages only when an embedded store is used."""
+    os.environ.setdefault("JE_MALLOC_CONF", JEMALLOC_CONF)
+    import chdb
+
+    return chdb
+
+
 def _wrap(e: Exception, sql: str) -> StoreError:
     msg = str(e)
     head = " ".join(sql.split())[:200]
@@ -90,11 +101,7 @@ class EmbeddedStore(Store):
     """A :class:`Store` on the process's embedded chDB engine."""
 
     def __init__(self, path: str, database: str = "otel", *, create_database: bool = True):
-        # read by chDB's jemalloc when it initialises, i.e. at the first import of chdb
-        os.environ.setdefault("JE_MALLOC_CONF", JEMALLOC_CONF)
-        import chdb  # imported here: 0.1 s and 250 MB of mapped pages, only when used
-
-        self._chdb = chdb
+        self._chdb = import_chdb()
         self.database = check_identifier(database, "database")
         self.path = acquire_engine(path)
         self.endpoint = f"chdb://{self.path}"
