@@ -104,6 +104,39 @@ def fnv1a64(data: bytes, seed: int) -> int:
     return h
 
 
+# ---------------------------------------------------------------- pattern miner (otelproc.patterns.miner._ShapeIndex)
+
+
+def ref_match_literals(template: tuple[str, ...], tokens: tuple[str, ...]) -> int:
+    """Number of literal template tokens if every one equals the key's token, else -1."""
+    lits = 0
+    for a, b in zip(template, tokens):
+        if a == "<*>":
+            continue
+        if a != b:
+            return -1
+        lits += 1
+    return lits
+
+
+def ref_similarity(template: tuple[str, ...], tokens: tuple[str, ...]) -> float:
+    """Share of equal tokens among the positions where at least one side is literal (Drain's
+    measure; positions variable on both sides say nothing); -1 when the two cannot be the same
+    template (different literal first tokens)."""
+    if not tokens:
+        return 1.0
+    if template[0] != tokens[0] and template[0] != "<*>" and tokens[0] != "<*>":
+        return -1.0
+    eq = lits = 0
+    for a, b in zip(template, tokens):
+        if a == "<*>" and b == "<*>":
+            continue
+        lits += 1
+        if a == b:
+            eq += 1
+    return eq / lits if lits else 1.0
+
+
 # ---------------------------------------------------------------- anomaly detection (otelproc.kernels.{detectors,trend,series})
 
 def ref_hinge_trend(loc: list[float], weight: list[float], lags: list[int], reference: int,

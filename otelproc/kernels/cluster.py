@@ -1,4 +1,5 @@
-"""Key-hash -> pattern cache: an open-addressing hash table in numpy arrays (Numba).
+"""Key-hash -> pattern cache: an open-addressing hash table in numpy arrays (Numba), and the
+comparison of a new key with the patterns of its shape (:func:`candidate_scores`).
 
 The miner keeps one table for all services (the key hashes are seeded per
 service). Each entry maps a masked-key hash to the pattern slot that owns the
@@ -81,6 +82,64 @@ def _remap(tab_key, tab_val, from_vals, to_val):
                     moved += 1
                     break
     return moved
+
+
+@njit(cache=True, nogil=True)
+def _candidate_scores(tokens, n, key, literals, similarity):
+    ntok = tokens.shape[1]
+    for r in range(n):
+        lits = 0
+        ok = True
+        eq = 0
+        cmp = 0
+        for j in range(ntok):
+            t = tokens[r, j]
+            k = key[j]
+            if t != -1:
+                lits += 1
+                if t != k:
+                    ok = False
+            if t == -1 and k == -1:
+                continue
+            cmp += 1
+            if t == k:
+                eq += 1
+        literals[r] = lits if ok else -1
+        if ntok > 0 and tokens[r, 0] != key[0] and tokens[r, 0] != -1 and key[0] != -1:
+            similarity[r] = -1.0
+        else:
+            similarity[r] = eq / cmp if cmp > 0 else 1.0
+
+
+def candidate_scores(tokens: np.ndarray, n: int, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How a new key compares with each pattern of its (service, token count) shape.
+
+    Parameters
+    ----------
+    tokens : int32[cap, ntok]
+        Token ids of the patterns, one row each (rows ``n..cap`` unused); -1 = ``<*>``.
+    n : int
+        Rows in use.
+    key : int32[ntok]
+        Token ids of the key; -1 = ``<*>``; an id no pattern uses (e.g. -2) equals nothing.
+
+    Returns
+    -------
+    literals : int64[n]
+        The row's number of literal tokens if every one equals the key's token (the row matches
+        the key), else -1.
+    similarity : float64[n]
+        Drain's similarity: equal tokens / positions where at least one side is literal (1.0 when
+        there is none); -1.0 when both first tokens are literal and differ.
+    """
+    if tokens.dtype != np.int32 or key.dtype != np.int32 or tokens.ndim != 2 or key.shape != (tokens.shape[1],):
+        raise TypeError("tokens must be int32[cap, ntok] and key int32[ntok]")
+    if not 0 <= n <= tokens.shape[0]:
+        raise ValueError(f"n must be in [0, {tokens.shape[0]}], got {n}")
+    literals = np.empty(n, dtype=np.int64)
+    similarity = np.empty(n, dtype=np.float64)
+    _candidate_scores(tokens, n, key, literals, similarity)
+    return literals, similarity
 
 
 class KeyTable:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from otelproc.batch import StringArray
-from otelproc.kernels.cluster import KeyTable
+from otelproc.kernels.cluster import KeyTable, candidate_scores
 from otelproc.kernels.tokenize import FNV_OFFSET, gather_spans, hash_and_lookup, masked_text, param_spans
 
 log = logging.getLogger("otelproc.patterns")
@@ -127,7 +127,11 @@ class PatternMiner:
         self.p_alive = np.zeros(0, dtype=bool)
         self.p_tvmask = np.zeros(0, dtype=np.uint64)   # bit j: template token j is <*>
         self.p_aliases: list[list[int]] = []
-        self._by_shape: dict[tuple[int, int], list[int]] = {}
+        # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
+        # compared with all of them in a few numpy operations (a Python loop over thousands of
+        # patterns per new key made the miss path O(patterns) interpreter steps)
+        self._by_shape: dict[tuple[int, int], _ShapeIndex] = {}
+        self._vocab: dict[str, int] = {}
         self._alive_per_service: dict[int, int] = {}
         self._free: list[int] = []
         self.seq = 0
@@ -237,34 +241,35 @@ class PatternMiner:
 
     def _assign(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
         """Pattern slot of a new key (creating or merging patterns) and what changed."""
-        cands = self._by_shape.get((svc, len(tokens)), [])
-        best, best_sim, best_match = -1, -1.0, -1
-        match_lits = -1
-        for c in cands:
-            t = self.p_tokens[c]
-            m = _match_literals(t, tokens)
-            if m >= 0:
-                if m > match_lits:
-                    match_lits, best_match = m, c
-                continue
-            if best_match >= 0:
-                continue
-            s = _similarity(t, tokens)
-            if s > best_sim:
-                best_sim, best = s, c
-        if best_match >= 0:
-            return best_match, []
-        if best >= 0 and best_sim >= self.similarity:
-            t = self.p_tokens[best]
-            merged = tuple(a if a == b else VAR for a, b in zip(t, tokens))
-            diff = [j for j, (a, b) in enumerate(zip(t, tokens)) if a != b and a != VAR]
-            group = [c for c in cands if _match_literals(merged, self.p_tokens[c]) >= 0]
-            # Brain-like: a position turns into <*> only once it has shown enough distinct values;
-            # two alternatives ("stored as bytes/values", "Failed password/none") stay two templates
-            if all(_distinct_at(j, tokens, [self.p_tokens[c] for c in group]) >= self.min_distinct for j in diff):
-                return best, self._merge(best, merged, group)
+        index = self._by_shape.get((svc, len(tokens)))
+        if index is not None and index.n:
+            key = self._token_ids(tokens)
+            cands = index.slots[:index.n]
+            literals, sims = index.scores(key)
+            if literals.max() >= 0:   # the pattern with the most literal tokens that all equal the key's
+                return int(cands[int(np.argmax(literals))]), []
+            b = int(np.argmax(sims))
+            if sims[b] >= self.similarity:
+                best = int(cands[b])
+                t = self.p_tokens[best]
+                merged = tuple(a if a == b else VAR for a, b in zip(t, tokens))
+                diff = [j for j, (a, b) in enumerate(zip(t, tokens)) if a != b and a != VAR]
+                group = cands[index.covered_by(self._token_ids(merged))].tolist()
+                # Brain-like: a position turns into <*> only once it has shown enough distinct values;
+                # two alternatives ("stored as bytes/values", "Failed password/none") stay two templates
+                if all(_distinct_at(j, tokens, [self.p_tokens[c] for c in group]) >= self.min_distinct
+                       for j in diff):
+                    return best, self._merge(best, merged, group)
         slot = self._new_pattern(svc, tokens)
         return slot, [PatternChange(slot, ChangeType.CREATED, 0)]
+
+    def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
+        """Token ids of a key or template (``<*>`` = -1; with ``add=False`` an unknown token is -2,
+        which equals no template token)."""
+        vocab = self._vocab
+        if add:
+            return np.asarray([-1 if t == VAR else vocab.setdefault(t, len(vocab)) for t in tokens], dtype=np.int32)
+        return np.asarray([-1 if t == VAR else vocab.get(t, -2) for t in tokens], dtype=np.int32)
 
     def _merge(self, target: int, template: tuple[str, ...], group: list[int]) -> list[PatternChange]:
         """Generalise ``target`` to ``template`` and absorb the other slots of ``group`` into it."""
@@ -294,6 +299,7 @@ class PatternMiner:
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
         self.p_tokens[slot] = tokens
+        self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
         self.p_tvmask[slot] = _var_mask(tokens)
         self._templates_cache = None
@@ -318,9 +324,14 @@ class PatternMiner:
         self.p_last_seq[slot] = self.seq
         self.p_alive[slot] = True
         self._set_template(slot, tokens)
-        self._by_shape.setdefault((svc, len(tokens)), []).append(slot)
         self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
         return slot
+
+    def _shape_index(self, svc: int, ntok: int) -> "_ShapeIndex":
+        index = self._by_shape.get((svc, ntok))
+        if index is None:
+            index = self._by_shape[(svc, ntok)] = _ShapeIndex(ntok)
+        return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask")
 
@@ -425,7 +436,8 @@ class PatternMiner:
         for slot in range(len(self.p_tokens)):
             if self.p_alive[slot]:
                 svc = self.p_service[slot]
-                self._by_shape.setdefault((svc, len(self.p_tokens[slot])), []).append(slot)
+                self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
+                                                                                           add=True))
                 self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
             else:
                 self._free.append(slot)
@@ -436,24 +448,60 @@ class PatternMiner:
         return self
 
 
+class _ShapeIndex:
+    """The patterns of one (service, token count) as rows of a token-id matrix.
+
+    slots  int32[n]        pattern slot of each row (rows in insertion order, except that removing a
+                           row moves the last row into its place)
+    tokens int32[n, ntok]  token ids, -1 = ``<*>``
+    Arrays grow by doubling; ``n`` rows are in use.
+    """
+
+    def __init__(self, ntok: int):
+        self.n = 0
+        self.slots = np.zeros(8, dtype=np.int32)
+        self.tokens = np.zeros((8, ntok), dtype=np.int32)
+        self._row: dict[int, int] = {}
+
+    def put(self, slot: int, ids: np.ndarray) -> None:
+        """Add ``slot`` with token ids ``ids``, or replace its ids when it is present."""
+        row = self._row.get(slot)
+        if row is None:
+            row = self.n
+            if row == len(self.slots):
+                self.slots = np.concatenate([self.slots, np.zeros_like(self.slots)])
+                self.tokens = np.concatenate([self.tokens, np.zeros_like(self.tokens)])
+            self.slots[row] = slot
+            self._row[slot] = row
+            self.n += 1
+        self.tokens[row] = ids
+
+    def remove(self, slot: int) -> None:
+        row = self._row.pop(slot)
+        last = self.n - 1
+        if row != last:
+            moved = int(self.slots[last])
+            self.slots[row] = moved
+            self.tokens[row] = self.tokens[last]
+            self._row[moved] = row
+        self.n = last
+
+    def scores(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(literals int64[n], similarity float64[n]) of every row against ``key``: see
+        :func:`otelproc.kernels.cluster.candidate_scores`."""
+        return candidate_scores(self.tokens, self.n, key)
+
+    def covered_by(self, template: np.ndarray) -> np.ndarray:
+        """bool[n]: rows whose tokens equal every literal token of ``template`` (rows it would cover)."""
+        return np.all((self.tokens[:self.n] == template) | (template == -1), axis=1)
+
+
 def _var_mask(tokens: tuple[str, ...]) -> int:
     m = 0
     for j, t in enumerate(tokens[:64]):
         if t == VAR:
             m |= 1 << j
     return m
-
-
-def _match_literals(template: tuple[str, ...], tokens: tuple[str, ...]) -> int:
-    """Number of literal template tokens if every one equals the key's token, else -1."""
-    lits = 0
-    for a, b in zip(template, tokens):
-        if a == VAR:
-            continue
-        if a != b:
-            return -1
-        lits += 1
-    return lits
 
 
 _PUNCT = ",;:=()[]{}\"'|<>.!?"
@@ -480,21 +528,3 @@ def _distinct_at(j: int, tokens: tuple[str, ...], group: list[tuple[str, ...]]) 
         if len(skeletons) == 1 or any(not v.replace(VAR, "").strip(_PUNCT) for v in masked):
             return many
     return len(values)
-
-
-def _similarity(template: tuple[str, ...], tokens: tuple[str, ...]) -> float:
-    """Share of equal tokens among the positions where at least one side is literal (Drain's
-    measure; positions variable on both sides say nothing); -1 when the two cannot be the same
-    template (different literal first tokens)."""
-    if not tokens:
-        return 1.0
-    if template[0] != tokens[0] and template[0] != VAR and tokens[0] != VAR:
-        return -1.0
-    eq = lits = 0
-    for a, b in zip(template, tokens):
-        if a == VAR and b == VAR:
-            continue
-        lits += 1
-        if a == b:
-            eq += 1
-    return eq / lits if lits else 1.0

@@ -175,3 +175,31 @@ def test_loghub_hdfs_grouping_is_exact():
         by_truth.setdefault(r["EventTemplate"], set()).add(s)
     assert all(len(v) == 1 for v in by_truth.values())
     assert len({s for v in by_truth.values() for s in v}) == len(by_truth)
+
+
+def test_shape_index_matches_the_pairwise_reference():
+    # the vectorised candidate search gives, row by row, the pairwise reference measures
+    from otelproc.patterns.miner import VAR, _ShapeIndex
+    from tests.reference import ref_match_literals, ref_similarity
+
+    rng = np.random.default_rng(7)
+    words = ["a", "b", "c", "d", VAR]
+    for ntok in (0, 1, 2, 5):
+        m = PatternMiner()
+        index = _ShapeIndex(ntok)
+        templates = [tuple(rng.choice(words, ntok).tolist()) for _ in range(40)]
+        for slot, t in enumerate(templates):
+            index.put(slot, m._token_ids(t, add=True))
+        for slot in range(0, 40, 3):      # removal moves the last row into the hole
+            index.remove(slot)
+        kept = [s for s in range(40) if s % 3]
+        assert sorted(index.slots[:index.n].tolist()) == kept
+        for _ in range(50):
+            key = tuple(rng.choice(words + ["zz"], ntok).tolist())
+            ids = m._token_ids(key)
+            lits, sims = index.scores(ids)
+            covered = index.covered_by(m._token_ids(key, add=True))
+            for row, slot in enumerate(index.slots[:index.n].tolist()):
+                assert lits[row] == ref_match_literals(templates[slot], key)
+                assert covered[row] == (ref_match_literals(key, templates[slot]) >= 0)
+                assert sims[row] == pytest.approx(ref_similarity(templates[slot], key))
