@@ -13,9 +13,12 @@ The detector is causal (a row's score uses that row and earlier rows only) and
 uses the same parameters for every file (``DETECTOR_PARAMS``); it never reads
 the labels. It is the same kernel code the ``anomaly`` processor runs:
 robust seasonal baseline -> DSPOT tail probability (time scales in
-``scales``), plus a CUSUM change-point term; a point whose |z| is no larger
+``scales``), plus a CUSUM change-point term, max-combined with the DSPOT score of the
+sustained error of a seasonal (daily / weekly, detected) Holt-Winters forecast; a point whose |z| is no larger
 than what the same time of day showed on earlier days (``recurrence``: a
-daily job, not an anomaly) has its score damped.
+daily job, not an anomaly) has its score damped; a 2-hour window whose mean
+|z| is a record (twice anything seen before: ``multiscale.window_evidence`` +
+``record_high``) scores too.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
 from otelproc.kernels.detectors import (BaselineState, RecurrenceState, SpotState, cusum, recurrence,  # noqa: E402
                                         robust_baseline, spot_threshold)
+from otelproc.kernels.forecast import ForecastState, detect_period, seasonal_forecast  # noqa: E402
+from otelproc.kernels.multiscale import RecordState, WindowEvidenceState, record_high, window_evidence  # noqa: E402
 
 # One configuration for every file (NAB rule: no per-file tuning).
 DETECTOR_PARAMS = dict(
@@ -65,6 +70,30 @@ DETECTOR_PARAMS = dict(
     recur_decay=0.8,
     recur_ratio=0.7,
     recur_factor=0.5,
+    # seasonal forecaster (round 4): a period of one day or one week is looked for in the first 750 rows
+    # (lag correlation >= 0.3, at least 2 cycles seen); with one, a robust Holt-Winters model forecasts
+    # every row and the EW mean of its z-scores over ~48 rows, in units of its own typical size, is a
+    # second |z| -> SPOT -> 0-1 score (the SPOT tail model starts after the 750 learning rows, so the
+    # model's start-up transient is not in it), max-combined with the one above (no weight). Catches a
+    # day that has the wrong shape for its weekday (holidays) and long modest deviations. 0 rows = off.
+    forecast_learn=750,
+    forecast_periods_s=(86400, 7 * 86400),
+    forecast_min_corr=0.3,
+    forecast_alpha=0.01,      # level memory ~100 rows: a day-long deviation is not absorbed before it is seen
+    forecast_gamma=0.2,       # seasonal offset weight per visit of a phase step
+    forecast_acc_rows=48,     # time scale (rows) of the accumulated forecast error
+    # multi-scale evidence (kernels/multiscale): over the last ms_window rows (2 h at 5 min), the mean |z|
+    # (clipped at ms_clip), standardised to N(0, 1) for independent N(0, 1) residuals ("spread": the
+    # residuals became larger -- a burst of spikes, a variance change -- although no single point is
+    # extreme); a record of it, more than (1 + ms_record_margin) x the largest value of the earlier,
+    # non-overlapping windows (after novelty_warmup values), scores ms_weight. ms_level adds the same for
+    # |sqrt(k) x mean z| (drift / shift): it found no new window on NAB and added one FP, so off.
+    # ms_window=0 disables the term.
+    ms_window=24,
+    ms_clip=4.0,
+    ms_record_margin=1.0,
+    ms_weight=0.75,
+    ms_level=False,
 )
 
 
@@ -129,9 +158,17 @@ def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS
                 recurring = (a[:, 0] > 0) & (mem >= p["recur_ratio"] * a[:, 0])
                 s = np.where(recurring, s * p["recur_factor"], s)
         combined = np.maximum(combined, s)
+        if p["ms_window"] > 0:
+            level, spread = window_evidence(z, WindowEvidenceState(1, p["ms_window"]), clip=p["ms_clip"])
+            for stat_k in ([spread, np.abs(level)] if p["ms_level"] else [spread]):
+                record = record_high(stat_k, RecordState(1, delay=p["ms_window"]), margin=p["ms_record_margin"],
+                                     warmup=p["novelty_warmup"])
+                combined = np.maximum(combined, p["ms_weight"] * np.nan_to_num(record[:, 0]))
         gu, gd = np.zeros(1), np.zeros(1)
         stat, alarm = cusum(np.nan_to_num(z), gu, gd, k=p["cusum_k"], h=p["cusum_h"])
         combined = np.maximum(combined, p["cusum_score"] * (alarm[:, 0] != 0))
+    if seconds is not None and p["forecast_learn"] > 0:
+        combined = np.maximum(combined, forecast_score(values, seconds, p))
     if p["novelty_margin"] >= 0:
         combined = np.maximum(combined, p["novelty_score"] * range_novelty(values, p["novelty_warmup"],
                                                                            p["novelty_margin"]))
@@ -145,6 +182,37 @@ def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS
         elif sc >= p["suppress_level"]:
             quiet_until = i + int(min(p["suppress_cap"], max(10, p["suppress_rows"] * i)))
         out[i] = sc
+    return out
+
+
+def forecast_score(values: np.ndarray, seconds: np.ndarray, p: dict = DETECTOR_PARAMS) -> np.ndarray:
+    """0-1 score of a sustained seasonal-forecast error per row (causal): 0 for the first
+    ``forecast_learn`` rows (they choose the period, ``detect_period``, and fit the model) and for a series
+    without a period; after that the tail probability (DSPOT, fitted from row ``forecast_learn`` on) of
+    |sustained deviation| of ``seasonal_forecast``, mapped to 0-1 like the main score."""
+    n = len(values)
+    learn = min(n, int(p["forecast_learn"]))
+    out = np.zeros(n)
+    if learn < 8:
+        return out
+    step_s = float(np.median(np.diff(seconds[:learn])))
+    if step_s <= 0:
+        return out
+    cands = np.array(sorted({int(round(ps / step_s)) for ps in p["forecast_periods_s"]}), dtype=np.int64)
+    x = values.reshape(n, 1).astype(np.float64)
+    period, _ = detect_period(x[:learn], cands, min_corr=p["forecast_min_corr"])
+    if period[0] < 2:
+        return out
+    step = ((seconds - seconds[0]) + step_s / 2) // step_s
+    st = ForecastState(period)
+    _, _, sustained = seasonal_forecast(x, step.astype(np.int64), st, alpha=p["forecast_alpha"],
+                                        gamma=p["forecast_gamma"], acc_alpha=1.0 / p["forecast_acc_rows"])
+    a = np.abs(sustained)
+    a[:learn] = np.nan        # the tail model starts after the learning rows (no start-up transient in it)
+    _, tail = spot_threshold(a, SpotState(1, 128), init_threshold=p["spot_init"], q=p["spot_q"])
+    with np.errstate(divide="ignore"):
+        s = np.clip(np.log(np.maximum(tail[:, 0], 1e-300)) / np.log(p["spot_q"]) * 0.5, 0, 1)
+    out[learn:] = np.nan_to_num(s[learn:])
     return out
 
 
