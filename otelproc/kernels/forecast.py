@@ -28,21 +28,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from otelproc.kernels.detectors import _check_matrix
+
 __all__ = ["detect_period", "ForecastState", "seasonal_forecast"]
 
 # 1.2533 turns a mean absolute deviation into a Gaussian sigma
 _MAD_TO_SIGMA = 1.2533
-
-
-def _check_matrix(name: str, a: np.ndarray, n_series: int | None = None) -> None:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float64:
-        raise TypeError(f"{name} must be float64, got {a.dtype}; use .astype(np.float64)")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [time, series], got shape {a.shape}")
-    if n_series is not None and a.shape[1] != n_series:
-        raise ValueError(f"{name} has {a.shape[1]} series, the state has {n_series}")
 
 
 # --------------------------------------------------------------------------- period choice
@@ -128,7 +119,7 @@ def detect_period(values: np.ndarray, candidates: np.ndarray, *, min_corr: float
     period : int64[S]         chosen period in steps, 0 when no candidate reaches ``min_corr``
     corr : float64[S, C]      lag correlation of every candidate (NaN when not tried)
     """
-    _check_matrix("values", values)
+    _check_matrix("values", values, np.float64)
     candidates = np.ascontiguousarray(candidates, dtype=np.int64)
     if candidates.ndim != 1:
         raise ValueError(f"candidates must be 1-D, got shape {candidates.shape}")
@@ -337,7 +328,7 @@ def seasonal_forecast(values: np.ndarray, step: np.ndarray, state: ForecastState
     sustained : float64[T, S]  accumulated error / its typical size (NaN in warm-up / gaps)
     """
     S = state.n_series
-    _check_matrix("values", values, S)
+    _check_matrix("values", values, np.float64, S)
     step = np.ascontiguousarray(step, dtype=np.int64)
     if step.shape != (values.shape[0],):
         raise ValueError(f"step must have one entry per time step ({values.shape[0]}), got shape {step.shape}")

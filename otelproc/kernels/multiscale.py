@@ -32,6 +32,8 @@ import math
 import numpy as np
 from numba import njit
 
+from otelproc.kernels.detectors import _check_matrix, _check_state
+
 __all__ = ["WindowEvidenceState", "window_evidence", "clipped_normal_abs_moments", "RecordState", "record_high"]
 
 
@@ -164,18 +166,11 @@ def window_evidence(z: np.ndarray, state: WindowEvidenceState, *, clip: float = 
         N(0, 1)-like under the null; large = the residuals became larger (variance increase).
         NaN until K points were seen and on gaps.
     """
-    if not isinstance(z, np.ndarray) or z.dtype != np.float64 or z.ndim != 2:
-        raise TypeError(f"z must be a float64[T, S] numpy array, got {getattr(z, 'dtype', type(z))} "
-                        f"with shape {getattr(z, 'shape', None)}")
     S, K = state.n_series, state.window
-    if z.shape[1] != S:
-        raise ValueError(f"z has {z.shape[1]} series, the state has {S}")
+    _check_matrix("z", z, np.float64, S)
     for name, shape, dtype in (("ring", (S, K), np.float64), ("sum_z", (S,), np.float64),
                                ("sum_abs", (S,), np.float64), ("count", (S,), np.int64)):
-        a = getattr(state, name)
-        if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous or not a.flags.writeable:
-            raise ValueError(f"state array {name} must be a writeable C-contiguous "
-                             f"{np.dtype(dtype).name}{list(shape)}, got {a.dtype}{list(a.shape)}")
+        _check_state(name, getattr(state, name), dtype, shape)
     if not clip > 0:
         raise ValueError(f"clip must be > 0, got {clip}")
     m1, s1 = clipped_normal_abs_moments(float(clip))
@@ -271,18 +266,11 @@ def record_high(stat: np.ndarray, state: RecordState, *, margin: float = 0.2, wa
     -------
     record : float64[T, S]   1.0 on a record, 0.0 otherwise (also while the reference is empty), NaN on gaps
     """
-    if not isinstance(stat, np.ndarray) or stat.dtype != np.float64 or stat.ndim != 2:
-        raise TypeError(f"stat must be a float64[T, S] numpy array, got {getattr(stat, 'dtype', type(stat))} "
-                        f"with shape {getattr(stat, 'shape', None)}")
     S = state.n_series
-    if stat.shape[1] != S:
-        raise ValueError(f"stat has {stat.shape[1]} series, the state has {S}")
+    _check_matrix("stat", stat, np.float64, S)
     D = max(state.delay, 1)
     for name, shape, dtype in (("high", (S,), np.float64), ("recent", (S, D), np.float64), ("n", (S,), np.int64)):
-        a = getattr(state, name)
-        if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous or not a.flags.writeable:
-            raise ValueError(f"state array {name} must be a writeable C-contiguous {np.dtype(dtype).name}"
-                             f"{list(shape)}, got {a.dtype}{list(a.shape)}")
+        _check_state(name, getattr(state, name), dtype, shape)
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     if warmup < 0:
