@@ -33,11 +33,8 @@ BUILTIN_TEMPLATES = [
 
 
 def loghub_bodies(root: str | Path) -> list[str]:
-    bodies: list[str] = []
-    for structured in sorted(Path(root).glob("*/*_2k.log_structured.csv")):
-        with open(structured, newline="", encoding="utf-8") as f:
-            bodies += [row["Content"] for row in csv.DictReader(f) if row["Content"].strip()]
-    return bodies
+    """All Loghub-2k bodies, system after system."""
+    return [body for rows in loghub_bodies_by_system(root).values() for body in rows]
 
 
 def loghub_bodies_by_system(root: str | Path) -> dict[str, list[str]]:
