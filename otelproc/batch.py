@@ -180,6 +180,7 @@ class LogBatch:
       resource_index   int32   row of the resource table for each record
       scope_index      int32   row of the scope table for each record
       service_index    int32   index into ``services`` (from resource service.name)
+      event_name       StringArray  LogRecord.event_name ("" when unset); otel_logs.EventName
 
     Per resource (length r):
       resource_attrs      AttrMap with r rows
@@ -222,10 +223,17 @@ class LogBatch:
     scope_schema_url: StringArray
     scope_attrs: AttrMap
     services: list[str]
+    # a default keeps constructors that predate the field working; __post_init__ makes it n empty strings
+    event_name: StringArray | None = None
     columns: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     findings: list = field(default_factory=list)
     wal_seq: tuple[str, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.event_name is None:
+            # zero buffer + zero offsets: no per-record work for batches without event names
+            self.event_name = StringArray.empty(len(self.time_ns))
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -259,13 +267,32 @@ class LogBatch:
         """A shallow copy carrying extra findings."""
         return replace(self, findings=[*self.findings, *findings])
 
+    def take(self, idx: np.ndarray) -> "LogBatch":
+        """The records at positions ``idx`` (int array, any order, repeats allowed) as a new batch.
+
+        Every per-record field and processor column is taken (numpy columns by fancy index,
+        StringArray and pyarrow columns with their ``take``). Everything that is not per record
+        (resource/scope tables, ``services``, ``tables``, ``findings``, ``wal_seq``) is shared
+        unchanged, as in the other ``with_*`` copies: the index columns still point into the tables.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        columns = {name: col[idx] if isinstance(col, np.ndarray) else col.take(idx)
+                   for name, col in self.columns.items()}
+        return replace(
+            self, time_ns=self.time_ns[idx], observed_ns=self.observed_ns[idx],
+            severity_number=self.severity_number[idx], severity_text=self.severity_text.take(idx),
+            body=self.body.take(idx), trace_id=self.trace_id[idx], span_id=self.span_id[idx], flags=self.flags[idx],
+            log_attrs=self.log_attrs.take(idx), resource_index=self.resource_index[idx],
+            scope_index=self.scope_index[idx], service_index=self.service_index[idx],
+            event_name=self.event_name.take(idx), columns=columns)
+
     def check(self) -> None:
         """Raise ValueError if the columns are inconsistent (used by tests and decoders)."""
         n = len(self)
         for name in ("observed_ns", "severity_number", "flags", "resource_index", "scope_index", "service_index"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, expected {n}")
-        for name in ("severity_text", "body"):
+        for name in ("severity_text", "body", "event_name"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, expected {n}")
         if self.trace_id.shape != (n, 16) or self.span_id.shape != (n, 8):
@@ -296,7 +323,7 @@ class LogBatch:
 
         Each record may have: time_ns, observed_ns, severity_number, severity_text,
         body, trace_id (16 bytes or 32 hex chars), span_id (8 bytes or 16 hex),
-        flags, attributes (dict), service (overrides resource service.name).
+        flags, attributes (dict), service (overrides resource service.name), event_name.
         """
         resource = dict(resource or {})
         # one resource per distinct service so that service.name stays a resource attribute
@@ -341,6 +368,7 @@ class LogBatch:
             scope_schema_url=StringArray.from_pylist([""]),
             scope_attrs=AttrMap.empty(1),
             services=services,
+            event_name=StringArray.from_pylist([r.get("event_name", "") for r in records]),
         )
 
 
@@ -402,6 +430,7 @@ def concat_batches(batches: Sequence[LogBatch]) -> LogBatch:
         scope_schema_url=concat_strings([b.scope_schema_url for b in batches]),
         scope_attrs=concat_maps([b.scope_attrs for b in batches]),
         services=services,
+        event_name=concat_strings([b.event_name for b in batches]),
         columns=columns,
         tables=tables,
         findings=[f for b in batches for f in b.findings],

@@ -251,19 +251,8 @@ class _Traffic:
         if len(self._gens) > 1:  # instances interleave in time: keep the request in event-time order
             order = np.argsort(batch.time_ns, kind="stable")
             if np.any(np.diff(batch.time_ns) < 0):
-                batch = _take(batch, order)
+                batch = batch.take(order)
         return batch
-
-
-def _take(b: LogBatch, order: np.ndarray) -> LogBatch:
-    """The records of ``b`` in ``order`` (resources and scopes unchanged)."""
-    from dataclasses import replace
-
-    return replace(b, time_ns=b.time_ns[order], observed_ns=b.observed_ns[order],
-                   severity_number=b.severity_number[order], severity_text=b.severity_text.take(order),
-                   body=b.body.take(order), trace_id=b.trace_id[order], span_id=b.span_id[order],
-                   flags=b.flags[order], log_attrs=b.log_attrs.take(order), resource_index=b.resource_index[order],
-                   scope_index=b.scope_index[order], service_index=b.service_index[order])
 
 
 def _with_instance(b: LogBatch, instance: int) -> LogBatch:

@@ -76,6 +76,7 @@ def to_request(batch: LogBatch) -> ExportLogsServiceRequest:
     log_off = batch.log_attrs.off.tolist()
     bodies = batch.body.to_pylist()
     sev_text = batch.severity_text.to_pylist()
+    event_names = batch.event_name.to_pylist()
     time_ns = batch.time_ns.astype(np.int64).view(np.uint64).tolist()
     observed_ns = batch.observed_ns.astype(np.int64).view(np.uint64).tolist()
     sev = batch.severity_number.tolist()
@@ -116,6 +117,7 @@ def to_request(batch: LogBatch) -> ExportLogsServiceRequest:
                     time_unix_nano=time_ns[i], observed_time_unix_nano=observed_ns[i],
                     severity_number=sev[i], severity_text=sev_text[i],
                     body=AnyValue(string_value=bodies[i]), attributes=attrs, flags=flags[i],
+                    event_name=event_names[i],
                     trace_id=trace_bytes[16 * i:16 * i + 16] if trace_set[i] else b"",
                     span_id=span_bytes[8 * i:8 * i + 8] if span_set[i] else b""))
             sl.log_records.extend(records)

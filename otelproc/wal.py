@@ -121,9 +121,12 @@ class WalFullError(Exception):
 
 _ARRAY_FIELDS = ("time_ns", "observed_ns", "severity_number", "flags", "resource_index", "scope_index",
                  "service_index", "trace_id", "span_id")
-_STRING_FIELDS = ("severity_text", "body", "resource_schema_url", "scope_name", "scope_version", "scope_schema_url")
+_STRING_FIELDS_V1 = ("severity_text", "body", "resource_schema_url", "scope_name", "scope_version", "scope_schema_url")
 _MAP_FIELDS = ("log_attrs", "resource_attrs", "scope_attrs")
-_CODEC_VERSION = 1
+# version 2 added event_name; version-1 records (written before) still decode, with event names ""
+_CODEC_VERSION = 2
+_STRING_FIELDS_BY_VERSION = {1: _STRING_FIELDS_V1, 2: _STRING_FIELDS_V1 + ("event_name",)}
+_STRING_FIELDS = _STRING_FIELDS_BY_VERSION[_CODEC_VERSION]
 
 
 def _batch_arrays(batch: LogBatch) -> list[tuple[str, np.ndarray]]:
@@ -142,8 +145,8 @@ def encode_batch(batch: LogBatch) -> bytes:
     """The receiver-made part of a batch (records, resource/scope tables, services) as bytes.
 
     Processor columns, tables and findings are not encoded: the WAL holds batches before the
-    processors see them. Layout: u32 header length, JSON header (services, per array: name,
-    dtype, shape), then every array's bytes in header order.
+    processors see them. Layout: u32 header length, JSON header (codec version, services, per
+    array: name, dtype, shape), then every array's bytes in header order.
     """
     arrays = [(n, np.ascontiguousarray(a)) for n, a in _batch_arrays(batch)]
     header = json.dumps({"v": _CODEC_VERSION, "services": list(batch.services),
@@ -153,12 +156,14 @@ def encode_batch(batch: LogBatch) -> bytes:
 
 
 def decode_batch(payload: bytes | bytearray | memoryview) -> LogBatch:
-    """Inverse of :func:`encode_batch`. Raises ValueError on a payload it cannot read."""
+    """Inverse of :func:`encode_batch` (this and earlier codec versions). Raises ValueError on a
+    payload it cannot read."""
     mv = memoryview(payload)
     try:
         (hlen,) = struct.unpack_from("<I", mv, 0)
         header = json.loads(bytes(mv[4:4 + hlen]))
-        if header.get("v") != _CODEC_VERSION:
+        string_fields = _STRING_FIELDS_BY_VERSION.get(header.get("v"))
+        if string_fields is None:
             raise ValueError(f"unknown batch codec version {header.get('v')!r}")
         pos = 4 + hlen
         arrays: dict[str, np.ndarray] = {}
@@ -179,7 +184,7 @@ def decode_batch(payload: bytes | bytearray | memoryview) -> LogBatch:
         def amap(prefix: str) -> AttrMap:
             return AttrMap(arrays[f"{prefix}.off"], strings(f"{prefix}.keys"), strings(f"{prefix}.values"))
 
-        batch = LogBatch(**{n: arrays[n] for n in _ARRAY_FIELDS}, **{n: strings(n) for n in _STRING_FIELDS},
+        batch = LogBatch(**{n: arrays[n] for n in _ARRAY_FIELDS}, **{n: strings(n) for n in string_fields},
                          **{n: amap(n) for n in _MAP_FIELDS}, services=list(header["services"]))
         batch.check()
         return batch

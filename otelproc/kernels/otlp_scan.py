@@ -93,7 +93,8 @@ REC_SEVTEXT_OFF, REC_SEVTEXT_LEN = 4, 5
 REC_TRACE_OFF, REC_TRACE_LEN, REC_SPAN_OFF, REC_SPAN_LEN = 6, 7, 8, 9
 REC_BODY_KIND, REC_BODY_OFF, REC_BODY_LEN, REC_BODY_IVAL = 10, 11, 12, 13
 REC_ATTR_START, REC_ATTR_END, REC_SCOPE, REC_RESOURCE = 14, 15, 16, 17
-REC_COLS = 18
+REC_EVENT_OFF, REC_EVENT_LEN = 18, 19
+REC_COLS = 20
 # attributes (all levels, in stream order): int64[cap, ATTR_COLS]
 ATTR_KEY_OFF, ATTR_KEY_LEN, ATTR_KIND, ATTR_OFF, ATTR_LEN, ATTR_IVAL = 0, 1, 2, 3, 4, 5
 ATTR_COLS = 6
@@ -601,6 +602,7 @@ def _scan_log_record(buf, pos, end, records, attrs, counts, err):
     i = counts[CNT_RECORDS]
     have_row = i < records.shape[0]
     if have_row:
+        # every column starts at 0: a record without a field gets offset/length 0 ("")
         for c in range(REC_COLS):
             records[i, c] = 0
     a0 = counts[CNT_ATTRS]
@@ -671,9 +673,12 @@ def _scan_log_record(buf, pos, end, records, attrs, counts, err):
                 records[i, col + 1] = e - s
             p = e
         elif f == 12 and wt == 2:
-            s, e = _read_string(buf, p, end, err, f, msg)  # event_name: validated, not stored
+            s, e = _read_string(buf, p, end, err, f, msg)  # event_name (a later occurrence wins, as in protobuf)
             if s < 0:
                 return -1
+            if have_row:
+                records[i, REC_EVENT_OFF] = s
+                records[i, REC_EVENT_LEN] = e - s
             p = e
         else:
             # 7 dropped_attributes_count and anything unknown or wrongly typed
@@ -1271,12 +1276,13 @@ def _write_value(out, p, buf, kd, off, ln, ival, n):
 @njit(cache=True, nogil=True, _nrt=False)
 def _record_sizes(records, n_all, kept, sizes):
     """One pass over the scanned records: which are kept (id lengths 0/16 and 0/8, severity
-    0..255), and the byte totals of their severity texts and bodies and their attribute count.
-    sizes = [kept, severity text bytes, body bytes, log attributes]."""
+    0..255), and the byte totals of their severity texts, bodies and event names and their
+    attribute count. sizes = [kept, severity text bytes, body bytes, log attributes, event name bytes]."""
     n = 0
     st = 0
     bt = 0
     at = 0
+    et = 0
     for i in range(n_all):
         sev = records[i, REC_SEVERITY]
         tl = records[i, REC_TRACE_LEN]
@@ -1287,23 +1293,28 @@ def _record_sizes(records, n_all, kept, sizes):
             st += records[i, REC_SEVTEXT_LEN]
             bt += _value_len(records[i, REC_BODY_KIND], records[i, REC_BODY_LEN], records[i, REC_BODY_IVAL])
             at += records[i, REC_ATTR_END] - records[i, REC_ATTR_START]
+            et += records[i, REC_EVENT_LEN]
     sizes[0] = n
     sizes[1] = st
     sizes[2] = bt
     sizes[3] = at
+    sizes[4] = et
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _fill_records(buf, records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index,
-                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx):
+                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx,
+                  ev_buf, ev_off):
     """One pass over the kept records writing every per-record column (the scan table rows are
     read once: separate passes per column re-read them from cache and cost 2x)."""
     st_off[0] = 0
     b_off[0] = 0
     la_off[0] = 0
+    ev_off[0] = 0
     sp = 0
     bp = 0
     ap = 0
+    ep = 0
     for j in range(n):
         i = kept[j]
         time_ns[j] = records[i, REC_TIME]
@@ -1328,6 +1339,10 @@ def _fill_records(buf, records, kept, n, svc_code, time_ns, observed_ns, severit
         _copy_bytes(st_buf, sp, buf, records[i, REC_SEVTEXT_OFF], ln)
         sp += ln
         st_off[j + 1] = sp
+        ln = records[i, REC_EVENT_LEN]
+        _copy_bytes(ev_buf, ep, buf, records[i, REC_EVENT_OFF], ln)
+        ep += ln
+        ev_off[j + 1] = ep
         kd = records[i, REC_BODY_KIND]
         ival = records[i, REC_BODY_IVAL]
         ln = _value_len(kd, records[i, REC_BODY_LEN], ival)
@@ -1402,7 +1417,7 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
         n_res = 0
         n_sc = 0
     kept = np.empty(n_all, dtype=np.int64)
-    sizes = np.empty(4, dtype=np.int64)
+    sizes = np.empty(5, dtype=np.int64)
     _record_sizes(records, n_all, kept, sizes)
     n = sizes[0]
     size = 16
@@ -1427,8 +1442,11 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
     b_off = np.empty(n + 1, dtype=np.int64)
     la_off = np.empty(n + 1, dtype=np.int64)
     la_idx = np.empty(sizes[3], dtype=np.int64)
+    ev_buf = np.empty(sizes[4], dtype=np.uint8)
+    ev_off = np.empty(n + 1, dtype=np.int64)
     _fill_records(buf, records, kept, n, svc_code, time_ns, observed_ns, severity, flags, resource_index,
-                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx)
+                  scope_index, service_index, trace, span, st_buf, st_off, b_buf, b_off, la_off, la_idx,
+                  ev_buf, ev_off)
     sevtext = (st_buf, st_off)
     body = (b_buf, b_off)
     la_keys, la_vals = _take_attrs(buf, attrs, la_idx)
@@ -1451,7 +1469,7 @@ def _decode_request(buf, records, attrs, resources, scopes, aux, counts, err):
         svc_len[d] = resources[first[d], RES_SVC_LEN] if o >= 0 else 0
     return (status, n_all - n, time_ns, observed_ns, severity, flags, resource_index, scope_index, service_index,
             sevtext, body, trace, span, (la_off, la_keys, la_vals), (ra_off, ra_keys, ra_vals), res_schema,
-            sc_name, sc_version, sc_schema, (sa_off, sa_keys, sa_vals), svc_off, svc_len)
+            sc_name, sc_version, sc_schema, (sa_off, sa_keys, sa_vals), svc_off, svc_len, (ev_buf, ev_off))
 
 
 class FusedDecode:
@@ -1518,7 +1536,7 @@ def decode_export_logs_request(buf: np.ndarray) -> FusedDecode:
         severity uint8[n], flags uint32[n], resource_index int32[n], scope_index int32[n],
         service_index int32[n], severity_text, body, trace_id uint8[n,16], span_id uint8[n,8],
         log_attrs, resource_attrs, resource_schema_url, scope_name, scope_version,
-        scope_schema_url, scope_attrs, service_off int64[u], service_len int64[u])`` where a
+        scope_schema_url, scope_attrs, service_off int64[u], service_len int64[u], event_name)`` where a
         string column is ``(uint8 buf, int64 offsets)``, an attribute map is ``(row offsets,
         keys, values)`` with keys/values string columns, and distinct service i is
         ``buf[service_off[i]:+service_len[i]]`` ("" when service_off[i] < 0).

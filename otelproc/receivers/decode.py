@@ -191,7 +191,8 @@ def decode_protobuf(data: bytes | bytearray | memoryview | np.ndarray) -> Decode
 def _batch_from_columns(buf: np.ndarray, fused: k.FusedDecode) -> Decoded:
     """The LogBatch around the arrays of the fused Numba decode (no per-record work here)."""
     (time_ns, observed_ns, severity, flags, resource_index, scope_index, service_index, sevtext, body, trace, span,
-     log_attrs, res_attrs, res_schema, sc_name, sc_version, sc_schema, sc_attrs, svc_off, svc_len) = fused.columns
+     log_attrs, res_attrs, res_schema, sc_name, sc_version, sc_schema, sc_attrs, svc_off, svc_len,
+     event_name) = fused.columns
     data = buf.data
     services = [bytes(data[o:o + n]).decode("utf-8") if o >= 0 else "" for o, n in zip(svc_off.tolist(), svc_len.tolist())]
     message = ""
@@ -204,7 +205,8 @@ def _batch_from_columns(buf: np.ndarray, fused: k.FusedDecode) -> Decoded:
         log_attrs=_map(log_attrs), resource_index=resource_index, scope_index=scope_index,
         service_index=service_index, resource_attrs=_map(res_attrs), resource_schema_url=StringArray(*res_schema),
         scope_name=StringArray(*sc_name), scope_version=StringArray(*sc_version),
-        scope_schema_url=StringArray(*sc_schema), scope_attrs=_map(sc_attrs), services=services)
+        scope_schema_url=StringArray(*sc_schema), scope_attrs=_map(sc_attrs), services=services,
+        event_name=StringArray(*event_name))
     return Decoded(batch, fused.rejected, message)
 
 
@@ -353,6 +355,7 @@ def _build_batch(buf: np.ndarray, scan: k.ScanResult) -> Decoded:
         scope_schema_url=_strings(buf, scopes[:, k.SCOPE_SCHEMA_OFF], scopes[:, k.SCOPE_SCHEMA_LEN]),
         scope_attrs=_attr_map(buf, extra, attrs, scopes[:, k.SCOPE_ATTR_START], scopes[:, k.SCOPE_ATTR_END]),
         services=services,
+        event_name=_strings(buf, rec[:, k.REC_EVENT_OFF], rec[:, k.REC_EVENT_LEN]),
     )
     return Decoded(batch, rejected, message)
 
@@ -371,7 +374,7 @@ def _decode_with_library(data: bytes) -> Decoded:
     res_attrs, res_schema, res_service = [], [], []
     sc_name, sc_version, sc_schema, sc_attrs = [], [], [], []
     cols: dict[str, list] = {c: [] for c in ("time", "observed", "sev", "sevtext", "body", "trace", "span", "flags",
-                                             "attrs", "res", "scope")}
+                                             "attrs", "res", "scope", "event")}
     for rl in req.resource_logs:
         r = len(res_attrs)
         kvs = list(rl.resource.attributes)
@@ -401,6 +404,7 @@ def _decode_with_library(data: bytes) -> Decoded:
                 cols["attrs"].append(texts(lr.attributes))
                 cols["res"].append(r)
                 cols["scope"].append(s)
+                cols["event"].append(lr.event_name)
     sev = np.asarray(cols["sev"], dtype=np.int64)
     trace_len = np.asarray([len(t) for t in cols["trace"]], dtype=np.int64)
     span_len = np.asarray([len(t) for t in cols["span"]], dtype=np.int64)
@@ -443,6 +447,7 @@ def _decode_with_library(data: bytes) -> Decoded:
         scope_schema_url=StringArray.from_pylist(sc_schema),
         scope_attrs=amap(sc_attrs),
         services=services,
+        event_name=StringArray.from_pylist(pick["event"]),
     )
     return Decoded(batch, int(len(keep) - len(kept)), message)
 

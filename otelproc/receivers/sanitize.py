@@ -216,7 +216,8 @@ def sanitize(batch: LogBatch, cfg: LimitsConfig, now_ns: int | None = None) -> S
         _add(counts, "body_truncated", cut)
     if body is not batch.body:
         changes["body"] = body
-    for name in ("severity_text", "resource_schema_url", "scope_name", "scope_version", "scope_schema_url"):
+    for name in ("severity_text", "event_name", "resource_schema_url", "scope_name", "scope_version",
+                 "scope_schema_url"):
         s, fixed = repair_utf8(getattr(batch, name))
         if fixed:
             _add(counts, "invalid_utf8", fixed)

@@ -11,7 +11,7 @@ Column semantics (the Collector clickhouseexporter's, plus otelproc's enrichment
   TraceFlags         flags & 0xff (the W3C trace flags byte)
   ServiceName        the resource's service.name (``services[service_index]``), dictionary-encoded
   Resource*/Scope*   from the per-resource / per-scope tables via resource_index / scope_index
-  EventName          ``batch.columns["event_name"]`` (StringArray) when present, else ""
+  EventName          ``batch.event_name``: LogRecord.event_name, "" when unset
   PatternId          ``columns["pattern_id"]`` uint64, else 0
   PatternTemplate    ``columns["pattern_template"]`` StringArray, else ""
   PatternParams      ``columns["pattern_params"]``, else []: see below
@@ -182,7 +182,7 @@ def logs_to_arrow(batch: LogBatch) -> pa.Table:
         "ScopeVersion": batch.scope_version.to_arrow().take(scope_idx),
         "ScopeAttributes": batch.scope_attrs.to_arrow().take(scope_idx),
         "LogAttributes": batch.log_attrs.to_arrow(),
-        "EventName": _string_column(batch, "event_name", n),
+        "EventName": batch.event_name.to_arrow(),
         "PatternId": _numeric_column(batch, "pattern_id", np.uint64, n),
         "PatternTemplate": _string_column(batch, "pattern_template", n),
         "PatternParams": _params_column(batch, n),

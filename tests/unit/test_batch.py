@@ -72,3 +72,41 @@ def test_concat_carries_tables_and_findings():
 def test_with_columns_checks_length():
     with pytest.raises(ValueError, match="has 2 rows"):
         sample(3).with_columns(pattern_id=np.zeros(2))
+
+
+def test_event_name_defaults_to_empty_strings_without_per_record_work():
+    b = sample(4)  # from_records without "event_name"
+    assert b.event_name.to_pylist() == [""] * 4
+    fields = {f: getattr(b, f) for f in b.__dataclass_fields__ if f != "event_name"}
+    plain = LogBatch(**fields)  # a constructor that predates the field
+    assert len(plain.event_name) == 4 and plain.event_name.buf.size == 0
+    assert plain.event_name.off.tolist() == [0] * 5
+    plain.check()
+    assert len(LogBatch.empty().event_name) == 0
+
+
+def test_event_name_from_records_check_concat_and_take():
+    a = LogBatch.from_records([{"body": "x", "event_name": "browser.click"}, {"body": "y"},
+                               {"body": "z", "event_name": "é.日本"}])
+    assert a.event_name.to_pylist() == ["browser.click", "", "é.日本"]
+    b = sample(2)  # no event names
+    c = concat_batches([a, b, a])
+    c.check()
+    assert c.event_name.to_pylist() == ["browser.click", "", "é.日本", "", "", "browser.click", "", "é.日本"]
+    t = c.with_columns(pattern_id=np.arange(8, dtype=np.uint64),
+                       pattern_template=StringArray.from_pylist([f"t{i}" for i in range(8)])).take(np.array([7, 0, 3, 7]))
+    t.check()
+    assert t.event_name.to_pylist() == ["é.日本", "browser.click", "", "é.日本"]
+    assert t.body.to_pylist() == ["z", "x", "line 0 ünïcode", "z"]
+    assert t.columns["pattern_id"].tolist() == [7, 0, 3, 7]
+    assert t.columns["pattern_template"].to_pylist() == ["t7", "t0", "t3", "t7"]
+    assert list(t.service_names) == [c.service_names[i] for i in (7, 0, 3, 7)]
+    assert t.log_attrs.to_pylist() == [c.log_attrs.row(i) for i in (7, 0, 3, 7)]
+
+
+def test_check_rejects_event_name_of_wrong_length():
+    from dataclasses import replace
+
+    b = replace(sample(3), event_name=StringArray.from_pylist(["a", "b"]))
+    with pytest.raises(ValueError, match="event_name has 2 rows, expected 3"):
+        b.check()

@@ -154,6 +154,18 @@ def test_start_consume_shutdown_writes_logs_and_metrics(make):
         exp.consume(batch)
 
 
+def test_event_name_lands_in_otel_logs_event_name(make):
+    exp = make()
+    exp.start()
+    recs = records(3)
+    recs[0]["event_name"] = "browser.page_view"
+    recs[2]["event_name"] = "app.crash ünï"
+    exp.consume(LogBatch.from_records(recs))
+    rows = exp.store.query_rows("SELECT Body, EventName FROM otel_logs ORDER BY Timestamp")
+    assert rows == [("line 0 ünï", "browser.page_view"), ("line 1 ünï", ""), ("line 2 ünï", "app.crash ünï")]
+    exp.shutdown()
+
+
 def test_restart_is_idempotent(make):
     first = make()
     first.start()

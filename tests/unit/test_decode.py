@@ -166,8 +166,9 @@ def _sample_batch() -> LogBatch:
     a = LogBatch.from_records([
         {"time_ns": 10, "observed_ns": 11, "severity_number": 9, "severity_text": "INFO", "body": "héllo wörld",
          "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "flags": 1,
-         "attributes": {"k": "v", "n": "42"}, "service": "api"},
-        {"time_ns": 2 ** 63 - 1, "severity_number": 17, "body": "", "service": "db", "attributes": {}},
+         "attributes": {"k": "v", "n": "42"}, "service": "api", "event_name": "user.login"},
+        {"time_ns": 2 ** 63 - 1, "severity_number": 17, "body": "", "service": "db", "attributes": {},
+         "event_name": "db.query.ü"},
         {"observed_ns": 5, "body": "third 😀", "service": "api", "attributes": {"x": ""}},
     ], resource={"host.name": "n1"}, scope_name="lib", scope_version="0.1")
     b = LogBatch.from_records([{"time_ns": 99, "body": "other", "service": "web"}], scope_name="other")
@@ -180,7 +181,8 @@ def _records(batch: LogBatch) -> list[str]:
     return sorted(repr(r) for r in [(int(batch.time_ns[i]), int(batch.observed_ns[i]), int(batch.severity_number[i]), batch.severity_text[i],
              batch.body[i], batch.trace_id[i].tobytes(), batch.span_id[i].tobytes(), int(batch.flags[i]),
              batch.log_attrs.row(i), batch.service_names[i], batch.resource_attrs.row(int(batch.resource_index[i])),
-             batch.scope_name[int(batch.scope_index[i])], batch.scope_version[int(batch.scope_index[i])])
+             batch.scope_name[int(batch.scope_index[i])], batch.scope_version[int(batch.scope_index[i])],
+             batch.event_name[i])
             for i in range(len(batch))])
 
 
@@ -198,6 +200,7 @@ def test_json_round_trip():
     lr = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
     assert lr["traceId"] == "0af7651916cd43dd8448eb211c80319c" and lr["spanId"] == "b7ad6b7169203331"
     assert lr["severityNumber"] == 9 and lr["timeUnixNano"] == "10"
+    assert lr["eventName"] == "user.login"
     assert _records(decode_json(data).batch) == _records(batch)
 
 
@@ -227,3 +230,19 @@ def test_decode_accepts_bytearray_memoryview_and_numpy():
     data = encode_protobuf(_sample_batch())
     for form in (bytearray(data), memoryview(data), np.frombuffer(data, dtype=np.uint8)):
         assert _records(decode_protobuf(form).batch) == _records(decode_protobuf(data).batch)
+
+
+def test_json_event_name_camel_and_snake_case():
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"eventName": "device.app.lifecycle", "body": {"stringValue": "a"}},
+        {"body": {"stringValue": "b"}},
+        {"event_name": "ünï.event", "body": {"stringValue": "c"}}]}]}]}
+    b = decode_json(json.dumps(doc).encode()).batch
+    b.check()
+    assert b.event_name.to_pylist() == ["device.app.lifecycle", "", "ünï.event"]
+    assert b.body.to_pylist() == ["a", "b", "c"]
+
+
+def test_spec_example_has_no_event_name():
+    b = decode_json(SPEC_EXAMPLE).batch
+    assert b.event_name.to_pylist() == [""]

@@ -48,7 +48,7 @@ def reference_rows(data: bytes) -> tuple[list[tuple], int]:
                              lr.severity_text, any_value_text(lr.body),
                              lr.trace_id or bytes(16), lr.span_id or bytes(8), lr.flags,
                              tuple((kv.key, any_value_text(kv.value)) for kv in lr.attributes),
-                             service, res_attrs, rl.schema_url, scope))
+                             service, res_attrs, rl.schema_url, scope, lr.event_name))
     return rows, rejected
 
 
@@ -68,7 +68,8 @@ def batch_rows(batch) -> list[tuple]:
                      int(batch.severity_number[i]), batch.severity_text[i], batch.body[i],
                      batch.trace_id[i].tobytes(), batch.span_id[i].tobytes(), int(batch.flags[i]), attrs,
                      batch.services[batch.service_index[i]], ra, schema[r],
-                     (batch.scope_name[s], batch.scope_version[s], batch.scope_schema_url[s], sa)))
+                     (batch.scope_name[s], batch.scope_version[s], batch.scope_schema_url[s], sa),
+                     batch.event_name[i]))
     return rows
 
 
@@ -155,7 +156,7 @@ def rand_record(rng: random.Random) -> LogRecord:
         lr.trace_id = bytes(rng.randrange(256) for _ in range(16 if rng.random() < 0.97 else rng.choice([1, 15, 17])))
     if rng.random() < 0.6:
         lr.span_id = bytes(rng.randrange(256) for _ in range(8 if rng.random() < 0.97 else rng.choice([4, 9])))
-    if rng.random() < 0.2:
+    if rng.random() < 0.4:
         lr.event_name = rand_str(rng, 5)
     return lr
 
@@ -242,7 +243,8 @@ def realistic_request(n_resources: int = 3, per_resource: int = 4) -> ExportLogs
                                    attributes=[KeyValue(key="http.status_code", value=AnyValue(int_value=200)),
                                                KeyValue(key="latency", value=AnyValue(double_value=0.25 * i)),
                                                KeyValue(key="ok", value=AnyValue(bool_value=True))],
-                                   trace_id=bytes(range(16)), span_id=bytes(range(8)), flags=1)
+                                   trace_id=bytes(range(16)), span_id=bytes(range(8)), flags=1,
+                                   event_name="user.login" if i % 2 else "")
     return req
 
 
@@ -506,3 +508,62 @@ def test_fused_rejects_and_keeps_the_rest():
     assert got.batch.body.to_pylist() == ["a", "-7"] and got.rejected == 2
     assert "trace_id" in got.message and "span_id" in got.message
     assert got.batch.services == ["svc"]
+
+
+# --------------------------------------------------------------------------- event_name (LogRecord field 12)
+def _event_request(body_of_second: AnyValue) -> ExportLogsServiceRequest:
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(
+        resource=Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="svc"))]),
+        scope_logs=[ScopeLogs(log_records=[
+            LogRecord(body=AnyValue(string_value="a"), event_name="browser.page_view"),
+            LogRecord(body=body_of_second),
+            LogRecord(body=AnyValue(string_value="c"), event_name="é.日本 😀")])])])
+
+
+def test_event_name_decoded_on_fused_scan_and_library_paths():
+    expected = ["browser.page_view", "", "é.日本 😀"]
+    # fused: all values are strings
+    data = _event_request(AnyValue(string_value="b")).SerializeToString()
+    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_OK
+    assert decode_protobuf(data).batch.event_name.to_pylist() == expected
+    # scan + Python gather: a double body needs the Python conversion
+    data = _event_request(AnyValue(double_value=0.5)).SerializeToString()
+    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_NEEDS_PYTHON
+    got = decode_protobuf(data).batch
+    assert got.event_name.to_pylist() == expected and got.body.to_pylist() == ["a", "0.5", "c"]
+    # protobuf library: a body sent twice (protobuf merges) sends the request to the library path
+    body2 = AnyValue(int_value=5).SerializeToString()
+    record = (_varint(12 << 3 | 2) + _varint(4) + b"ev.x" + _varint(5 << 3 | 2) + _varint(len(body2)) + body2
+              + _varint(5 << 3 | 2) + _varint(len(body2)) + body2)
+    data = _request_with_record(record)
+    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_FALLBACK
+    assert decode_protobuf(data).batch.event_name.to_pylist() == ["ev.x"]
+    assert assert_same_as_library(data) == "ok"
+
+
+def test_event_name_sent_twice_last_wins_and_bad_utf8_is_refused():
+    record = _varint(12 << 3 | 2) + b"\x05first" + _varint(12 << 3 | 2) + b"\x04last"
+    data = _request_with_record(record)
+    assert assert_same_as_library(data) == "ok"
+    assert decode_protobuf(data).batch.event_name.to_pylist() == ["last"]
+    bad = _request_with_record(_varint(12 << 3 | 2) + b"\x02\xc3\x28")
+    assert assert_same_as_library(bad) == "refused"
+
+
+def test_record_without_event_name_gets_empty_string_after_one_with_it():
+    # the scan table is per-thread scratch reused between calls: a record without field 12 must
+    # not see the event_name offset/length a previous request left in the same row
+    with_name = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(
+        log_records=[LogRecord(event_name=f"event.{i}", body=AnyValue(string_value="x")) for i in range(50)])])])
+    without = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(
+        log_records=[LogRecord(body=AnyValue(string_value="y")) for _ in range(50)])])])
+    assert decode_protobuf(with_name.SerializeToString()).batch.event_name[49] == "event.49"
+    got = decode_protobuf(without.SerializeToString()).batch
+    assert got.event_name.to_pylist() == [""] * 50 and len(got.event_name.buf) == 0
+
+
+def test_random_requests_carry_event_names():
+    # the library comparisons above include event_name; make sure the generator exercises it
+    rng = random.Random(20240611)
+    names = [n for _ in range(200) for n in decode_protobuf(rand_request(rng).SerializeToString()).batch.event_name.to_pylist()]
+    assert sum(1 for n in names if n) > 50 and "" in names

@@ -57,7 +57,8 @@ def exporter(port: int, **settings) -> OtlpHttpExporter:
 
 def enriched_batch() -> LogBatch:
     b = LogBatch.from_records([{"body": f"user {i} logged in", "service": "auth", "time_ns": 1_790_000_000_000_000_000 + i,
-                                "severity_number": 9, "attributes": {"k": "v"}} for i in range(3)])
+                                "severity_number": 9, "attributes": {"k": "v"},
+                                "event_name": "auth.login" if i != 1 else ""} for i in range(3)])
     return b.with_columns(pattern_id=np.array([0xABCDEF, 0xABCDEF, 0xABCDEF], np.uint64),
                           pattern_template=StringArray.from_pylist(["user <*> logged in"] * 3),
                           anomaly_score=np.array([0, 0.5, 1], np.float32))
@@ -73,6 +74,7 @@ def test_enriched_records_arrive(upstream, settings):
     (got,) = sink.batches
     assert got.body.to_pylist() == [f"user {i} logged in" for i in range(3)]
     assert list(got.service_names) == ["auth"] * 3
+    assert got.event_name.to_pylist() == ["auth.login", "", "auth.login"]
     attrs = got.log_attrs.row(1)
     assert attrs["k"] == "v" and attrs["log.pattern.template"] == "user <*> logged in"
     assert attrs["log.pattern.id"] == f"{0xABCDEF:016x}" and float(attrs["log.anomaly.score"]) == 0.5

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from otelproc.batch import LogBatch, concat_batches
+from otelproc.batch import LogBatch, StringArray, concat_batches
 from otelproc.component import Context
 from otelproc.config import ByteSize, QueueConfig
 from otelproc.exporters.clickhouse import ClickHouseExporter, ClickHouseExporterConfig
@@ -40,6 +40,59 @@ def test_codec_round_trip_keeps_every_column():
     assert np.array_equal(back.trace_id, b.trace_id) and np.array_equal(back.time_ns, b.time_ns)
     with pytest.raises(ValueError):
         decode_batch(encode_batch(b)[:-3])
+
+
+def with_event_names(b):
+    return replace(b, event_name=StringArray.from_pylist([f"ev.{i} é" if i % 2 else "" for i in range(len(b))]))
+
+
+def encode_batch_v1(batch) -> bytes:
+    """The batch codec of the previous release (version 1: no event_name), kept here verbatim in
+    behaviour so that the test does not depend on the code it checks."""
+    import json
+    import struct
+
+    arrays = [(n, getattr(batch, n)) for n in ("time_ns", "observed_ns", "severity_number", "flags", "resource_index",
+                                               "scope_index", "service_index", "trace_id", "span_id")]
+    for n in ("severity_text", "body", "resource_schema_url", "scope_name", "scope_version", "scope_schema_url"):
+        s = getattr(batch, n)
+        arrays += [(f"{n}.buf", s.buf), (f"{n}.off", s.off)]
+    for n in ("log_attrs", "resource_attrs", "scope_attrs"):
+        m = getattr(batch, n)
+        arrays += [(f"{n}.off", m.off), (f"{n}.keys.buf", m.keys.buf), (f"{n}.keys.off", m.keys.off),
+                   (f"{n}.values.buf", m.values.buf), (f"{n}.values.off", m.values.off)]
+    arrays = [(n, np.ascontiguousarray(a)) for n, a in arrays]
+    header = json.dumps({"v": 1, "services": list(batch.services),
+                         "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in arrays]}, separators=(",", ":")).encode()
+    return b"".join([struct.pack("<I", len(header)), header] + [a.tobytes() for _, a in arrays])
+
+
+def test_codec_keeps_event_name_and_reads_version_1():
+    b = with_event_names(concat_batches([records(3), records(2, 3, svc="db")]))
+    back = decode_batch(encode_batch(b))
+    assert back.event_name.to_pylist() == ["", "ev.1 é", "", "ev.3 é", ""]
+    old = decode_batch(encode_batch_v1(b))  # a WAL record written by the previous release
+    assert old.event_name.to_pylist() == [""] * 5
+    assert old.body.to_pylist() == b.body.to_pylist() and list(old.service_names) == list(b.service_names)
+    payload = bytearray(encode_batch(b))
+    at = payload.index(b'"v":2')
+    payload[at:at + 5] = b'"v":9'
+    with pytest.raises(ValueError, match="unknown batch codec version 9"):
+        decode_batch(bytes(payload))
+
+
+def test_version_1_segment_still_replays(tmp_path):
+    wal, _ = open_wal(tmp_path, fsync="always")
+    old = records(4)
+    wal.append(encode_batch_v1(old), 4)  # written by the previous release
+    new = with_event_names(records(3, 4))
+    wal.append(encode_batch(new), 3)
+    wal.sync(2)
+    wal.close()
+    _, plan = open_wal(tmp_path)
+    got = [b for _, b in plan.batches()]
+    assert bodies(got) == bodies([old, new])
+    assert [n for b in got for n in b.event_name.to_pylist()] == [""] * 4 + ["", "ev.1 é", ""]
 
 
 def open_wal(tmp_path, **kw):
