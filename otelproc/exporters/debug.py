@@ -40,8 +40,9 @@ class DebugExporter(Exporter):
             names = batch.service_names
             ev = batch.event_ns
             for i in range(len(batch)):
-                log.info("%s: %d %s sev=%d %s attrs=%s", self.name, ev[i], names[i], batch.severity_number[i],
-                         batch.body[i], batch.log_attrs.row(i))
+                event = f" event={batch.event_name[i]}" if batch.event_name[i] else ""
+                log.info("%s: %d %s sev=%d%s %s attrs=%s", self.name, ev[i], names[i], batch.severity_number[i],
+                         event, batch.body[i], batch.log_attrs.row(i))
 
 
 factory = Factory(type="debug", kind=Kind.EXPORTER, config_class=DebugExporterConfig,
