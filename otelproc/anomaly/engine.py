@@ -15,7 +15,8 @@ Series (per resolution):
   values     per (service, pattern, parameter position): durations in ms,
              log(p50) per bucket -> robust baseline (value anomaly) and, at the
              coarsest resolution, the ramp test on the count-weighted trimmed mean
-             of log(ms) per bucket (trend, time to threshold; kernels/trend.py).
+             of log(ms) per bucket, less its learnt hour-of-day profile (trend, time
+             to threshold; kernels/trend.py).
 
 Detection only ever looks at event time, so replaying a day in minutes gives
 the findings live traffic gave.
@@ -119,7 +120,9 @@ class AnomalyEngine:
     """Event-time series and detectors for every (service, pattern, parameter)."""
 
     # 2: trend state is a ring of (count, log-location) per bucket (was log p50 values)
-    STATE_VERSION = 2
+    # 3: trend state adds the hour-of-day profile of log-location (prof, pfit, prof_days, hmean, hstamp,
+    #    hfirst, hsum, hw, hour)
+    STATE_VERSION = 3
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
@@ -335,7 +338,7 @@ class AnomalyEngine:
             if rs.coarsest:
                 tr = trk.trend(cb.values["log_tmean"], cb.values["npos"], cb.first_bucket, rs.trend,
                                steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
-                               ratio=p.trend_forecast_ratio)
+                               season_gamma=p.season_gamma, ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
                 self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50_ms", p50, tr["level"],
                            lo_v, hi_v, sc_t, index=self.values, trend=tr)
@@ -463,8 +466,9 @@ class AnomalyEngine:
 
     def load_state(self, st: dict[str, np.ndarray]) -> None:
         version = int(st["version"][0])
-        if version != self.STATE_VERSION:
-            raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION})")
+        if version not in (2, self.STATE_VERSION):
+            raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION}, "
+                             f"or 2)")
         res = tuple(float(x) for x in st["resolutions_s"])
         if res != tuple(float(x) for x in self.p.resolutions_s):
             raise ValueError(f"anomaly state was written for resolutions {res}, configured {self.p.resolutions_s}")
@@ -485,7 +489,16 @@ class AnomalyEngine:
                               ("value_base", rs.value_base), ("value_spot", rs.value_spot),
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
-                    setattr(obj, f, np.ascontiguousarray(st[f"{pre}.{name}.{f}"]).copy())
+                    key = f"{pre}.{name}.{f}"
+                    if version == 2 and obj is rs.trend and key not in st:
+                        continue  # written before the hour-of-day profile existed: a fresh one below
+                    setattr(obj, f, np.ascontiguousarray(st[key]).copy())
+            if version == 2:
+                # version 2 kept only the ring (count, loc): start the hour-of-day profile from scratch
+                fresh = trk.TrendState(rs.trend.count.shape[0], rs.trend.window, rs.trend.reference)
+                for f in fresh.FIELDS:
+                    if f not in ("count", "loc"):
+                        setattr(rs.trend, f, getattr(fresh, f))
             for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
 

@@ -11,6 +11,13 @@ event-time span:
 * ``vanished_heartbeat`` a service's periodic heartbeat line stops
 * ``latency_creep``      a service's request latency grows by ``creep_rate`` per hour
 
+Request latencies are log-normal around a per-service median. With
+``Scenario.latency_daily_amplitude`` > 0 the median follows the load cycle (busier hours are
+slower, as queueing makes them in real services): median x (1 + a sin(...)) in phase with the
+traffic. It is off by default so the incident benchmark's numbers stay comparable: its runs
+are shorter than a day, and no detector can tell such a cycle from a creep before it has seen
+one day of it.
+
 :func:`simulate` yields :class:`~otelproc.batch.LogBatch` objects in event-time
 order (one per ``batch_seconds``), built column-wise (no per-record dicts).
 Everything is a function of the seed.
@@ -24,7 +31,7 @@ import numpy as np
 
 from otelproc.batch import AttrMap, LogBatch, StringArray
 
-__all__ = ["Incident", "Scenario", "INCIDENT_KINDS", "simulate", "random_incident"]
+__all__ = ["Incident", "Scenario", "INCIDENT_KINDS", "simulate", "random_incident", "daily_cycle"]
 
 NS = 1_000_000_000
 INCIDENT_KINDS = ("error_burst", "new_error_pattern", "traffic_drop", "vanished_heartbeat", "latency_creep")
@@ -97,7 +104,13 @@ class Scenario:
     daily_amplitude: float = 0.5   # rate x (1 + a sin(...)), peak in the afternoon
     latency_sigma: float = 0.15    # log-normal spread of latencies
     creep_rate: float = 0.02       # relative growth per hour in a latency_creep incident
+    latency_daily_amplitude: float = 0.0  # request latency median x (1 + a sin(...)), in phase with the load
     incidents: list[Incident] = field(default_factory=list)
+
+
+def daily_cycle(hour_of_day: float | np.ndarray) -> float | np.ndarray:
+    """sin(2 pi (hour - 9) / 24): the phase of the daily cycle (peak at 15:00, trough at 03:00 UTC)."""
+    return np.sin(2 * np.pi * (np.asarray(hour_of_day) - 9.0) / 24.0)
 
 
 def random_incident(kind: str, rng: np.random.Generator, duration_s: float) -> Incident:
@@ -146,7 +159,9 @@ def simulate(sc: Scenario) -> Iterator[LogBatch]:
         a, b = k * step, min(sc.duration_s, (k + 1) * step)
         times, svcs, bodies, sev = [], [], [], []
         hour = ((t0 + a * NS) / (3600 * NS)) % 24
-        season = 1.0 + sc.daily_amplitude * np.sin(2 * np.pi * (hour - 9.0) / 24.0)
+        phase = float(daily_cycle(hour))
+        season = 1.0 + sc.daily_amplitude * phase
+        latency_season = 1.0 + sc.latency_daily_amplitude * phase
         for si, svc in enumerate(services):
             active = [inc for inc in sc.incidents if inc.service == svc and inc.start_s <= a < inc.end_s]
             kinds = {inc.kind for inc in active}
@@ -169,7 +184,7 @@ def simulate(sc: Scenario) -> Iterator[LogBatch]:
                     continue
                 lat = None
                 if role == "req":
-                    med = LATENCY_MS[svc]
+                    med = LATENCY_MS[svc] * latency_season
                     for inc in active:
                         if inc.kind == "latency_creep":
                             med *= (1.0 + sc.creep_rate) ** ((ts - inc.start_s) / 3600.0)

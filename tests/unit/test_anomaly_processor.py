@@ -258,3 +258,83 @@ def test_anomalies_and_series_tables_insert_through_the_clickhouse_exporter(chdb
     finally:
         p.shutdown()
         exporter.shutdown()
+
+
+def test_simulator_latency_can_follow_the_daily_load_cycle():
+    from otelproc.kernels.series import extract_durations
+    from otelproc.simulate import Scenario, daily_cycle, simulate
+
+    def latencies(amplitude):
+        out = []
+        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude)):
+            _, _, ms = extract_durations(b.body.buf, b.body.off)
+            out.append((b.time_ns, ms))
+        return out
+
+    flat, cyc = latencies(0.0), latencies(0.10)
+    assert len(flat) == len(cyc)
+    for (t, a), (t2, b) in zip(flat, cyc):
+        # the same random draws: every latency scaled by the cycle at its hour (up to the 0.1 ms printed)
+        np.testing.assert_array_equal(t, t2)
+        hour = (t[0] / NS / 3600.0) % 24
+        np.testing.assert_allclose(b, a * (1 + 0.10 * daily_cycle(hour)), rtol=0.01, atol=0.1)
+
+
+def _engine_days(days: float, creep_start_h: float | None = None, lines_per_s: float = 2.0):
+    """AnomalyEngine fed per hour with one service's request latencies: load and latency median follow
+    the simulator's daily cycle (+-50 % / +-10 %, latency peaking with traffic), optional 2 %/h creep."""
+    from otelproc.anomaly.engine import AnomalyEngine
+    from otelproc.simulate import daily_cycle
+
+    eng = AnomalyEngine()
+    svc = eng.service_codes(["api"])
+    rng = np.random.default_rng(12)
+    found = []
+    for h in range(int(days * 24)):
+        n = rng.poisson(lines_per_s * 3600 * (1 + 0.5 * daily_cycle(h % 24 + 0.5)))
+        t = np.sort(rng.uniform(h * 3600.0, (h + 1) * 3600.0, n))
+        med = 50.0 * (1 + 0.10 * daily_cycle(t / 3600.0 % 24))
+        if creep_start_h is not None:
+            med = med * 1.02 ** np.clip(t / 3600.0 - creep_start_h, 0, None)
+        ms = med * np.exp(0.15 * rng.standard_normal(n))
+        out = eng.ingest(T0 + (t * NS).astype(np.int64), np.full(n, svc[0]), np.full(n, 21, dtype=np.uint64),
+                         np.full(n, 9, dtype=np.uint8), np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                         ms)
+        found += [((f.time_ns - T0) / NS / 3600.0, f) for f in out.findings if f.kind == FindingKind.TREND]
+    return found
+
+
+def test_engine_learns_the_daily_latency_cycle_and_still_finds_a_creep_on_it():
+    # no trend once a day of the cycle is learnt (the first day cannot tell it from a creep)
+    assert [round(h, 2) for h, _ in _engine_days(2.5) if h >= 24] == []
+    # a 2 %/h creep from day 2, 08:00 (the cycle rises fastest then) is found within the hour
+    hits = [(h, f) for h, f in _engine_days(2.0, creep_start_h=32.0) if h >= 24]
+    assert hits and 32.0 < hits[0][0] <= 33.0, [round(h, 2) for h, _ in hits]
+    assert 1.0 < float(hits[0][1].labels["slope_pct_per_hour"]) < 3.5
+
+
+def test_state_of_version_2_loads_with_a_fresh_hour_of_day_profile():
+    from otelproc.anomaly.engine import AnomalyEngine
+    from otelproc.kernels import trend as trk
+    from otelproc.kernels.trend import TrendState
+
+    b = creep_stream(1.0, 5.0, 0.0)
+    p, _ = run(slices(b, 5000))
+    st = dict(p.engine.state())
+    assert int(st["version"][0]) == 3
+    # what version 2 wrote: the trend ring only
+    for key in [k for k in st if ".trend." in k and k.rsplit(".", 1)[1] not in ("count", "loc")]:
+        del st[key]
+    st["version"] = np.array([2])
+    eng = AnomalyEngine()
+    eng.load_state(st)
+    tr = eng.res[-1].trend
+    np.testing.assert_array_equal(tr.count, p.engine.res[-1].trend.count)
+    assert tr.prof.shape == (tr.count.shape[0], 24) and tr.prof_days.sum() == 0
+    assert {k.rsplit(".", 1)[1] for k in eng.state() if k.startswith("res1.trend.")} == set(TrendState.FIELDS)
+    # and the loaded state passes the kernel's checks
+    S = tr.n_series
+    trk.trend(np.full((1, S), np.log(80.0)), np.ones((1, S)), 10**7, tr, steps_per_hour=60.0)
+    st["version"] = np.array([1])
+    with pytest.raises(ValueError, match="version 1"):
+        AnomalyEngine().load_state(st)

@@ -32,7 +32,8 @@ def test_matches_weighted_least_squares_reference_with_gaps():
     loc, n = _buckets(rng, 260, 2.0, creep=0.05, start=190)
     n[rng.random(260) < 0.1] = 0  # gaps
     out, st = _run(loc, n, min_t=0.0)
-    lags = sorted({max(3, round(f * W)) for f in tr.LAG_FRACTIONS} | {st.span})
+    lags = tr.ramp_lags(W, st.span).tolist()
+    assert lags[0] == round(tr.MIN_LAG_FRACTION * W) and lags[-2:] == [W, st.span]
     for k in (100, 180, 215, 259):
         b, t, L = ref_hinge_trend(loc[:k + 1].tolist(), n[:k + 1].tolist(), lags, st.reference, 0.7, W // 2)
         assert out["t"][k, 0] == pytest.approx(t, rel=1e-6), k
@@ -93,19 +94,95 @@ def test_clean_ramp_has_finite_statistics():
     assert out["rate_per_hour"][-1, 0] == pytest.approx(0.03, rel=1e-6) and out["lag"][-1, 0] == st.span
 
 
+def _copy_state(st: tr.TrendState) -> tr.TrendState:
+    """A fresh state loaded from ``st``'s arrays, as the engine's persistence does."""
+    st2 = tr.TrendState(st.n_series, st.window, st.reference)
+    for f in tr.TrendState.FIELDS:
+        setattr(st2, f, getattr(st, f).copy())
+    return st2
+
+
 def test_restart_continues_with_saved_state_and_reset():
     rng = np.random.default_rng(5)
     loc, n = _buckets(rng, 240, 3.0, creep=0.03, start=120)
     full, _ = _run(loc, n)
     st = tr.TrendState(1, W)
     tr.trend(loc[:100].reshape(-1, 1).copy(), n[:100].reshape(-1, 1).copy(), 0, st, steps_per_hour=60.0)
-    st2 = tr.TrendState(1, W)
-    st2.count, st2.loc = st.count.copy(), st.loc.copy()
+    st2 = _copy_state(st)
     rest = tr.trend(loc[100:].reshape(-1, 1).copy(), n[100:].reshape(-1, 1).copy(), 100, st2, steps_per_hour=60.0)
     np.testing.assert_array_equal(rest["flag"], full["flag"][100:])
     np.testing.assert_allclose(rest["rate_per_hour"], full["rate_per_hour"][100:])
     st2.reset()
     assert (st2.count == 0).all() and np.isnan(st2.loc).all()
+
+
+def _seasonal(rng, days, lines_per_s, amplitude=0.10, creep_start=None, median_ms=50.0):
+    """Per-minute buckets over ``days`` days from midnight: load 1 + 0.5 sin(2 pi (h - 9) / 24) and log-normal
+    latency whose median follows it by +-``amplitude`` (peaking with traffic), optionally creeping 2 %/h."""
+    minutes = np.arange(days * 1440)
+    phase = np.sin(2 * np.pi * ((minutes + 0.5) / 60.0 - 9.0) / 24.0)
+    n = rng.poisson(lines_per_s * 60 * (1 + 0.5 * phase)).astype(np.float64)
+    level = np.log(median_ms) + np.log1p(amplitude * phase)
+    if creep_start is not None:
+        level += np.log1p(0.02) * np.clip(minutes - creep_start, 0, None) / 60.0
+    loc = np.array([level[i] + rng.normal(0, 0.15, int(k)).mean() if k else np.nan for i, k in enumerate(n)])
+    return loc, n
+
+
+def test_daily_latency_cycle_does_not_fire_once_a_day_is_learnt():
+    # +-10 % over the day with the load: slopes up to 2.6 %/h for hours, every day
+    loc, n = _seasonal(np.random.default_rng(6), 4, 3.0)
+    out, st = _run(loc, n)
+    assert not out["flag"][1440:, 0].any(), np.flatnonzero(out["flag"][1440:, 0])[:5] + 1440
+    # the learnt profile is the cycle (hour means of log latency less their daily mean)
+    hours = np.arange(24) + 0.5
+    cycle = np.log1p(0.10 * np.sin(2 * np.pi * (hours - 9.0) / 24.0))
+    np.testing.assert_allclose(st.prof[0], cycle - cycle.mean(), atol=0.006)
+    assert st.prof_days[0] == pytest.approx(1 + (3 * 24 - 1) / 24)
+    # without the adjustment the same data fires (as it can on the first day, before a profile exists)
+    raw, _ = _run(loc, n, season=False)
+    assert raw["flag"][1440:, 0].sum() > 100
+
+
+def test_two_percent_ramp_on_top_of_the_daily_cycle_fires():
+    start = 2 * 1440 + 8 * 60  # day 3, 08:00, while the cycle itself rises at its fastest
+    loc, n = _seasonal(np.random.default_rng(7), 3, 3.0, creep_start=start)
+    out, _ = _run(loc, n)
+    flags = np.flatnonzero(out["flag"][1440:, 0]) + 1440
+    assert len(flags) and start < flags[0] <= start + 60, flags[:5]
+    # measured against the profile, not against the raw (cycle + creep) slope of ~4.6 %/h
+    assert out["rate_per_hour"][flags[0], 0] == pytest.approx(0.02, abs=0.012)
+
+
+def test_restart_with_a_learnt_profile_continues_identically():
+    loc, n = _seasonal(np.random.default_rng(8), 2, 2.0, creep_start=1440 + 600)
+    loc, n = loc.reshape(-1, 1), n.reshape(-1, 1)
+    full, _ = _run(loc, n)
+    st = tr.TrendState(1, W)
+    cut = 1440 + 500  # after the profile was learnt, before the creep
+    tr.trend(loc[:cut].copy(), n[:cut].copy(), 0, st, steps_per_hour=60.0)
+    assert st.prof_days[0] >= 1
+    rest = tr.trend(loc[cut:].copy(), n[cut:].copy(), cut, _copy_state(st), steps_per_hour=60.0)
+    np.testing.assert_array_equal(rest["flag"], full["flag"][cut:])
+    np.testing.assert_allclose(rest["t"], full["t"][cut:])
+    # a gap (reset) forgets the ring but keeps the profile
+    st.reset()
+    assert st.prof_days[0] >= 1 and np.isfinite(st.prof).all()
+
+
+def test_busy_series_are_flagged_by_a_lag_that_fits_the_creep_start():
+    # 14 lines/s: the largest-t lag often starts before the creep, underestimates its slope (~1.4 %/h) and fails
+    # the "not significantly below 2 %/h" bound although its t is 10; a lag that fits the start passes both
+    rng = np.random.default_rng(9)
+    S, start = 300, 120.4
+    n = rng.poisson(14 * 60, (240, S)).astype(np.float64)
+    level = np.log(40.0) + np.log1p(0.02) * np.clip(np.arange(240) + 0.5 - start, 0, None) / 60.0
+    loc = level[:, None] + 0.15 * rng.standard_normal((240, S)) / np.sqrt(n)  # exact law of a bucket's mean
+    out, _ = _run(loc, n)
+    assert not out["flag"][:120].any()
+    first = out["flag"].argmax(axis=0)
+    assert out["flag"].any(axis=0).all() and (first + 1 - start).max() <= 52, np.sort(first)[-5:]
+    assert np.abs(out["rate_per_hour"][first, np.arange(S)] - 0.02).max() < 0.008
 
 
 def test_bad_input():
@@ -120,5 +197,10 @@ def test_bad_input():
         tr.trend(np.zeros((5, 2)), np.zeros((5, 2)), 0, st, steps_per_hour=0)
     with pytest.raises(ValueError):
         tr.trend(np.zeros((5, 2)), np.zeros((5, 2)), 0, st, steps_per_hour=60, rate=0)
+    with pytest.raises(ValueError):
+        tr.trend(np.zeros((5, 2)), np.zeros((5, 2)), 0, st, steps_per_hour=60, season_gamma=0)
+    st.hstamp = st.hstamp.astype(np.float64)
+    with pytest.raises(ValueError, match="hstamp"):
+        tr.trend(np.zeros((5, 2)), np.zeros((5, 2)), 0, st, steps_per_hour=60)
     with pytest.raises(ValueError):
         tr.TrendState(1, 2)
