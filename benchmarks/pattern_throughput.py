@@ -11,8 +11,10 @@ of --repeat runs:
                  over the bytes, then the exact-key cache lookup) with a warm cache, per batch
   * learn        PatternMiner.learn per batch, each run with a fresh miner: tokenise + mask + hash + cache lookup + slow path for
                  new keys + counts (what the processor needs to get pattern ids)
-  * learn+params the same plus parameter extraction (spans + gather), i.e. everything the patterns
-                 processor computes per line except Arrow/table building
+  * learn+params learn(with_params=True): the parameters of each line taken in the same walk over the
+                 bytes as its key (0x1f-terminated, the pattern_params layout), i.e. everything the
+                 patterns processor computes per line except Arrow/table building (until 2026-11-29
+                 session 2: a second walk, param_spans + gather_spans, after learn)
 Drain3 (defaults, no masking, profiling off) runs on the first --drain3-lines lines of the same
 shuffled input. Peak memory is the process's max RSS.
 """
@@ -61,9 +63,8 @@ def run(sa: StringArray, batch: int, params: bool) -> tuple[float, PatternMiner]
         slices.append((sa.buf[sa.off[a]:sa.off[b]], sa.off[a:b + 1] - sa.off[a], svc[:b - a]))
     t0 = time.perf_counter()
     for buf, off, s in slices:
-        res = m.learn(buf, off, s, ["bench"])
-        if params:
-            m.params(buf, off, res.genmask)
+        # with params: what the patterns processor does (parameters taken in the key walk, 0x1f-terminated)
+        m.learn(buf, off, s, ["bench"], with_params=params)
     return time.perf_counter() - t0, m
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["StringArray", "AttrMap", "LogBatch", "concat_batches"]
+__all__ = ["StringArray", "DictStringArray", "AttrMap", "LogBatch", "concat_batches"]
 
 _EMPTY_U8 = np.zeros(0, dtype=np.uint8)
 
@@ -82,9 +82,131 @@ class StringArray:
             len(self), pa.py_buffer(self.off), pa.py_buffer(self.buf))
 
 
+class DictStringArray(StringArray):
+    """n strings held as codes into a dictionary: string i is ``dictionary[codes[i]]``.
+
+    codes      : int32[n], each in [0, len(dictionary))
+    dictionary : StringArray (shared, never modified: a new one is made when a value changes)
+
+    The patterns processor's ``pattern_template`` column: a few thousand templates for 20k+
+    records, so per record it costs 4 bytes instead of a copy of the template text, ``take`` and
+    ``concat_strings`` move codes only, and the store sends it to ClickHouse as an Arrow
+    dictionary (LowCardinality(String)). It IS a StringArray: ``[i]``, ``get_bytes``,
+    ``to_pylist``, ``len`` and ``to_arrow`` (plain large_string) give what the flat array would;
+    ``buf``/``off`` are built on first access (so code that reads them still works, at the cost
+    of the copy this class avoids).
+    """
+
+    codes: np.ndarray
+    dictionary: StringArray
+    distinct: bool  # the dictionary's values are all different (the producer promises it)
+
+    def __init__(self, codes: np.ndarray, dictionary: StringArray, distinct: bool = False):
+        # no super().__init__: buf/off are built on demand
+        if isinstance(dictionary, DictStringArray):
+            dictionary = StringArray(dictionary.buf, dictionary.off)
+        if not isinstance(dictionary, StringArray):
+            raise TypeError(f"dictionary must be a StringArray, got {type(dictionary).__name__}")
+        codes = np.asarray(codes)
+        if codes.ndim != 1 or codes.dtype.kind not in "iu":
+            raise TypeError(f"codes must be a 1-d integer array, got {codes.dtype}{list(codes.shape)}")
+        codes = codes.astype(np.int32, copy=False)
+        if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(dictionary)):
+            raise IndexError(f"DictStringArray: code out of range [0, {len(dictionary)})")
+        object.__setattr__(self, "codes", codes)
+        object.__setattr__(self, "dictionary", dictionary)
+        object.__setattr__(self, "distinct", bool(distinct))
+        object.__setattr__(self, "_flat", None)
+
+    def _materialise(self) -> StringArray:
+        flat = self._flat
+        if flat is None:
+            flat = self.dictionary.take(self.codes)
+            object.__setattr__(self, "_flat", flat)
+        return flat
+
+    @property
+    def buf(self) -> np.ndarray:  # type: ignore[override]
+        return self._materialise().buf
+
+    @property
+    def off(self) -> np.ndarray:  # type: ignore[override]
+        return self._materialise().off
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> str:
+        return self.dictionary[int(self.codes[i])]
+
+    def __repr__(self) -> str:
+        return f"DictStringArray(n={len(self.codes)}, dictionary={len(self.dictionary)} strings)"
+
+    def get_bytes(self, i: int) -> bytes:
+        return self.dictionary.get_bytes(int(self.codes[i]))
+
+    def to_pylist(self) -> list[str]:
+        values = self.dictionary.to_pylist()
+        return [values[c] for c in self.codes.tolist()]
+
+    def take(self, idx: np.ndarray) -> "DictStringArray":
+        return DictStringArray(self.codes[np.asarray(idx, dtype=np.int64)], self.dictionary, self.distinct)
+
+    def to_arrow_dictionary(self):
+        """``pyarrow.DictionaryArray`` (int32 indices, large_string values, each value once).
+
+        ClickHouse rejects a dictionary with repeated values for a LowCardinality column: unless
+        the dictionary is ``distinct``, equal values are merged (a hash of the used entries).
+        When records use less than half of the dictionary (a miner's dictionary holds every
+        template, one batch may use a fraction), only the used entries are sent. O(n + dictionary).
+        """
+        import pyarrow as pa
+
+        codes, dictionary = self.codes, self.dictionary
+        if len(codes) == 0:
+            return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()),
+                                                  pa.array([], type=pa.large_string()))
+        used = np.bincount(codes, minlength=len(dictionary)) > 0
+        n_used = int(used.sum())
+        if self.distinct and 2 * n_used >= len(dictionary):
+            return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), dictionary.to_arrow())
+        keep = np.flatnonzero(used)
+        values = dictionary.to_arrow().take(pa.array(keep))
+        new_code = np.full(len(dictionary), -1, dtype=np.int32)
+        if self.distinct:
+            new_code[keep] = np.arange(n_used, dtype=np.int32)
+        else:
+            values = values.dictionary_encode()  # keep[j] -> position of its value among the distinct ones
+            new_code[keep] = np.asarray(values.indices, dtype=np.int32)
+            values = values.dictionary
+        return pa.DictionaryArray.from_arrays(pa.array(new_code[codes], type=pa.int32()), values)
+
+
+def _concat_dict_strings(parts: Sequence[DictStringArray]) -> DictStringArray:
+    """Concatenated codes over the distinct dictionaries of ``parts`` (by identity: consecutive
+    batches of one miner share its dictionary until a template changes, so usually one)."""
+    base_of: dict[int, int] = {}
+    dicts: list[StringArray] = []
+    base = 0
+    codes = []
+    for p in parts:
+        b = base_of.get(id(p.dictionary))
+        if b is None:
+            b = base_of[id(p.dictionary)] = base
+            dicts.append(p.dictionary)
+            base += len(p.dictionary)
+        codes.append(p.codes + np.int32(b) if b else p.codes)
+    if len(dicts) == 1:
+        return DictStringArray(np.concatenate(codes).astype(np.int32, copy=False), dicts[0],
+                               all(p.distinct for p in parts))
+    return DictStringArray(np.concatenate(codes).astype(np.int32, copy=False), concat_strings(dicts))
+
+
 def concat_strings(parts: Sequence[StringArray]) -> StringArray:
     if not parts:
         return StringArray.empty()
+    if all(isinstance(p, DictStringArray) for p in parts):
+        return _concat_dict_strings(parts)
     bufs = [p.buf[p.off[0]:p.off[-1]] for p in parts]
     offs = [np.zeros(1, dtype=np.int64)]
     base = 0

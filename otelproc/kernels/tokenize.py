@@ -696,3 +696,370 @@ def gather_params_terminated(buf: np.ndarray, param_off: np.ndarray, start: np.n
         inner[ends_at] = False
     out_buf[inner & (out_buf == terminator)] = 32
     return out_buf, out_off
+
+
+@njit(cache=True, nogil=True)
+def _params_terminated(buf, off, genmask, cls, terminator, pstart, pend, out_off, out_buf):
+    """Per line: its parameter spans (:func:`_line_params`, into the per-line scratch
+    pstart/pend), then each value copied to out_buf followed by ``terminator`` (a terminator
+    byte inside a value becomes a space). Returns the bytes written."""
+    n = len(off) - 1
+    pos = 0
+    for r in range(n):
+        out_off[r] = pos
+        q = _line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, 0)
+        for k in range(q):
+            a = pstart[k]
+            L = pend[k] - a
+            dst = out_buf[pos:pos + L]
+            dst[:] = buf[a:a + L]  # slice copy: a memcpy
+            for j in range(L):
+                if dst[j] == terminator:
+                    dst[j] = 32
+            pos += L
+            out_buf[pos] = terminator
+            pos += 1
+    out_off[n] = pos
+    return pos
+
+
+def params_terminated(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray,
+                      terminator: int = 0x1F) -> tuple[np.ndarray, np.ndarray]:
+    """The template parameters of every body as one string per line, each parameter followed by
+    ``terminator`` (the ``pattern_params`` layout of otelproc.store.arrow), in one pass.
+
+    The same result as :func:`param_spans` then :func:`gather_params_terminated`, without the
+    intermediate span arrays.
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes], off : int64[n + 1]
+        The bodies.
+    genmask : uint64[n]
+        Key tokens generalised by each line's pattern (see :func:`param_spans`).
+    terminator : int
+        Byte written after every parameter; inside a value it is replaced by a space.
+
+    Returns
+    -------
+    out_buf : uint8[m]
+        Parameter bytes and terminators (a view of a buffer sized for the worst case).
+    out_off : int64[n + 1]
+        Line i's parameters are out_buf[out_off[i]:out_off[i + 1]].
+    """
+    _check(buf, off)
+    genmask = np.ascontiguousarray(genmask, dtype=np.uint64)
+    n = len(off) - 1
+    if len(genmask) != n:
+        raise ValueError(f"genmask has {len(genmask)} rows, expected {n}")
+    # a line of L bytes has at most (L + 1) // 2 + 1 parameters (spans are non-empty and separated)
+    # holding at most L bytes, each followed by one terminator
+    lens = np.diff(off)
+    max_len = int(lens.max()) if n else 0
+    cap = int(off[-1] - off[0]) + int(((lens + 1) // 2 + 1).sum()) if n else 0
+    scratch = max_len // 2 + 2
+    out_buf = np.empty(cap, dtype=np.uint8)
+    out_off = np.empty(n + 1, dtype=np.int64)
+    used = _params_terminated(buf, off, genmask, BYTE_CLASS, np.uint8(terminator),
+                              np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
+                              out_off, out_buf)
+    return out_buf[:used], out_off
+
+
+@njit(cache=True, nogil=True)
+def _line_key_spans(buf, s, e, cls, tw, seed, pstart, pend, tq, tts, tte):
+    """:func:`_line_key` and the parameter spans of :func:`_line_params` in the same walk.
+
+    The spans a line's pattern makes parameters depend on its genmask, known only after the
+    cache lookup, so this records what both cases need: the variable spans (pstart/pend, as
+    :func:`_line_params` with genmask 0) and, per key token k, where its spans start (tq[k]) and
+    its byte range (tts[k], tte[k]; a run of wholly variable tokens is one key token).
+    :func:`_emit_params` then writes the parameters for any genmask. Capacity of every scratch
+    array: (e - s + 1) // 2 + 2. Returns (hash, key token count, span count).
+    """
+    h = seed
+    ntok = 0
+    q = 0
+    prev_full = False
+    i = s
+    while True:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        h_before_sep = h
+        if ntok > 0:
+            h = (h ^ np.uint64(32)) * FNV_PRIME
+        tok = ntok
+        ntok += 1
+        h_tok = h
+        ts = i
+        q_tok = q
+        slashes = 0
+        nvar = 0
+        has_lit = False
+        since_var = 0
+        h_after_var = h
+        lit_after_var = False
+        prev_delim = 0
+        while i < e:
+            b = buf[i]
+            c = cls[b]
+            if c & 1:
+                break
+            if c & 2:
+                h = (h ^ np.uint64(b)) * FNV_PRIME
+                has_lit = True
+                if since_var != 0:
+                    since_var = 2 if (b == 58 or b == 44) else 0
+                prev_delim = b
+                i += 1
+                continue
+            h_seg = h
+            ss = i
+            acc = 0
+            hexl = 0
+            at = -1
+            dot_after_at = False
+            while i < e:
+                b = buf[i]
+                c = cls[b]
+                if c & 3:
+                    break
+                acc |= c
+                hexl += (c >> 3) & 1
+                if c & 32:
+                    if b == 47:
+                        slashes += 1
+                    elif b == 64:
+                        if at < 0:
+                            at = i
+                    elif at >= 0:
+                        dot_after_at = True
+                h = (h ^ np.uint64(b)) * FNV_PRIME
+                i += 1
+            if _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
+                if since_var == 2:
+                    h = h_after_var
+                    has_lit = lit_after_var
+                    pend[q - 1] = i
+                else:
+                    lit_after_var = has_lit
+                    h = _fnv_var(h_seg)
+                    h_after_var = h
+                    pstart[q] = ss
+                    pend[q] = i
+                    q += 1
+                    nvar += 1
+                since_var = 1
+            else:
+                has_lit = True
+                since_var = 0
+            prev_delim = 0
+        tn = i - ts
+        full = False
+        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
+            h = _fnv_var(h_tok)
+            q = q_tok
+            pstart[q] = ts
+            pend[q] = i
+            q += 1
+            full = True
+        else:
+            full = nvar == 1 and not has_lit
+        if full and prev_full:
+            h = h_before_sep
+            ntok -= 1
+            q = q_tok
+            pend[q - 1] = i
+            tte[ntok - 1] = i
+        else:
+            tq[tok] = q_tok
+            tts[tok] = ts
+            tte[tok] = i
+        prev_full = full
+    return h, ntok, q
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _emit_one(buf, a, b, terminator, out_buf, pos):
+    L = b - a
+    dst = out_buf[pos:pos + L]
+    dst[:] = buf[a:b]  # slice copy: a memcpy
+    for j in range(L):
+        if dst[j] == terminator:
+            dst[j] = 32
+    out_buf[pos + L] = terminator
+    return pos + L + 1
+
+
+@njit(cache=True, nogil=True)
+def _emit_params(buf, pstart, pend, tq, tts, tte, ntok, q, g, terminator, out_buf, pos):
+    """Write the parameters of one line (see :func:`_line_key_spans`) for genmask ``g``: a key
+    token whose bit is set is one parameter from its first to its last byte, any other token
+    gives its variable spans. Each value is followed by ``terminator`` (inside a value it becomes
+    a space). Returns the new write position."""
+    for k in range(ntok):
+        if k < 64 and ((g >> np.uint64(k)) & np.uint64(1)) != 0:
+            pos = _emit_one(buf, tts[k], tte[k], terminator, out_buf, pos)
+        else:
+            hi = tq[k + 1] if k + 1 < ntok else q
+            for m in range(tq[k], hi):
+                pos = _emit_one(buf, pstart[m], pend[m], terminator, out_buf, pos)
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _hash_lookup_params(buf, off, service_index, service_seed, cls, tw, tab_key, tab_val, tab_vmask, slot_tvmask,
+                        terminator, pstart, pend, tq, tts, tte,
+                        out_hash, out_ntok, out_slot, out_vmask, out_genmask, out_off, out_buf):
+    """Fused per line: masked-key hash and parameter spans (one walk over the bytes), cache
+    lookup, then the parameters for the genmask of the cached pattern (none on a miss)."""
+    n = len(off) - 1
+    mask = np.uint64(len(tab_key) - 1)
+    misses = 0
+    pos = 0
+    for r in range(n):
+        h, t, q = _line_key_spans(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]],
+                                  pstart, pend, tq, tts, tte)
+        out_hash[r] = h
+        out_ntok[r] = t
+        out_off[r] = pos
+        found = False
+        if len(tab_key) != 0:
+            k = h if h != np.uint64(0) else np.uint64(1)
+            j = np.int64((k ^ (k >> np.uint64(29))) & mask)
+            while True:
+                tk = tab_key[j]
+                if tk == k:
+                    found = True
+                    break
+                if tk == np.uint64(0):
+                    break
+                j = (j + 1) & np.int64(mask)
+        if found:
+            s = tab_val[j]
+            if s < 0 or s >= len(slot_tvmask):
+                raise ValueError("hash_lookup_params: the key table holds a slot beyond slot_tvmask")
+            vm = tab_vmask[j]
+            g = slot_tvmask[s] & ~vm
+            out_slot[r] = s
+            out_vmask[r] = vm
+            out_genmask[r] = g
+            pos = _emit_params(buf, pstart, pend, tq, tts, tte, t, q, g, terminator, out_buf, pos)
+        else:
+            out_slot[r] = -1
+            out_vmask[r] = 0
+            out_genmask[r] = 0
+            misses += 1
+    out_off[n] = pos
+    return misses, pos
+
+
+def hash_lookup_params(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, service_seed: np.ndarray,
+                       tab_key: np.ndarray, tab_val: np.ndarray, tab_vmask: np.ndarray, slot_tvmask: np.ndarray,
+                       terminator: int = 0x1F):
+    """:func:`hash_and_lookup` plus the ``pattern_params`` of every line whose key is cached, in
+    one walk over the bytes (the parameters of a line need its pattern's genmask, so
+    :func:`params_terminated` walked every body a second time).
+
+    Parameters
+    ----------
+    buf, off, service_index, service_seed, tab_key, tab_val, tab_vmask
+        As :func:`hash_and_lookup`.
+    slot_tvmask : uint64[slots]
+        Per pattern slot, bit j set when template token j is ``<*>`` (every cached slot must be in range).
+    terminator : int
+        Byte after every parameter (see :func:`params_terminated`).
+
+    Returns
+    -------
+    hashes : uint64[n], ntok : int32[n], slot : int32[n], vmask : uint64[n], misses : int
+        As :func:`hash_and_lookup`.
+    genmask : uint64[n]
+        ``slot_tvmask[slot] & ~vmask`` for a cached line, 0 for a miss.
+    params_buf : uint8[m], params_off : int64[n + 1]
+        Line i's parameters, each followed by ``terminator``: what :func:`params_terminated` gives
+        with ``genmask``, except that a missed line has none (the caller fills those in once it
+        knows their pattern).
+    """
+    _check(buf, off)
+    service_index = np.ascontiguousarray(service_index, dtype=np.int32)
+    service_seed = np.ascontiguousarray(service_seed, dtype=np.uint64)
+    slot_tvmask = np.ascontiguousarray(slot_tvmask, dtype=np.uint64)
+    n = len(off) - 1
+    if len(service_index) != n:
+        raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
+    if n and (service_index.min() < 0 or service_index.max() >= len(service_seed)):
+        raise ValueError("service_index out of range of service_seed")
+    cap = len(tab_key)
+    if cap & (cap - 1) or len(tab_val) != cap or len(tab_vmask) != cap:
+        raise ValueError("tab_key/tab_val/tab_vmask must have the same power-of-2 length")
+    lens = np.diff(off)
+    max_len = int(lens.max()) if n else 0
+    scratch = max_len // 2 + 2
+    out_cap = int(off[-1] - off[0]) + int(((lens + 1) // 2 + 1).sum()) if n else 0
+    out_hash = np.empty(n, dtype=np.uint64)
+    out_ntok = np.empty(n, dtype=np.int32)
+    out_slot = np.empty(n, dtype=np.int32)
+    out_vmask = np.empty(n, dtype=np.uint64)
+    out_genmask = np.empty(n, dtype=np.uint64)
+    out_off = np.empty(n + 1, dtype=np.int64)
+    out_buf = np.empty(out_cap, dtype=np.uint8)
+    misses, used = _hash_lookup_params(
+        buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS, tab_key, tab_val, tab_vmask, slot_tvmask,
+        np.uint8(terminator), np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
+        np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
+        out_hash, out_ntok, out_slot, out_vmask, out_genmask, out_off, out_buf)
+    return out_hash, out_ntok, out_slot, out_vmask, int(misses), out_genmask, out_buf[:used], out_off
+
+
+@njit(cache=True, nogil=True)
+def _splice(buf, off, rows, sub_buf, sub_off, out_buf, out_off):
+    n = len(off) - 1
+    pos = 0
+    k = 0
+    for r in range(n):
+        out_off[r] = pos
+        if k < len(rows) and rows[k] == r:
+            a = sub_off[k]
+            L = sub_off[k + 1] - a
+            out_buf[pos:pos + L] = sub_buf[a:a + L]
+            k += 1
+        else:
+            a = off[r]
+            L = off[r + 1] - a
+            out_buf[pos:pos + L] = buf[a:a + L]
+        pos += L
+    out_off[n] = pos
+
+
+def replace_strings(buf: np.ndarray, off: np.ndarray, rows: np.ndarray, sub_buf: np.ndarray,
+                    sub_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A StringArray (buf, off) with the strings at ``rows`` replaced.
+
+    Parameters
+    ----------
+    buf : uint8[b], off : int64[n + 1]
+        The strings.
+    rows : int64[k]
+        Strictly increasing positions in [0, n).
+    sub_buf : uint8[c], sub_off : int64[k + 1]
+        The new string of each of ``rows``.
+
+    Returns
+    -------
+    out_buf : uint8[...], out_off : int64[n + 1]
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n = len(off) - 1
+    if len(sub_off) != len(rows) + 1:
+        raise ValueError(f"sub_off has {len(sub_off)} entries, expected {len(rows) + 1}")
+    if len(rows) and (rows[0] < 0 or rows[-1] >= n or np.any(np.diff(rows) <= 0)):
+        raise ValueError("rows must be strictly increasing positions in [0, n)")
+    lens = np.diff(off)
+    total = int(lens.sum() - lens[rows].sum() + (sub_off[-1] - sub_off[0]))
+    out_buf = np.empty(total, dtype=np.uint8)
+    out_off = np.empty(n + 1, dtype=np.int64)
+    _splice(buf, off, rows, sub_buf, sub_off, out_buf, out_off)
+    return out_buf, out_off

@@ -40,7 +40,9 @@ import numpy as np
 
 from otelproc.batch import StringArray
 from otelproc.kernels.cluster import KeyTable, candidate_scores
-from otelproc.kernels.tokenize import FNV_OFFSET, gather_spans, hash_and_lookup, masked_text, param_spans
+from otelproc.kernels.slot_stats import slot_stats
+from otelproc.kernels.tokenize import (FNV_OFFSET, gather_spans, hash_and_lookup, hash_lookup_params, masked_text,
+                                      param_spans, params_terminated, replace_strings)
 
 log = logging.getLogger("otelproc.patterns")
 
@@ -92,6 +94,8 @@ class LearnResult:
     slot: np.ndarray       # int32[n]   pattern slot of each line
     genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see param_spans)
     changes: list[PatternChange]
+    # learn(with_params=True): the pattern_params of every line (kernels.tokenize.params_terminated layout)
+    params: StringArray | None = None
 
 
 class PatternMiner:
@@ -136,6 +140,8 @@ class PatternMiner:
         self._free: list[int] = []
         self.seq = 0
         self._templates_cache: StringArray | None = None
+        # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
+        self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -156,26 +162,52 @@ class PatternMiner:
                 [" ".join(t) if self.p_alive[i] else "" for i, t in enumerate(self.p_tokens)])
         return self._templates_cache
 
+    def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
+        """(distinct template texts, int32[slots] index of every slot's text among them).
+
+        Slots of different services can share a template text and dead slots are all "", so
+        this is what a LowCardinality column wants. Cached with :meth:`templates_array`.
+        """
+        templates = self.templates_array()
+        cached = self._template_dict
+        if cached is None or cached[0] is not templates:
+            index: dict[str, int] = {}
+            texts = templates.to_pylist()
+            codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int32, count=len(texts))
+            cached = self._template_dict = (templates, StringArray.from_pylist(list(index)), codes)
+        return cached[1], cached[2]
+
     def learn(self, buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, services: list[str],
-              time_ns: np.ndarray | None = None) -> LearnResult:
+              time_ns: np.ndarray | None = None, with_params: bool = False) -> LearnResult:
         """Assign every body to a pattern, learning new keys; update counts and last-seen.
 
         buf/off are the bodies (StringArray buffers), service_index int32[n] indexes ``services``.
+        ``with_params``: also the parameters of every line (``LearnResult.params``), taken in the
+        same walk over the bytes as the key hash for lines whose key is cached; lines that missed,
+        or whose pattern changed during this batch, are redone once their pattern is known.
         """
         n = len(off) - 1
         self.seq += 1
         codes = np.asarray([self._code(s) for s in services], dtype=np.int32)
         if n == 0:
-            return LearnResult(np.zeros(0, np.int32), np.zeros(0, np.uint64), [])
+            return LearnResult(np.zeros(0, np.int32), np.zeros(0, np.uint64), [],
+                               StringArray.empty() if with_params else None)
         service_index = np.asarray(service_index)
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
         # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
-        hashes, ntok, slot, vmask, misses = hash_and_lookup(buf, off, line_svc, self.seeds, self.table.key,
-                                                            self.table.val, self.table.vmask)
+        if with_params:
+            hashes, ntok, slot, vmask, misses, g_used, pbuf, poff = hash_lookup_params(
+                buf, off, line_svc, self.seeds, self.table.key, self.table.val, self.table.vmask, self.p_tvmask)
+            missed = slot < 0 if misses else None
+        else:
+            hashes, ntok, slot, vmask, misses = hash_and_lookup(buf, off, line_svc, self.seeds, self.table.key,
+                                                                self.table.val, self.table.vmask)
         changes: list[PatternChange] = []
         if misses:
+            # a key that hit may lose its pattern to an eviction below: it keeps the slot it hit
+            slot0, vmask0 = slot.copy(), vmask.copy()
             miss_rows = np.flatnonzero(slot < 0)
             uniq, first = np.unique(hashes[miss_rows], return_index=True)
             rows = miss_rows[first]
@@ -199,28 +231,40 @@ class PatternMiner:
                         new_slots[:i][new_slots[:i] == c.slot] = c.into
             # an eviction inside _assign may have dropped keys of this batch: look up again
             slot, vmask, misses = self.table.lookup(hashes)
-            if misses:  # keys whose pattern was evicted later in this same batch
+            if misses:  # keys whose pattern was evicted later in this same batch keep that (dead) slot
+                for c in changes:  # and a hit key whose entry is gone (cache cleared) follows merges
+                    if c.kind == ChangeType.MERGED:
+                        slot0[slot0 == c.slot] = c.into
                 still = np.flatnonzero(slot < 0)
-                pos = np.searchsorted(uniq, hashes[still])
-                slot[still] = new_slots[np.minimum(pos, len(uniq) - 1)]
-                vmask[still] = new_vmask[np.minimum(pos, len(uniq) - 1)]
+                pos = np.minimum(np.searchsorted(uniq, hashes[still]), len(uniq) - 1)
+                learned_now = uniq[pos] == hashes[still]
+                slot[still] = np.where(learned_now, new_slots[pos], slot0[still])
+                vmask[still] = np.where(learned_now, new_vmask[pos], vmask0[still])
         genmask = self.p_tvmask[slot] & ~vmask
+        params = None
+        if with_params:
+            if missed is not None:
+                # the slow path ran: misses have no parameters yet, and a merge may have generalised
+                # the pattern of lines that hit
+                redo = np.flatnonzero(missed | (genmask != g_used))
+                sub = StringArray(buf, off).take(redo)
+                sbuf, soff = params_terminated(sub.buf, sub.off, genmask[redo])
+                pbuf, poff = replace_strings(pbuf, poff, redo, sbuf, soff)
+            params = StringArray(pbuf, poff)
         # counts and recency
-        hits = np.bincount(slot, minlength=len(self.p_count))
+        has_time = time_ns is not None and len(time_ns)
+        t = np.asarray(time_ns, dtype=np.int64) if has_time else np.zeros(n, dtype=np.int64)
+        # one pass for counts and time range per slot (np.bincount + two ufunc.at scatters cost ~3x)
+        hits, _, tmin, tmax, _ = slot_stats(slot, t, len(self.p_count))
         self.p_count += hits
         touched = hits > 0
         self.p_last_seq[touched] = self.seq
-        if time_ns is not None and len(time_ns):
-            t = np.asarray(time_ns, dtype=np.int64)
-            tmin = np.full(len(self.p_count), np.iinfo(np.int64).max, dtype=np.int64)
-            tmax = np.full(len(self.p_count), np.iinfo(np.int64).min, dtype=np.int64)
-            np.minimum.at(tmin, slot, t)
-            np.maximum.at(tmax, slot, t)
+        if has_time:
             first_unset = touched & (self.p_first_ns == 0)
             self.p_first_ns[first_unset] = tmin[first_unset]
             self.p_first_ns[touched] = np.minimum(self.p_first_ns[touched], tmin[touched])
             self.p_last_ns[touched] = np.maximum(self.p_last_ns[touched], tmax[touched])
-        return LearnResult(slot, genmask, changes)
+        return LearnResult(slot, genmask, changes, params)
 
     def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
         """Parameter values per line: (int64 offsets[n+1], StringArray of values)."""

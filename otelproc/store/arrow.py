@@ -13,7 +13,8 @@ Column semantics (the Collector clickhouseexporter's, plus otelproc's enrichment
   Resource*/Scope*   from the per-resource / per-scope tables via resource_index / scope_index
   EventName          ``batch.event_name``: LogRecord.event_name, "" when unset
   PatternId          ``columns["pattern_id"]`` uint64, else 0
-  PatternTemplate    ``columns["pattern_template"]`` StringArray, else ""
+  PatternTemplate    ``columns["pattern_template"]`` StringArray, else ""; a DictStringArray (what the
+                     patterns processor makes) goes as an Arrow dictionary column (LowCardinality)
   PatternParams      ``columns["pattern_params"]``, else []: see below
   AnomalyScore       ``columns["anomaly_score"]`` float32, else 0
 
@@ -32,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from otelproc.batch import LogBatch, StringArray
+from otelproc.batch import DictStringArray, LogBatch, StringArray
 
 __all__ = [
     "PARAM_TERMINATOR", "OTEL_LOGS_COLUMNS", "logs_to_arrow", "hex_ids", "encode_params",
@@ -119,6 +120,9 @@ def _string_column(batch: LogBatch, name: str, n: int) -> pa.Array:
     col = batch.columns.get(name)
     if col is None:
         return StringArray.empty(n).to_arrow()
+    if isinstance(col, DictStringArray):
+        # LowCardinality(String) in otel_logs: the dictionary goes as it is, no per-record copy
+        return col.to_arrow_dictionary()
     if isinstance(col, StringArray):
         return col.to_arrow()
     if isinstance(col, (pa.Array, pa.ChunkedArray)) and (pa.types.is_string(col.type)

@@ -110,3 +110,56 @@ def test_check_rejects_event_name_of_wrong_length():
     b = replace(sample(3), event_name=StringArray.from_pylist(["a", "b"]))
     with pytest.raises(ValueError, match="event_name has 2 rows, expected 3"):
         b.check()
+
+
+def test_dict_string_array_reads_like_the_flat_array():
+    from otelproc.batch import DictStringArray
+
+    d = StringArray.from_pylist(["a <*>", "", "héllo", "unused"])
+    col = DictStringArray(np.array([2, 0, 0, 1, 2], np.int32), d)
+    flat = ["héllo", "a <*>", "a <*>", "", "héllo"]
+    assert isinstance(col, StringArray) and len(col) == 5
+    assert col.to_pylist() == flat and col[0] == "héllo" and col.get_bytes(1) == b"a <*>"
+    # buf/off (materialised on demand) and to_arrow are those of the flat array
+    assert StringArray(col.buf, col.off).to_pylist() == flat
+    assert col.to_arrow().to_pylist() == flat
+    t = col.take(np.array([4, 3]))
+    assert isinstance(t, DictStringArray) and t.dictionary is d and t.to_pylist() == ["héllo", ""]
+    arr = col.to_arrow_dictionary()
+    assert arr.to_pylist() == flat and sorted(arr.dictionary.to_pylist()) == ["", "a <*>", "héllo"]  # no "unused"
+    # repeated values (two slots with one template, dead slots all "") appear once: ClickHouse requires it
+    dup = DictStringArray(np.array([0, 1, 2, 3, 1], np.int32), StringArray.from_pylist(["x", "", "x", ""]))
+    arr = dup.to_arrow_dictionary()
+    assert arr.to_pylist() == ["x", "", "x", "", ""] and sorted(arr.dictionary.to_pylist()) == ["", "x"]
+    assert DictStringArray(np.zeros(0, np.int32), d).to_arrow_dictionary().to_pylist() == []
+    # a distinct dictionary is sent as it is when records use at least half of it, else the used part
+    dist = DictStringArray(np.array([2, 0, 2], np.int32), StringArray.from_pylist(["a", "b", "c"]), distinct=True)
+    assert dist.to_arrow_dictionary().dictionary.to_pylist() == ["a", "b", "c"]
+    assert dist.to_arrow_dictionary().to_pylist() == ["c", "a", "c"] and dist.take(np.array([1])).distinct
+    sparse = DictStringArray(np.array([3, 3]), StringArray.from_pylist(["a", "b", "c", "d", "e"]), distinct=True)
+    assert sparse.to_arrow_dictionary().dictionary.to_pylist() == ["d"]
+    with pytest.raises(IndexError):
+        DictStringArray(np.array([4], np.int32), d)
+    with pytest.raises(TypeError):
+        DictStringArray(np.array([0.5]), d)
+
+
+def test_dict_string_array_through_concat_and_take():
+    from otelproc.batch import DictStringArray, concat_strings
+
+    d1 = StringArray.from_pylist(["x", "y"])
+    d2 = StringArray.from_pylist(["z", "x", "w"])
+    a, b, c = (DictStringArray(np.array([1, 0]), d1), DictStringArray(np.array([2, 0]), d2),
+               DictStringArray(np.array([0]), d1))
+    cat = concat_strings([a, b, c])
+    assert isinstance(cat, DictStringArray) and cat.to_pylist() == ["y", "x", "w", "z", "x"]
+    assert len(cat.dictionary) == 5  # d1 once (shared by a and c), then d2
+    assert concat_strings([a, c]).dictionary is d1
+    mixed = concat_strings([a, StringArray.from_pylist(["plain"])])
+    assert type(mixed) is StringArray and mixed.to_pylist() == ["y", "x", "plain"]
+    recs = [{"body": f"b{i}", "service": "s"} for i in range(2)]
+    b1 = LogBatch.from_records(recs).with_columns(pattern_template=a)
+    b2 = LogBatch.from_records(recs).with_columns(pattern_template=b)
+    both = concat_batches([b1, b2])
+    assert both.columns["pattern_template"].to_pylist() == ["y", "x", "w", "z"]
+    assert both.take(np.array([2, 0])).columns["pattern_template"].to_pylist() == ["w", "y"]

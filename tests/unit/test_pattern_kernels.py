@@ -172,3 +172,69 @@ def test_key_table_remap_moves_merged_slots():
     t.insert(keys, np.array([1, 2, 3, 1]), np.zeros(4, np.uint64))
     assert t.remap(np.array([1, 3], np.int32), 7) == 3
     assert t.lookup(keys)[0].tolist() == [7, 2, 7, 7]
+
+
+def test_params_terminated_is_spans_then_gather_in_one_pass():
+    from otelproc.kernels.tokenize import params_terminated
+
+    bodies = ["connection from 84.102.20.2 () at Sun Jul 24 02:38:22 2005", "no vars", "",
+              "key=a\x1fb id 12\x1f3 /var/log/x", "   ", "user=42 path /a/b/c took 3 ms", "10.0.0.1:80 up"]
+    sa = StringArray.from_pylist(bodies)
+    rng = np.random.default_rng(3)
+    for genmask in (np.zeros(len(bodies), np.uint64), np.array([0, 2, 0, 4, 1, 8, 3], np.uint64),
+                    rng.integers(0, 2**63, len(bodies)).astype(np.uint64)):
+        poff, s, e = param_spans(sa.buf, sa.off, genmask)
+        ref_buf, ref_off = gather_params_terminated(sa.buf, poff, s, e)
+        out_buf, out_off = params_terminated(sa.buf, sa.off, genmask)
+        assert out_off.tolist() == ref_off.tolist() and out_buf.tobytes() == ref_buf.tobytes()
+    out = StringArray(*params_terminated(sa.buf, sa.off, np.zeros(len(bodies), np.uint64))).to_pylist()
+    assert out[0] == "84.102.20.2\x1fSun Jul 24 02:38:22 2005\x1f" and out[1] == out[2] == ""
+    # a 0x1f inside a value becomes a space: the terminator stays unambiguous (wholly variable
+    # tokens in a row are one parameter)
+    assert out[3].split("\x1f")[:-1] == ["a b", "12 3 /var/log/x"]
+    with pytest.raises(ValueError, match="genmask"):
+        params_terminated(sa.buf, sa.off, np.zeros(2, np.uint64))
+
+
+def test_hash_lookup_params_is_lookup_then_params_for_cached_lines():
+    from otelproc.kernels.tokenize import hash_and_lookup, hash_lookup_params, params_terminated
+    from otelproc.patterns.miner import PatternMiner
+
+    bodies = ["connection from 84.102.20.2 () at Sun Jul 24 02:38:22 2005", "no vars", "", "   ",
+              "key=a\x1fb id 12\x1f3 /var/log/x", "user=42 path /a/b/c took 3 ms", "10.0.0.1:80 up",
+              "job 7 stored as bytes", "job 8 stored as values", "job 9 stored as blocks", "1 2 3 /x /y z"]
+    sa = StringArray.from_pylist(bodies)
+    svc = np.arange(len(bodies), dtype=np.int32) % 2
+    miner = PatternMiner()
+    miner.learn(sa.buf, sa.off, svc, ["a", "b"])
+    more = StringArray.from_pylist(bodies + ["never seen before 5"])
+    svc2 = np.append(svc, 0).astype(np.int32)
+    rng = np.random.default_rng(2)
+    for tvmask in (miner.p_tvmask, rng.integers(0, 2**63, len(miner.p_tvmask)).astype(np.uint64)):
+        ref = hash_and_lookup(more.buf, more.off, svc2, miner.seeds, miner.table.key, miner.table.val,
+                              miner.table.vmask)
+        h, t, slot, vmask, misses, genmask, pbuf, poff = hash_lookup_params(
+            more.buf, more.off, svc2, miner.seeds, miner.table.key, miner.table.val, miner.table.vmask, tvmask)
+        for a, b in zip((h, t, slot, vmask, misses), ref):
+            assert np.array_equal(a, b)
+        assert misses == 1 and slot[-1] == -1 and genmask[-1] == 0 and poff[-1] == poff[-2]  # the miss: no params
+        expect = np.where(slot >= 0, tvmask[np.maximum(slot, 0)] & ~vmask, 0).astype(np.uint64)
+        assert np.array_equal(genmask, expect)
+        rbuf, roff = params_terminated(sa.buf, sa.off, genmask[:-1])  # the cached lines
+        assert poff[:-1].tolist() == roff.tolist() and pbuf.tobytes() == rbuf.tobytes()
+    with pytest.raises(ValueError, match="slot_tvmask"):
+        hash_lookup_params(more.buf, more.off, svc2, miner.seeds, miner.table.key, miner.table.val,
+                           miner.table.vmask, np.zeros(0, np.uint64))
+
+
+def test_replace_strings():
+    from otelproc.kernels.tokenize import replace_strings
+
+    sa = StringArray.from_pylist(["a", "bb", "", "ccc"])
+    sub = StringArray.from_pylist(["X", "yy"])
+    buf, off = replace_strings(sa.buf, sa.off, np.array([0, 2]), sub.buf, sub.off)
+    assert StringArray(buf, off).to_pylist() == ["X", "bb", "yy", "ccc"]
+    buf, off = replace_strings(sa.buf, sa.off, np.zeros(0, np.int64), sub.buf[:0], np.zeros(1, np.int64))
+    assert StringArray(buf, off).to_pylist() == sa.to_pylist()
+    with pytest.raises(ValueError):
+        replace_strings(sa.buf, sa.off, np.array([2, 0]), sub.buf, sub.off)

@@ -203,3 +203,56 @@ def test_shape_index_matches_the_pairwise_reference():
                 assert lits[row] == ref_match_literals(templates[slot], key)
                 assert covered[row] == (ref_match_literals(key, templates[slot]) >= 0)
                 assert sims[row] == pytest.approx(ref_similarity(templates[slot], key))
+
+
+def test_learn_with_params_equals_learn_then_params():
+    """learn(with_params=True) takes the parameters in the key walk for cached lines and redoes
+    misses and lines whose pattern a merge generalised: the result is params_terminated with the
+    final genmask, batch after batch, through merges and evictions."""
+    import random
+
+    from otelproc.batch import StringArray
+    from otelproc.kernels.tokenize import params_terminated
+
+    rng = random.Random(4)
+    words = ["bytes", "values", "blocks", "rows", "pages", "keys"]
+    for cap in (1000, 4):
+        m1, m2 = PatternMiner(max_patterns_per_service=cap), PatternMiner(max_patterns_per_service=cap)
+        for _ in range(8):
+            bodies = [rng.choice([f"job {rng.randrange(99)} stored as {rng.choice(words)}",
+                                  f"user u{rng.randrange(5)} logged in from 10.0.0.{rng.randrange(9)}",
+                                  f"GET /api/{rng.choice(words)} took {rng.randrange(500)} ms",
+                                  f"{rng.choice(words)} cache {rng.choice(words)} flushed", ""])
+                      for _ in range(rng.choice([1, 40, 300]))]
+            sa = StringArray.from_pylist(bodies)
+            svc = np.asarray([rng.randrange(2) for _ in bodies], np.int32)
+            r1 = m1.learn(sa.buf, sa.off, svc, ["a", "b"], with_params=True)
+            r2 = m2.learn(sa.buf, sa.off, svc, ["a", "b"])
+            assert np.array_equal(r1.slot, r2.slot) and np.array_equal(r1.genmask, r2.genmask)
+            pbuf, poff = params_terminated(sa.buf, sa.off, r2.genmask)
+            assert r1.params.off.tolist() == poff.tolist() and r1.params.buf.tobytes() == pbuf.tobytes()
+            assert r2.params is None
+
+
+def test_lines_that_hit_keep_their_pattern_when_the_key_cache_is_cleared():
+    """A batch whose new keys overflow max_keys clears the cache after the lookup: the lines that
+    hit keep the pattern they hit (they used to get the slot of an unrelated new key)."""
+    known = ["alpha one", "beta two", "gamma three"]
+    miner = PatternMiner(max_keys=3)
+    first = learn(miner, known)
+    res = learn(miner, known + ["delta four five"])
+    assert res.slot[:3].tolist() == first.slot.tolist()
+    assert [miner.template(s) for s in res.slot.tolist()] == known + ["delta four five"]
+
+
+def test_template_dictionary_holds_each_text_once():
+    miner = PatternMiner(max_patterns_per_service=1)
+    res = learn(miner, ["GET /users/5 took 5 ms", "GET /users/7 took 7 ms"], ["api", "web"], [0, 1])
+    dictionary, code_of_slot = miner.template_dictionary()
+    assert dictionary.to_pylist() == ["GET <*> took <*> ms"]
+    assert code_of_slot[res.slot].tolist() == [0, 0] and len(set(res.slot.tolist())) == 2
+    assert miner.template_dictionary()[0] is dictionary  # cached until a template changes
+    learn(miner, ["cache miss"], ["api"])  # evicts api's pattern (cap 1): its slot is reused
+    dictionary2, codes2 = miner.template_dictionary()
+    assert dictionary2 is not dictionary
+    assert [dictionary2[c] for c in codes2.tolist()] == [miner.templates_array()[s] for s in range(len(codes2))]

@@ -125,3 +125,80 @@ def test_processor_to_chdb_tables(tmp_path, chdb_path, chdb_database):
     finally:
         proc.shutdown()
         exporter.shutdown()
+
+
+def test_template_column_is_a_dictionary_down_to_the_arrow_table(tmp_path):
+    import pyarrow as pa
+
+    from otelproc.batch import DictStringArray
+    from otelproc.store.arrow import logs_to_arrow
+
+    proc, sink = make(tmp_path)
+    proc.start()
+    proc.consume(LogBatch.from_records(records()))
+    out = sink.batches[0]
+    col = out.columns["pattern_template"]
+    assert isinstance(col, DictStringArray) and col.distinct
+    # the dictionary is the miner's distinct templates, the codes index it
+    dictionary, code_of_slot = proc.miner.template_dictionary()
+    assert col.dictionary is dictionary and len(set(dictionary.to_pylist())) == len(dictionary)
+    assert col.to_pylist()[:3] == ["GET <*> took <*> ms", "connection from <*> refused", "GET <*> took <*> ms"]
+    arrow_col = logs_to_arrow(out).column("PatternTemplate")
+    assert pa.types.is_dictionary(arrow_col.type) and arrow_col.to_pylist() == col.to_pylist()
+    assert sorted(arrow_col.chunk(0).dictionary.to_pylist()) == sorted(set(col.to_pylist()))
+
+
+def test_pattern_counts_same_rows_by_bincount_sort_and_lexsort(tmp_path, monkeypatch):
+    """The three grouping paths of pattern_counts give the same rows, in (minute, service, id, severity) order."""
+    from otelproc.processors import patterns as patterns_mod
+
+    recs = []
+    for i in range(300):
+        recs.append({"time_ns": T0 + (i % 7) * 61_000_000_000 + i, "severity_number": (9, 13, 17)[i % 3],
+                     "service": ("api", "db", "web")[i % 3 if i % 5 else 0],
+                     "body": (f"GET /u/{i} took {i} ms", f"conn from 10.0.0.{i % 250} refused", "cache miss")[i % 3]})
+    recs.append({"time_ns": 0, "observed_ns": 0, "severity_number": 0, "service": "api", "body": "cache miss"})
+    results = []
+    for limit, spread in ((2**62, False), (2**62, True), (10, False)):
+        if spread:  # a record years away: key range too large for bincount, sorted instead
+            recs[-1] = {**recs[-1], "time_ns": T0 - 10**17}
+        monkeypatch.setattr(patterns_mod, "_MAX_KEY_RANGE", limit)
+        proc, sink = make(tmp_path / f"{limit}-{spread}")
+        proc.start()
+        proc.consume(LogBatch.from_records(recs))
+        rows = sink.batches[0].tables["pattern_counts"].to_pylist()
+        keys = [(r["Minute"], r["ServiceName"], r["PatternId"], r["SeverityNumber"]) for r in rows]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        assert sum(r["Count"] for r in rows) == len(recs)
+        results.append(rows)
+    assert results[0][1:] == results[1][1:] == results[2][1:]  # only the moved record's minute differs
+    assert results[1] == results[2]
+
+
+def test_shared_templates_reach_chdb_as_lowcardinality(tmp_path, chdb_path, chdb_database):
+    """Two services with the same template (two slots, one text): the Arrow dictionary sent for
+    PatternTemplate must hold each value once, or chDB refuses the insert."""
+    ch = pytest.importorskip("otelproc.exporters.clickhouse")
+    exporter = ch.factory.create("clickhouse", ch.ClickHouseExporterConfig(endpoint=f"chdb://{chdb_path}",
+                                                                         database=chdb_database), None, None)
+    proc, _ = make(tmp_path)
+    proc.next_consumer = exporter
+    exporter.start()
+    proc.start()
+    try:
+        recs = [{"time_ns": T0 + i, "severity_number": 9, "service": svc, "body": f"GET /users/{i} took {i} ms"}
+                for i in range(4) for svc in ("api", "web")]
+        proc.consume(LogBatch.from_records(recs))
+        out = proc.process(LogBatch.from_records(recs))
+        col = out.columns["pattern_template"]
+        # two patterns (one per service), one text: one dictionary entry
+        assert len(set(out.columns["pattern_id"].tolist())) == 2 and set(col.codes.tolist()) == {0}
+        assert col.to_pylist() == ["GET <*> took <*> ms"] * len(recs)
+        proc.consume(LogBatch.from_records([{"time_ns": T0, "service": "api", "body": "cache miss"}] + recs[:2]))
+        rows = exporter._store.query_rows(
+            "SELECT ServiceName, PatternTemplate, count() FROM otel_logs GROUP BY 1, 2 ORDER BY 1, 2")
+        assert [tuple(r) for r in rows] == [("api", "GET <*> took <*> ms", 5), ("api", "cache miss", 1),
+                                            ("web", "GET <*> took <*> ms", 5)]
+    finally:
+        proc.shutdown()
+        exporter.shutdown()
