@@ -138,6 +138,9 @@ class PatternMiner:
         self._vocab: dict[str, int] = {}
         self._alive_per_service: dict[int, int] = {}
         self._free: list[int] = []
+        # slots freed during the current learn(): reusable only after it, so a line of the batch that
+        # hit a pattern evicted or merged away later in the same batch keeps that pattern's id and text
+        self._released: list[int] = []
         self.seq = 0
         self._templates_cache: StringArray | None = None
         # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
@@ -156,17 +159,17 @@ class PatternMiner:
         return self.services[self.p_service[slot]]
 
     def templates_array(self) -> StringArray:
-        """Template text of every slot (dead slots: empty), cached until a template changes."""
+        """Template text of every slot (a dead slot: its last template, until the slot is reused),
+        cached until a template changes."""
         if self._templates_cache is None:
-            self._templates_cache = StringArray.from_pylist(
-                [" ".join(t) if self.p_alive[i] else "" for i, t in enumerate(self.p_tokens)])
+            self._templates_cache = StringArray.from_pylist([" ".join(t) for t in self.p_tokens])
         return self._templates_cache
 
     def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
         """(distinct template texts, int32[slots] index of every slot's text among them).
 
-        Slots of different services can share a template text and dead slots are all "", so
-        this is what a LowCardinality column wants. Cached with :meth:`templates_array`.
+        Slots of different services can share a template text, so this is what a LowCardinality
+        column wants. Cached with :meth:`templates_array`.
         """
         templates = self.templates_array()
         cached = self._template_dict
@@ -208,6 +211,8 @@ class PatternMiner:
         if misses:
             # a key that hit may lose its pattern to an eviction below: it keeps the slot it hit
             slot0, vmask0 = slot.copy(), vmask.copy()
+            # patterns seen in this batch are the most recent: evictions below take older ones first
+            self.p_last_seq[slot[slot >= 0]] = self.seq
             miss_rows = np.flatnonzero(slot < 0)
             uniq, first = np.unique(hashes[miss_rows], return_index=True)
             rows = miss_rows[first]
@@ -264,6 +269,8 @@ class PatternMiner:
             self.p_first_ns[first_unset] = tmin[first_unset]
             self.p_first_ns[touched] = np.minimum(self.p_first_ns[touched], tmin[touched])
             self.p_last_ns[touched] = np.maximum(self.p_last_ns[touched], tmax[touched])
+        self._free.extend(self._released)
+        self._released.clear()
         return LearnResult(slot, genmask, changes, params)
 
     def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
@@ -335,7 +342,7 @@ class PatternMiner:
             self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
             self.p_alive[c] = False
             self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
-            self._free.append(c)
+            self._released.append(c)
             changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
         self._alive_per_service[svc] -= len(absorbed)
         self.table.remap(np.asarray(absorbed, dtype=np.int32), target)
@@ -403,7 +410,7 @@ class PatternMiner:
         for v in victims.tolist():
             self.p_alive[v] = False
             self._by_shape[(svc, len(self.p_tokens[v]))].remove(v)
-            self._free.append(v)
+            self._released.append(v)
         self._alive_per_service[svc] -= len(victims)
         self.table.rebuild_without(victims.astype(np.int32))
         self._templates_cache = None
@@ -489,6 +496,8 @@ class PatternMiner:
         for svc, alive in list(self._alive_per_service.items()):
             while self._alive_per_service[svc] > self.max_patterns_per_service:
                 self._evict(svc)
+        self._free.extend(self._released)
+        self._released.clear()
         return self
 
 

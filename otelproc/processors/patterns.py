@@ -157,7 +157,8 @@ class PatternsProcessor(Processor):
         return pa.table({
             "ServiceName": self._miner_services().take(pa.array(svc)),
             "PatternId": pa.array(miner.p_id[present], pa.uint64()),
-            "Template": self._templates_of(present, idx),
+            # (a slot evicted later in this batch still holds its last template: slots are reused only after it)
+            "Template": miner.templates_array().to_arrow().take(idx).cast(pa.string()),
             "FirstSeen": pa.array(tmin[present], pa.timestamp("ns", tz="UTC")),
             "LastSeen": pa.array(tmax[present], pa.timestamp("ns", tz="UTC")),
             "Count": pa.array(count[present].astype(np.uint64), pa.uint64()),
@@ -173,13 +174,6 @@ class PatternsProcessor(Processor):
         if self._services_arrow is None or len(self._services_arrow) != len(services):
             self._services_arrow = pa.array(services, pa.string())
         return self._services_arrow
-
-    def _templates_of(self, present: np.ndarray, idx: pa.Array) -> pa.Array:
-        miner = self.miner
-        if miner.p_alive[present].all():
-            return miner.templates_array().to_arrow().take(idx).cast(pa.string())
-        # a slot evicted later in the same batch (the dictionary holds "" for it): its last template
-        return pa.array([miner.template(s) for s in present.tolist()], pa.string())
 
     def _pattern_counts_rows(self, batch: LogBatch, slot: np.ndarray, present: np.ndarray, first_row: np.ndarray,
                              event_ns: np.ndarray) -> pa.Table:

@@ -256,3 +256,25 @@ def test_template_dictionary_holds_each_text_once():
     dictionary2, codes2 = miner.template_dictionary()
     assert dictionary2 is not dictionary
     assert [dictionary2[c] for c in codes2.tolist()] == [miner.templates_array()[s] for s in range(len(codes2))]
+
+
+def test_eviction_inside_a_batch_keeps_every_line_on_its_own_pattern():
+    # cap 16 (one eviction takes 1): a batch that hits 8 known patterns and brings 20 new ones evicts
+    # some of them while it is being learned. Every line must keep the id of its own template, and the
+    # patterns seen in this batch go last: the older ones are evicted first.
+    words = [f"kind{chr(97 + i)}{chr(97 + j)}" for i in range(6) for j in range(6)]
+    m = PatternMiner(max_patterns_per_service=16, similarity=1.0)
+    old = [f"event {w} happened" for w in words[:16]]
+    learn(m, old)
+    known, new = old[8:], [f"event {w} happened" for w in words[16:36]]
+    batch = known + new
+    res = learn(m, batch)
+    assert m.pattern_count <= 16
+    for line, s in zip(batch, res.slot.tolist()):
+        assert m.template(s) == line and int(m.p_id[s]) == pattern_id("", line)
+    alive = {m.template(s) for s in np.flatnonzero(m.p_alive).tolist()}
+    assert not alive & set(old[:8])                # patterns not seen in the batch went first
+    # slots freed during the batch are reused afterwards
+    before = len(m.p_id)
+    learn(m, ["something else entirely here"])
+    assert len(m.p_id) == before
