@@ -238,3 +238,22 @@ def test_replace_strings():
     assert StringArray(buf, off).to_pylist() == sa.to_pylist()
     with pytest.raises(ValueError):
         replace_strings(sa.buf, sa.off, np.array([2, 0]), sub.buf, sub.off)
+
+
+def test_hash_lookup_params_walk_gives_the_key_walks_hash_on_random_bodies():
+    # _line_key_spans is a copy of _line_key's walk plus span bookkeeping (kept apart for speed):
+    # the two must agree on every key hash and token count
+    from otelproc.kernels.cluster import KeyTable
+    from otelproc.kernels.tokenize import hash_and_lookup, hash_lookup_params
+
+    rng = np.random.default_rng(11)
+    alphabet = list("ab Z09:,=/.@-_()[]\"'|<>x~\t") + ["0x1f", "10.0.0.1", "2024-01-02", "Jan", " /var/log", "::"]
+    bodies = ["".join(rng.choice(alphabet, rng.integers(0, 25)).tolist()) for _ in range(3000)]
+    sa = StringArray.from_pylist(bodies)
+    svc = np.zeros(len(bodies), np.int32)
+    seeds = np.array([12345], np.uint64)
+    table = KeyTable()
+    ref_h, ref_t, *_ = hash_and_lookup(sa.buf, sa.off, svc, seeds, table.key, table.val, table.vmask)
+    h, t, *_ = hash_lookup_params(sa.buf, sa.off, svc, seeds, table.key, table.val, table.vmask,
+                                  np.zeros(0, np.uint64))
+    assert np.array_equal(h, ref_h) and np.array_equal(t, ref_t)
