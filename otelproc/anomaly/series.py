@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from otelproc.kernels.series import SeriesTable
+
 __all__ = ["SeriesIndex", "BucketWindow", "ClosedBuckets", "series_key", "summed_cells", "SUMMED_STREAMS"]
 
 # Streams whose points are only counted and summed per (bucket, series) cell (no quantiles): the
@@ -54,60 +56,42 @@ class SeriesIndex:
     service  int64[S]   global service code
     pattern  uint64[S]  pattern id (0 = all patterns)
     ordinal  int64[S]   parameter position (-1 = not a parameter series)
+
+    Lookups go through a hash table (:class:`otelproc.kernels.series.SeriesTable`, the key computed
+    in the same kernel): O(1) per point, where sorting the batch's keys cost O(m log m).
     """
 
     FIELDS = ("keys", "service", "pattern", "ordinal")
 
     def __init__(self) -> None:
-        self.keys = np.zeros(0, dtype=np.uint64)
         self.service = np.zeros(0, dtype=np.int64)
         self.pattern = np.zeros(0, dtype=np.uint64)
         self.ordinal = np.zeros(0, dtype=np.int64)
-        self._sorted = np.zeros(0, dtype=np.uint64)
-        self._sorted_id = np.zeros(0, dtype=np.int64)
+        self._table = SeriesTable()
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._table.keys
 
     def __len__(self) -> int:
-        return len(self.keys)
-
-    def _reindex(self) -> None:
-        order = np.argsort(self.keys, kind="stable")
-        self._sorted = self.keys[order]
-        self._sorted_id = order.astype(np.int64)
+        return len(self._table.keys)
 
     def lookup(self, service: np.ndarray, pattern: np.ndarray, ordinal: np.ndarray) -> np.ndarray:
         """Series id per point (int64[m]); unseen keys get new ids."""
-        keys = series_key(service, pattern, ordinal)
-        if len(keys) == 0:
-            return np.zeros(0, dtype=np.int64)
-        uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-        pos = np.searchsorted(self._sorted, uniq)
-        found = (pos < len(self._sorted)) & (self._sorted[np.minimum(pos, max(len(self._sorted) - 1, 0))] == uniq) \
-            if len(self._sorted) else np.zeros(len(uniq), dtype=bool)
-        ids = np.empty(len(uniq), dtype=np.int64)
-        if found.any():
-            ids[found] = self._sorted_id[pos[found]]
-        new = ~found
-        if new.any():
-            # new series in order of first appearance in this batch (deterministic)
-            new_idx = np.flatnonzero(new)
-            new_idx = new_idx[np.argsort(first[new_idx], kind="stable")]
-            start = len(self.keys)
-            ids[new_idx] = np.arange(start, start + len(new_idx))
-            src = first[new_idx]
-            self.keys = np.concatenate([self.keys, uniq[new_idx]])
-            self.service = np.concatenate([self.service, service[src].astype(np.int64)])
-            self.pattern = np.concatenate([self.pattern, pattern[src].astype(np.uint64)])
-            self.ordinal = np.concatenate([self.ordinal, ordinal[src].astype(np.int64)])
-            self._reindex()
-        return ids[inv.reshape(-1)]
+        ids, new_rows = self._table.lookup(service, pattern, ordinal)
+        if len(new_rows):
+            self.service = np.concatenate([self.service, service[new_rows].astype(np.int64)])
+            self.pattern = np.concatenate([self.pattern, pattern[new_rows].astype(np.uint64)])
+            self.ordinal = np.concatenate([self.ordinal, ordinal[new_rows].astype(np.int64)])
+        return ids
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}.{k}": getattr(self, k) for k in self.FIELDS}
 
     def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
-        for k in self.FIELDS:
+        self._table = SeriesTable(arrays[f"{prefix}.keys"].copy())
+        for k in self.FIELDS[1:]:
             setattr(self, k, arrays[f"{prefix}.{k}"].copy())
-        self._reindex()
 
 
 @dataclass

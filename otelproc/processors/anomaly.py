@@ -8,7 +8,10 @@ watermark = max event time - ``allowed_lateness``; later points are counted in
 * lines per (service, pattern) and per service,
 * the error ratio per service (severity_number >= 17),
 * durations after took/latency/duration/elapsed/time (ms, s, us normalised to ms)
-  per (service, pattern, parameter position),
+  per (service, pattern, parameter position): with the patterns processor's
+  ``pattern_template`` (a DictStringArray) and ``pattern_params`` columns, decided once
+  per distinct template and parsed from that parameter only
+  (:func:`otelproc.kernels.series.durations_from_params`), else by scanning every body,
 
 and when buckets close runs the detectors of ``otelproc/kernels`` over all
 series at once. It adds to the batch:
@@ -43,10 +46,11 @@ import pyarrow as pa
 
 from otelproc.anomaly.engine import AnomalyEngine, EngineParams, Output
 from otelproc.anomaly.persist import load_state, save_state
-from otelproc.batch import LogBatch, StringArray
+from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
-from otelproc.kernels.series import extract_durations
+from otelproc.kernels.series import (DurationPlan, distinct_first_rows, duration_plan, durations_from_params,
+                                      extract_durations)
 
 log = logging.getLogger("otelproc.processors.anomaly")
 
@@ -203,6 +207,10 @@ class AnomalyProcessor(Processor):
             if t else None
         self._m_series = t.gauge("otelproc_processor_anomaly_series", "Series tracked", lbl) if t else None
         self._late_reported = 0
+        # the duration plan of the last template dictionary seen (the patterns processor keeps one
+        # dictionary object until a template changes, so this is computed once per change, not per batch)
+        self._plan_dictionary: StringArray | None = None
+        self._plan: DurationPlan | None = None
 
     def start(self) -> None:
         if self.config.state_dir:
@@ -231,7 +239,7 @@ class AnomalyProcessor(Processor):
             pattern = np.zeros(n, dtype=np.uint64)
         pattern = np.asarray(pattern, dtype=np.uint64)
         self._learn_templates(batch, pattern)
-        line, ordinal, value_ms = extract_durations(batch.body.buf, batch.body.off)
+        line, ordinal, value_ms = self._durations(batch)
         out = eng.ingest(batch.event_ns.astype(np.int64), service, pattern, batch.severity_number, line,
                          ordinal.astype(np.int64), value_ms)
         late = eng.late_points
@@ -252,17 +260,39 @@ class AnomalyProcessor(Processor):
             result = result.with_findings(out.findings)
         return result
 
+    def _durations(self, batch: LogBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line, ordinal, value_ms) of the durations in the batch.
+
+        With the patterns processor's columns, where a template's durations are is decided once per
+        distinct template and only those parameters are parsed per line (bodies are read only for
+        templates that cannot tell); without them, every body is scanned.
+        """
+        n = len(batch)
+        tmpl = batch.columns.get("pattern_template")
+        params = batch.columns.get("pattern_params")
+        if isinstance(tmpl, DictStringArray) and isinstance(params, StringArray) and len(tmpl) == n \
+                and len(params) == n:
+            if tmpl.dictionary is not self._plan_dictionary or self._plan is None:
+                self._plan = duration_plan(tmpl.dictionary.buf, tmpl.dictionary.off)
+                self._plan_dictionary = tmpl.dictionary
+            return durations_from_params(tmpl.codes, self._plan, params.buf, params.off, batch.body.buf,
+                                         batch.body.off)
+        return extract_durations(batch.body.buf, batch.body.off)
+
     def _learn_templates(self, batch: LogBatch, pattern: np.ndarray) -> None:
         if len(pattern) == 0:
             return
         tmpl = batch.columns.get("pattern_template")
-        uniq, first = np.unique(pattern, return_index=True)
+        first = distinct_first_rows(pattern)
+        # in pattern id order, as before (the order the dictionaries fill in is saved with the state)
+        first = first[np.argsort(pattern[first], kind="stable")]
         known, samples = self.engine.templates, self.engine.samples
-        for pid, i in zip(uniq.tolist(), first.tolist()):  # one per distinct pattern, not per line
+        has_tmpl = isinstance(tmpl, StringArray)
+        for pid, i in zip(pattern[first].tolist(), first.tolist()):  # one per distinct pattern, not per line
             if pid not in samples:
                 # the first body of a pattern: new-pattern findings (and the alerts about them) show it
                 samples[pid] = batch.body[i][:1000]
-            if isinstance(tmpl, StringArray) and pid not in known:
+            if has_tmpl and pid not in known:
                 known[pid] = tmpl[i]
 
     @staticmethod

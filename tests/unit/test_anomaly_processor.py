@@ -338,3 +338,106 @@ def test_state_of_version_2_loads_with_a_fresh_hour_of_day_profile():
     st["version"] = np.array([1])
     with pytest.raises(ValueError, match="version 1"):
         AnomalyEngine().load_state(st)
+
+
+# --- durations from the patterns processor's columns vs the body scan ---------------------------------
+
+# Loghub-like lines with every duration form the body scan knows (words, separators, units, two per
+# line, a word the number does not follow, a word inside a longer word), each with varying numbers
+DURATION_FORMS = [
+    "GET /api/{p} HTTP/1.1 200 took {a}ms", "Took {a} ms to flush block blk_{i}", "latency={a}ms status=ok",
+    "request latency: {a} s for user{i}", "elapsed time: {a} us then duration {b}", "response_time={a} msec",
+    "job {i} finished, elapsed {a} seconds, rows={i}", "took '{a}' ms", "Duration {a}ns", "done in {a}ms",
+    "timeout after {a} ms", "runtime {a} ms", "took {a}s and {b}s", "time {a} took x", "took N/A ms",
+    "elapsed {a} ms", "query took {a}µs",
+]
+
+
+def _duration_bodies(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        form = DURATION_FORMS[k % len(DURATION_FORMS)]
+        out.append(form.format(p=("items", "cart", "users")[k % 3], a=f"{rng.lognormal(3, 1):.{k % 3}f}",
+                               b=str(int(rng.integers(0, 5000))), i=int(rng.integers(0, 10**6))))
+    return out
+
+
+def _loghub_bodies() -> list[str]:
+    from tests.conftest import shared_path
+
+    root = shared_path("data", "loghub2k")
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        f = d / f"{d.name}_2k.log"
+        if f.exists():
+            out += f.read_text(errors="replace").splitlines()
+    return out
+
+
+def _through_patterns(batches):
+    from otelproc.processors import patterns as patterns_proc
+
+    sink = Sink()
+    p = patterns_proc.factory.create("patterns", patterns_proc.PatternsProcessorConfig(), sink, None)
+    p.start()
+    for b in batches:
+        p.consume(b)
+    return sink.batches
+
+
+def _without_params(b: LogBatch) -> LogBatch:
+    """The batch without ``pattern_params``: the processor scans the bodies (its template column stays, so
+    the anomalies' Template column is the same)."""
+    import dataclasses
+
+    return dataclasses.replace(b, columns={k: v for k, v in b.columns.items() if k != "pattern_params"})
+
+
+def _assert_same_durations(batches):
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(), Sink(), None)
+    n_values = 0
+    for b in batches:
+        from otelproc.batch import DictStringArray
+
+        assert isinstance(b.columns["pattern_template"], DictStringArray)
+        got = p._durations(b)
+        exp = p._durations(_without_params(b))
+        for g, e in zip(got, exp):
+            np.testing.assert_array_equal(g, e)
+        n_values += len(exp[0])
+    return n_values
+
+
+def test_durations_from_pattern_columns_equal_the_body_scan_on_loghub_like_bodies():
+    bodies = _loghub_bodies() + _duration_bodies(6000, seed=1)
+    rng = np.random.default_rng(2)
+    bodies = [bodies[i] for i in rng.permutation(len(bodies))]
+    recs = [dict(time_ns=T0 + i * 10**6, service=("a", "b", "c")[i % 3], severity_number=9, body=s)
+            for i, s in enumerate(bodies)]
+    b = LogBatch.from_records(recs)
+    batches = _through_patterns(slices(b, 2500))
+    # every form but "took N/A ms" (no number) and the two non-words carries durations
+    assert _assert_same_durations(batches) > 4000
+
+
+def test_simulated_traffic_gives_the_same_durations_and_findings_with_and_without_params():
+    from otelproc.simulate import Incident, Scenario, simulate
+
+    sc = Scenario(seed=4, duration_s=5400.0, incidents=[Incident("error_burst", "checkout", 2400.0, 3000.0),
+                                                      Incident("latency_creep", "payment", 1800.0, 5400.0)])
+    sc.creep_rate = 0.5
+    batches = _through_patterns(simulate(sc))
+    assert _assert_same_durations(batches) > 100_000
+    _, with_cols = run(batches)
+    _, body_scan = run([_without_params(b) for b in batches])
+    assert with_cols.findings and {f.kind for f in with_cols.findings} >= {FindingKind.ERROR_RATIO}
+    assert [key(f) for f in with_cols.findings] == [key(f) for f in body_scan.findings]
+    for name in ("anomalies", "series"):
+        a = [t for b in with_cols.batches if (t := b.tables.get(name)) is not None]
+        c = [t for b in body_scan.batches if (t := b.tables.get(name)) is not None]
+        assert len(a) == len(c), name
+        for x, y in zip(a, c):
+            assert x.schema == y.schema and x.num_rows == y.num_rows, name
+            for col in x.column_names:  # NaN bands compare equal
+                np.testing.assert_array_equal(x.column(col).to_numpy(), y.column(col).to_numpy(), err_msg=col)

@@ -8,7 +8,9 @@ import pytest
 
 from otelproc.batch import StringArray
 from otelproc.kernels import detectors as det
-from otelproc.kernels.series import aggregate_cells, extract_durations
+from otelproc.anomaly.series import series_key
+from otelproc.kernels.series import (PLAN_BODY, PLAN_NONE, PLAN_PARAMS, SeriesTable, aggregate_cells,
+                                     distinct_first_rows, duration_plan, durations_from_params, extract_durations)
 from tests.reference import ref_cusum, ref_extract_durations
 
 
@@ -181,6 +183,89 @@ def test_extract_durations_units_and_reference():
     assert got[0] == [(0, 120.0)] and got[1] == [(0, 1500.0)]
     assert got[2][0][1] == pytest.approx(0.03) and got[2][1] == (1, 7.0)
     assert 8 not in got and 3 not in got
+
+
+def _plan(templates):
+    sa = StringArray.from_pylist(templates)
+    return duration_plan(sa.buf, sa.off)
+
+
+def test_duration_plan_finds_the_parameter_after_each_duration_word():
+    plan = _plan(["GET <*> took <*>", "duration: <*> ms", "elapsed <*> s", "heartbeat ok", "timeout <*> ms",
+                  "<*>took <*>", "took <*> then time=<*>s", "elapsed time: <*> us", "took 5 ms", "took N/A ms"])
+    assert plan.kind.tolist() == [PLAN_PARAMS, PLAN_PARAMS, PLAN_PARAMS, PLAN_NONE, PLAN_NONE, PLAN_BODY,
+                                  PLAN_PARAMS, PLAN_PARAMS, PLAN_BODY, PLAN_NONE]
+    assert plan.n_params.tolist() == [2, 1, 1, 0, 1, 2, 2, 1, 0, 0]
+    slots = [(plan.slot_param[a:b].tolist(), plan.slot_unit[a:b].tolist())
+             for a, b in zip(plan.slot_off[:-1], plan.slot_off[1:])]
+    assert slots[0] == ([1], [1.0]) and slots[1] == ([0], [1.0]) and slots[2] == ([0], [1000.0])
+    # "then" is no duration word; "time=" is (after "=", unit "s" outside the parameter)
+    assert slots[6] == ([0, 1], [1.0, 1000.0])
+    # "elapsed" is followed by a word, so the number belongs to "time" (as in the body scan)
+    assert slots[7] == ([0], [1e-3])
+    assert slots[3] == slots[5] == slots[8] == ([], [])
+
+
+def test_durations_from_params_equal_the_body_scan_and_fall_back_per_line():
+    templates = ["GET <*> took <*>", "duration: <*> ms", "elapsed <*> s", "heartbeat ok", "<*>took <*>",
+                 "took <*> then time=<*>s"]
+    plan = _plan(templates)
+    # (template, parameters, body)
+    lines = [(0, ["/a HTTP/1.1 200", "74.1ms"], "GET /a HTTP/1.1 200 took 74.1ms"),
+             (1, ["266.2"], "duration: 266.2 ms"),
+             (2, ["3"], "elapsed 3 s"),
+             (3, [], "heartbeat ok"),
+             (0, ["/b", "N/A"], "GET /b took N/A"),               # no number: no duration
+             (4, ["x9", "5us"], "x9took 5us"),                     # PLAN_BODY: the body decides
+             (5, ["2", "1.5"], "took 2 then time=1.5s"),
+             (5, ["oops", "4"], "took oops then time=4s"),         # first slot fails, the second is ordinal 0
+             (1, ["7", "8"], "duration: 7 ms 8"),                  # parameter count is not the template's: body
+             (0, ["/c", "12 sec"], "GET /c took 12 sec")]          # unit inside a multi-token parameter
+    codes = np.array([t for t, _, _ in lines], dtype=np.int32)
+    params = StringArray.from_pylist(["".join(p + "\x1f" for p in ps) for _, ps, _ in lines])
+    bodies = StringArray.from_pylist([b for _, _, b in lines])
+    got = durations_from_params(codes, plan, params.buf, params.off, bodies.buf, bodies.off)
+    exp = extract_durations(bodies.buf, bodies.off)
+    for g, e in zip(got, exp):
+        np.testing.assert_array_equal(g, e)
+    by_line = {}
+    for r, o, v in zip(*(a.tolist() for a in got)):
+        by_line.setdefault(r, []).append((o, v))
+    assert by_line[0] == [(0, 74.1)] and by_line[1] == [(0, 266.2)] and by_line[2] == [(0, 3000.0)]
+    assert 3 not in by_line and 4 not in by_line
+    assert by_line[5] == [(0, 5e-3)] and by_line[6] == [(0, 2.0), (1, 1500.0)] and by_line[7] == [(0, 4000.0)]
+    assert by_line[8] == [(0, 7.0)] and by_line[9] == [(0, 12000.0)]
+    with pytest.raises(TypeError, match="codes must be int32"):
+        durations_from_params(codes.astype(np.int64), plan, params.buf, params.off, bodies.buf, bodies.off)
+    with pytest.raises(IndexError, match="6 templates"):
+        durations_from_params(codes + 6, plan, params.buf, params.off, bodies.buf, bodies.off)
+
+
+def test_series_table_gives_ids_in_order_of_first_appearance_with_the_series_keys():
+    svc = np.array([3, 1, 3, 2, 1, 3], dtype=np.int64)
+    pat = np.array([7, 0, 7, 7, 0, 9], dtype=np.uint64)
+    ordv = np.array([-1, -1, -1, -2, -1, 0], dtype=np.int64)
+    t = SeriesTable()
+    ids, new_rows = t.lookup(svc, pat, ordv)
+    assert ids.tolist() == [0, 1, 0, 2, 1, 3] and new_rows.tolist() == [0, 1, 3, 5]
+    np.testing.assert_array_equal(t.keys, series_key(svc[new_rows], pat[new_rows], ordv[new_rows]))
+    # past the table's first size (16 slots, half full at most): known keys keep their ids
+    many = np.arange(40, dtype=np.int64)
+    ids2, new2 = t.lookup(np.concatenate([svc, many]), np.concatenate([pat, np.zeros(40, np.uint64)]),
+                          np.concatenate([ordv, np.full(40, -1, np.int64)]))
+    # service 1 with pattern 0, ordinal -1 is id 1 already
+    assert ids2[:6].tolist() == ids.tolist() and ids2[6:].tolist() == [4, 1] + list(range(5, 43))
+    assert new2.tolist() == [6] + list(range(8, 46))
+    # rebuilt from its keys (a restart), the table answers the same
+    assert SeriesTable(t.keys).lookup(svc, pat, ordv)[0].tolist() == ids.tolist()
+
+
+def test_distinct_first_rows():
+    keys = np.array([5, 9, 5, 0, 9, 2**64 - 1, 0], dtype=np.uint64)
+    assert distinct_first_rows(keys).tolist() == [0, 1, 3, 5]
+    assert distinct_first_rows(np.zeros(0, dtype=np.uint64)).tolist() == []
+    with pytest.raises(TypeError, match="uint64"):
+        distinct_first_rows(keys.astype(np.int64))
 
 
 def test_aggregate_cells_quantiles():
