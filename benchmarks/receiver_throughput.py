@@ -6,7 +6,11 @@ concurrently to `otelproc serve`; prints accepted logs/s for
 
 Usage:
   python benchmarks/receiver_throughput.py [--loghub ../shared/data/loghub2k] [--duration 15]
-         [--clients 2] [--transport http|grpc] [--no-gzip] [--mode decode store]
+         [--clients 2] [--transport http|grpc] [--grpc-client precompressed|grpcio] [--no-gzip]
+         [--mode decode store]
+
+gRPC bodies are gzipped before the timed loop, as for HTTP (see benchmarks/otlp_load.py);
+--grpc-client grpcio uses grpcio's client instead, which gzips each message in the loop.
 """
 from __future__ import annotations
 
@@ -80,9 +84,13 @@ def run(mode: str, payloads: list[bytes], records: int, args) -> dict:
             raise SystemExit((tmp / "server.log").read_text())
         time.sleep(0.05)
     port = http_port if args.transport == "http" else grpc_port
-    warm = run_load(port, payloads[:4], records, args.transport, not args.no_gzip, 1, 2.0)  # JIT warm-up
+    warm = run_load(port, payloads[:4], records, args.transport, not args.no_gzip, 1, 2.0,
+                    args.grpc_client)  # JIT warm-up
     cpu0 = cpu_seconds(proc.pid)
-    res = run_load(port, payloads, records, args.transport, not args.no_gzip, args.clients, args.duration)
+    load0 = os.getloadavg()[0]
+    res = run_load(port, payloads, records, args.transport, not args.no_gzip, args.clients, args.duration,
+                   args.grpc_client)
+    res["load_avg"] = (load0, os.getloadavg()[0])
     res["server_cpu_s_per_1M"] = (cpu_seconds(proc.pid) - cpu0) / max(res["accepted"], 1) * 1e6
     res["peak_rss_mib"] = peak_rss_mib(proc.pid)
     proc.send_signal(signal.SIGTERM)
@@ -103,18 +111,20 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--transport", choices=("http", "grpc"), default="http")
+    ap.add_argument("--grpc-client", choices=("precompressed", "grpcio"), default="precompressed",
+                    help="gRPC load client (default: our HTTP/2 client sending pre-gzipped messages)")
     ap.add_argument("--no-gzip", action="store_true")
     ap.add_argument("--mode", nargs="+", choices=("decode", "store"), default=["decode", "store"])
     args = ap.parse_args()
     bodies = loghub_bodies(args.loghub) if args.loghub else None
     payloads = build_requests(200, records=args.records, bodies=bodies)
     print(f"{len(payloads)} requests x {args.records} records, {sum(map(len, payloads)) / len(payloads) / 1024:.0f} KiB each, "
-          f"transport={args.transport} gzip={not args.no_gzip} clients={args.clients} duration={args.duration}s")
+          f"transport={args.transport}{'/' + args.grpc_client if args.transport == 'grpc' else ''} gzip={not args.no_gzip} clients={args.clients} duration={args.duration}s")
     for mode in args.mode:
         r = run(mode, payloads, args.records, args)
         line = (f"{mode:7s} accepted {r['accepted_per_s']:>10,.0f} logs/s  refused {r['refused']:,}  "
                 f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  server CPU {r['server_cpu_s_per_1M']:.2f} s/1M  "
-                f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+                f"peak RSS {r['peak_rss_mib']:.0f} MiB  load {r['load_avg'][0]:.1f}-{r['load_avg'][1]:.1f}")
         if "rows_landed" in r:
             line += f"  rows landed {r['rows_landed']:,} of {r['accepted_incl_warmup']:,} accepted (incl. warm-up)" \
                 if isinstance(r["rows_landed"], int) \

@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import threading
+import zlib
 
 import grpc
 import pytest
@@ -20,7 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otelproc.component import BackPressureError, Context
 from otelproc.config import parse_config
-from otelproc.receivers.otlp import OtlpReceiver
+from otelproc.receivers.errors import RequestError
+from otelproc.receivers.otlp import OtlpReceiver, _grpc_message
 from otelproc.telemetry import Telemetry
 from tests.otlp_util import make_request
 
@@ -237,6 +239,37 @@ def test_grpc_export_ok(stub, capture):
 def test_grpc_gzip(stub, capture):
     stub.Export(make_request(["gz"]), timeout=10, compression=grpc.Compression.Gzip)
     assert capture.bodies == ["gz"]
+
+
+def test_grpc_deflate(stub, capture):
+    stub.Export(make_request(["df"]), timeout=10, compression=grpc.Compression.Deflate)
+    assert capture.bodies == ["df"]
+
+
+def test_grpc_gzip_decompressed_size_limit_is_resource_exhausted(stub, capture):
+    # ~17 MiB once inflated (the default max_recv_msg_size_mib is 16), a few KiB as sent
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Export(make_request(["z" * (17 << 20)]), timeout=30, compression=grpc.Compression.Gzip)
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert capture.bodies == []
+    stub.Export(make_request(["z" * (15 << 20)]), timeout=30, compression=grpc.Compression.Gzip)
+    assert len(capture.bodies) == 1
+
+
+def test_grpc_message_compression_told_by_header_bytes():
+    raw = make_request(["a", "b"]).SerializeToString()
+    assert _grpc_message(raw, 1 << 20) is raw
+    assert _grpc_message(gzip.compress(raw), 1 << 20) == raw
+    assert _grpc_message(zlib.compress(raw), 1 << 20) == raw
+    # 78 01 passes zlib's header check but can also start a protobuf (field 15, varint 1): kept as it is
+    odd = b"\x78\x01" + raw
+    assert _grpc_message(odd, 1 << 20) == odd
+    with pytest.raises(RequestError) as ei:
+        _grpc_message(gzip.compress(raw), len(raw) - 1)
+    assert ei.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(RequestError) as ei:
+        _grpc_message(gzip.compress(raw)[:-9], 1 << 20)
+    assert ei.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_grpc_partial_success(stub, capture):
