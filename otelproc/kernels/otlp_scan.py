@@ -950,7 +950,7 @@ def gather_slices(src: np.ndarray, off: np.ndarray, length: np.ndarray) -> tuple
     return out_buf, out_off
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)  # allocates nothing: callable from the _nrt=False gather
 def _decimal_len(v):
     if v == 0:
         return 1
@@ -967,7 +967,7 @@ def _decimal_len(v):
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _write_decimal(out, pos, v, n):
     """Write int64 v as decimal text into out[pos:pos+n] (n from _decimal_len)."""
     if v < 0:
@@ -1134,41 +1134,6 @@ def _take_strings(buf, table, rows, c_off, c_len):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _decimal_len_nrt(v):
-    if v == 0:
-        return 1
-    n = 0
-    if v < 0:
-        n = 1
-        # -2**63 has no positive counterpart: count digits of its negation as uint64
-        u = np.uint64(-(v + 1)) + np.uint64(1)
-    else:
-        u = np.uint64(v)
-    while u > np.uint64(0):
-        n += 1
-        u //= np.uint64(10)
-    return n
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _write_decimal_nrt(out, pos, v, n):
-    """Write int64 v as decimal text into out[pos:pos+n] (n from _decimal_len_nrt)."""
-    if v < 0:
-        out[pos] = 45  # '-'
-        u = np.uint64(-(v + 1)) + np.uint64(1)
-    else:
-        u = np.uint64(v)
-    k = pos + n - 1
-    if u == np.uint64(0):
-        out[k] = 48
-        return
-    while u > np.uint64(0):
-        out[k] = np.uint8(48 + (u % np.uint64(10)))
-        u //= np.uint64(10)
-        k -= 1
-
-
-@njit(cache=True, nogil=True, _nrt=False)
 def _fill_attr_index(table, rows, n, c_start, c_end, idx):
     k = 0
     for i in range(n):
@@ -1254,7 +1219,7 @@ def _value_len(kd, ln, ival):
     if kd == KIND_STRING:
         return ln
     if kd == KIND_INT:
-        return _decimal_len_nrt(ival)
+        return _decimal_len(ival)
     if kd == KIND_BOOL:
         return 4 if ival != 0 else 5
     return 0
@@ -1265,7 +1230,7 @@ def _write_value(out, p, buf, kd, off, ln, ival, n):
     if kd == KIND_STRING:
         _copy_bytes(out, p, buf, off, ln)
     elif kd == KIND_INT:
-        _write_decimal_nrt(out, p, ival, n)
+        _write_decimal(out, p, ival, n)
     elif kd == KIND_BOOL:
         if ival != 0:
             out[p] = 116; out[p + 1] = 114; out[p + 2] = 117; out[p + 3] = 101  # true
