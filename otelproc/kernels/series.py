@@ -83,28 +83,33 @@ def _parse_unit(buf, i, end):
 
 
 @njit(cache=True, nogil=True)
+def _keyword_at(buf, i, a, b, kw_buf, kw_off):
+    """Length of the duration word (case-insensitive, a whole word) starting at buf[i] within buf[a:b], else -1."""
+    if i > a and _is_alpha(buf[i - 1]):
+        return -1
+    c = _lower(buf[i])
+    for k in range(len(kw_off) - 1):
+        ka = kw_off[k]
+        kl = kw_off[k + 1] - ka
+        if i + kl <= b and kw_buf[ka] == c:
+            ok = True
+            for q in range(1, kl):
+                if _lower(buf[i + q]) != kw_buf[ka + q]:
+                    ok = False
+                    break
+            if ok and (i + kl == b or not _is_alpha(buf[i + kl])):
+                return kl
+    return -1
+
+
+@njit(cache=True, nogil=True)
 def _scan_line(buf, a, b, r, kw_buf, kw_off, line_out, ord_out, val_out, m):
     """Durations of the body ``buf[a:b]`` (row r) appended at ``m`` (capacity len(val_out)); returns the new m."""
-    nk = len(kw_off) - 1
     cap = len(val_out)
     ordinal = 0
     i = a
     while i < b:
-        c = _lower(buf[i])
-        matched = -1
-        if (i == a or not _is_alpha(buf[i - 1])):
-            for k in range(nk):
-                ka = kw_off[k]
-                kl = kw_off[k + 1] - ka
-                if i + kl <= b and kw_buf[ka] == c:
-                    ok = True
-                    for q in range(1, kl):
-                        if _lower(buf[i + q]) != kw_buf[ka + q]:
-                            ok = False
-                            break
-                    if ok and (i + kl == b or not _is_alpha(buf[i + kl])):
-                        matched = kl
-                        break
+        matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
         if matched < 0:
             i += 1
             continue
@@ -237,7 +242,6 @@ def _count_vars(buf, i, b):
 def _plan_template(buf, a, b, kw_buf, kw_off, slot_param, slot_unit, s):
     """The body scan of :func:`_scan_line` run on a template ``buf[a:b]`` whose ``<*>`` stand for
     parameters. Returns (kind, number of ``<*>``, slots written up to); slots go to ``[s:]``."""
-    nk = len(kw_off) - 1
     kind = PLAN_NONE
     var = 0
     s0 = s
@@ -247,21 +251,7 @@ def _plan_template(buf, a, b, kw_buf, kw_off, slot_param, slot_unit, s):
             var += 1
             i += 3
             continue
-        c = _lower(buf[i])
-        matched = -1
-        if i == a or not _is_alpha(buf[i - 1]):
-            for k in range(nk):
-                ka = kw_off[k]
-                kl = kw_off[k + 1] - ka
-                if i + kl <= b and kw_buf[ka] == c:
-                    ok = True
-                    for q in range(1, kl):
-                        if _lower(buf[i + q]) != kw_buf[ka + q]:
-                            ok = False
-                            break
-                    if ok and (i + kl == b or not _is_alpha(buf[i + kl])):
-                        matched = kl
-                        break
+        matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
         if matched < 0:
             i += 1
             continue
