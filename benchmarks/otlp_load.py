@@ -114,35 +114,50 @@ def build_requests(count: int, records: int = 1000, resources: int = 5, services
     return out
 
 
-def _http_worker(port: int, payloads: list[bytes], gzip_on: bool, duration: float, records: int, q) -> None:
-    body_list = [gzip.compress(p, 1) if gzip_on else p for p in payloads]
-    headers = {"Content-Type": "application/x-protobuf"}
-    if gzip_on:
-        headers["Content-Encoding"] = "gzip"
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def _timed_sends(send, duration: float, records: int) -> tuple[int, int, list[float]]:
+    """Call ``send(i)`` for request i flat out for ``duration`` s: it returns None after a connection
+    error (not counted; the caller reconnected), else (accepted, pause in s before the next request).
+    Returns (records accepted, records refused, latency per counted request)."""
     accepted = refused = 0
     lat = []
     end = time.monotonic() + duration
     i = 0
     while time.monotonic() < end:
         t = time.perf_counter()
-        try:
-            conn.request("POST", "/v1/logs", body=body_list[i % len(body_list)], headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            time.sleep(0.05)
+        answer = send(i)
+        if answer is None:
             continue
         lat.append(time.perf_counter() - t)
-        if resp.status == 200:
+        ok, pause = answer
+        if ok:
             accepted += records
         else:
             refused += records
-            time.sleep(float(resp.getheader("Retry-After") or 0.1) / 10)
+            time.sleep(pause)
         i += 1
-    q.put((accepted, refused, lat))
+    return accepted, refused, lat
+
+
+def _http_worker(port: int, payloads: list[bytes], gzip_on: bool, duration: float, records: int, q) -> None:
+    body_list = [gzip.compress(p, 1) if gzip_on else p for p in payloads]
+    headers = {"Content-Type": "application/x-protobuf"}
+    if gzip_on:
+        headers["Content-Encoding"] = "gzip"
+    conn = [http.client.HTTPConnection("127.0.0.1", port, timeout=60)]
+
+    def send(i: int):
+        try:
+            conn[0].request("POST", "/v1/logs", body=body_list[i % len(body_list)], headers=headers)
+            resp = conn[0].getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            conn[0].close()
+            conn[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            time.sleep(0.05)
+            return None
+        return resp.status == 200, float(resp.getheader("Retry-After") or 0.1) / 10
+
+    q.put(_timed_sends(send, duration, records))
 
 
 def _grpc_worker(port: int, payloads: list[bytes], gzip_on: bool, duration: float, records: int, q) -> None:
@@ -151,21 +166,15 @@ def _grpc_worker(port: int, payloads: list[bytes], gzip_on: bool, duration: floa
     ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     call = ch.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
     comp = grpc.Compression.Gzip if gzip_on else grpc.Compression.NoCompression
-    accepted = refused = 0
-    lat = []
-    end = time.monotonic() + duration
-    i = 0
-    while time.monotonic() < end:
-        t = time.perf_counter()
+
+    def send(i: int):
         try:
             call(payloads[i % len(payloads)], timeout=60, compression=comp)
-            accepted += records
+            return True, 0.0
         except grpc.RpcError:
-            refused += records
-            time.sleep(0.1)
-        lat.append(time.perf_counter() - t)
-        i += 1
-    q.put((accepted, refused, lat))
+            return False, 0.1
+
+    q.put(_timed_sends(send, duration, records))
 
 
 _H2_DATA, _H2_HEADERS, _H2_RST_STREAM, _H2_SETTINGS, _H2_PING, _H2_GOAWAY, _H2_WINDOW_UPDATE, _H2_CONTINUATION = \
@@ -304,29 +313,20 @@ class PrecompressedGrpcClient:
 def _grpc_precompressed_worker(port: int, payloads: list[bytes], gzip_on: bool, duration: float, records: int,
                                q) -> None:
     messages = [gzip.compress(p, 1) if gzip_on else p for p in payloads]  # same bytes as the HTTP worker's
-    client = PrecompressedGrpcClient(port, compressed=gzip_on)
-    accepted = refused = 0
-    lat = []
-    end = time.monotonic() + duration
-    i = 0
-    while time.monotonic() < end:
-        t = time.perf_counter()
+    client = [PrecompressedGrpcClient(port, compressed=gzip_on)]
+
+    def send(i: int):
         try:
-            ok = client.export(messages[i % len(messages)])
+            return client[0].export(messages[i % len(messages)]), 0.1
         except OSError:
-            client.close()
+            client[0].close()
             time.sleep(0.05)
-            client = PrecompressedGrpcClient(port, compressed=gzip_on)
-            continue
-        lat.append(time.perf_counter() - t)
-        if ok:
-            accepted += records
-        else:
-            refused += records
-            time.sleep(0.1)
-        i += 1
-    client.close()
-    q.put((accepted, refused, lat))
+            client[0] = PrecompressedGrpcClient(port, compressed=gzip_on)
+            return None
+
+    result = _timed_sends(send, duration, records)
+    client[0].close()
+    q.put(result)
 
 
 def run_load(port: int, payloads: list[bytes], records: int, transport: str = "http", gzip_on: bool = True,
