@@ -97,15 +97,22 @@ def test_metrics_parse_and_count_what_happened(running):
              [f"disk /dev/sd{c} is {i}% full" for i, c in enumerate("abcdefghij" * 20)]
     assert _post(port, make_request(bodies, service="checkout").SerializeToString()) == 200
     assert _post(port, b"\x0a\xff\xff\xff\xff") == 400  # malformed protobuf: a refused request
-    deadline = time.monotonic() + 20
+    # The exporter counts its rows before its insert returns and the batch processor counts
+    # what it sent after: wait for both, or a scrape between the two sees only the first.
+    def _done(fams) -> bool:
+        def total(family: str, **labels: str) -> float:
+            f = fams.get(family)
+            return sum(s.value for s in (f.samples if f else []) if s.name.endswith("_total")
+                       and all(s.labels.get(k) == v for k, v in labels.items()))
+        return total("otelproc_clickhouse_rows_inserted", table="otel_logs") >= len(bodies) and \
+            total("otelproc_processor_batch_sent_records") >= len(bodies)
+
+    deadline = time.monotonic() + 60
     fams = _scrape(server.port)
-    while time.monotonic() < deadline:
-        fams = _scrape(server.port)
-        inserted = [s for s in fams.get("otelproc_clickhouse_rows_inserted", type("F", (), {"samples": []})).samples
-                    if s.labels.get("table") == "otel_logs" and s.name.endswith("_total")]
-        if inserted and inserted[0].value >= len(bodies):
-            break
+    while not _done(fams) and time.monotonic() < deadline:
         time.sleep(0.1)
+        fams = _scrape(server.port)
+    assert _done(fams), "records not inserted and counted within 60 s"
 
     # names follow otelproc_<component>_<what>_<unit>; every family parses
     for name in fams:
