@@ -103,10 +103,6 @@ class _ResolutionState:
     origin_bucket: int = -1
 
 
-def _grow1(a: np.ndarray, n: int, fill=0) -> np.ndarray:
-    return a if len(a) >= n else np.concatenate([a, np.full(n - len(a), fill, dtype=a.dtype)])
-
-
 @dataclass
 class Output:
     anomalies: dict = field(default_factory=lambda: {c: [] for c in ANOMALY_COLUMNS})
@@ -180,7 +176,7 @@ class AnomalyEngine:
         tid = self.counts.lookup(service, zeros, np.full(n, -1, dtype=np.int64))
         sid = self.service_ids.lookup(service, zeros, np.full(n, -2, dtype=np.int64))
         vid = self.values.lookup(service[value_line], pattern[value_line], value_ordinal.astype(np.int64))
-        self.pattern_severity = _grow1(self.pattern_severity, len(self.counts))
+        self.pattern_severity = det.grow_rows(self.pattern_severity, len(self.counts))
         if n:
             np.maximum.at(self.pattern_severity, cid, severity.astype(np.int64))
         is_err = (severity >= ERROR_SEVERITY).astype(np.float64)
@@ -207,11 +203,11 @@ class AnomalyEngine:
         rs.count_base.grow(nc)
         rs.count_spot.grow(nc)
         rs.presence.grow(nc)
-        rs.cusum_up = _grow1(rs.cusum_up, nc, 0.0)
-        rs.cusum_down = _grow1(rs.cusum_down, nc, 0.0)
-        rs.err_ew_err = _grow1(rs.err_ew_err, ns_, 0.0)
-        rs.err_ew_tot = _grow1(rs.err_ew_tot, ns_, 0.0)
-        rs.err_n = _grow1(rs.err_n, ns_, 0)
+        rs.cusum_up = det.grow_rows(rs.cusum_up, nc, 0.0)
+        rs.cusum_down = det.grow_rows(rs.cusum_down, nc, 0.0)
+        rs.err_ew_err = det.grow_rows(rs.err_ew_err, ns_, 0.0)
+        rs.err_ew_tot = det.grow_rows(rs.err_ew_tot, ns_, 0.0)
+        rs.err_n = det.grow_rows(rs.err_n, ns_, 0)
         rs.value_base.grow(nv)
         rs.value_spot.grow(nv)
         rs.trend.grow(nv)

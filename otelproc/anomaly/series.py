@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from otelproc.kernels.detectors import grow_rows
 from otelproc.kernels.series import SeriesTable
 
 __all__ = ["SeriesIndex", "BucketWindow", "ClosedBuckets", "series_key", "summed_cells", "SUMMED_STREAMS"]
@@ -80,9 +81,11 @@ class SeriesIndex:
         """Series id per point (int64[m]); unseen keys get new ids."""
         ids, new_rows = self._table.lookup(service, pattern, ordinal)
         if len(new_rows):
-            self.service = np.concatenate([self.service, service[new_rows].astype(np.int64)])
-            self.pattern = np.concatenate([self.pattern, pattern[new_rows].astype(np.uint64)])
-            self.ordinal = np.concatenate([self.ordinal, ordinal[new_rows].astype(np.int64)])
+            n = len(self.service) + len(new_rows)
+            for name, column in (("service", service), ("pattern", pattern), ("ordinal", ordinal)):
+                grown = grow_rows(getattr(self, name), n)
+                grown[n - len(new_rows):] = column[new_rows]
+                setattr(self, name, grown)
         return ids
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:

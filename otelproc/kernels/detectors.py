@@ -32,7 +32,7 @@ from numba import njit
 __all__ = [
     "BaselineState", "robust_baseline", "SpotState", "spot_threshold", "spot_score01",
     "cusum", "PresenceState", "presence", "error_ratio", "RecurrenceState", "recurrence",
-    "EVENT_NONE", "EVENT_NEW", "EVENT_VANISHED", "EVENT_RARE",
+    "EVENT_NONE", "EVENT_NEW", "EVENT_VANISHED", "EVENT_RARE", "grow_rows",
 ]
 
 EVENT_NONE = 0
@@ -57,6 +57,28 @@ def _check_state(name: str, a: np.ndarray, dtype, shape: tuple) -> None:
         raise ValueError(f"state array {name} must be {np.dtype(dtype).name}{list(shape)}, got {a.dtype}{list(a.shape)}")
     if not a.flags.c_contiguous or not a.flags.writeable:
         raise ValueError(f"state array {name} must be C-contiguous and writeable")
+
+
+def grow_rows(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    """``a`` extended to ``n`` rows (the new rows set to ``fill``); ``a`` itself if it has them.
+
+    The result is a view of the first ``n`` rows of a buffer with spare rows (capacity doubles
+    when it runs out), and a later call on that view reuses the buffer: a stream that adds a few
+    series in every batch costs amortised O(new rows) per batch instead of copying every
+    series' state each time. Only pass arrays this function returned or that own their data
+    (a prefix view of somebody else's array would be grown into that array).
+    """
+    old = a.shape[0]
+    if n <= old:
+        return a
+    buf = a.base
+    if not (isinstance(buf, np.ndarray) and buf.dtype == a.dtype and buf.shape[1:] == a.shape[1:]
+            and buf.shape[0] >= n and buf.flags.c_contiguous and buf.ctypes.data == a.ctypes.data):
+        buf = np.empty((max(n, 2 * old, 16),) + a.shape[1:], dtype=a.dtype)
+        buf[:old] = a
+    out = buf[:n]
+    out[old:] = fill
+    return out
 
 
 # --------------------------------------------------------------------------- robust baseline
@@ -91,11 +113,11 @@ class BaselineState:
         extra = n_series - self.n_series
         if extra <= 0:
             return
-        self.level = np.concatenate([self.level, np.zeros(extra)])
-        self.scale = np.concatenate([self.scale, np.zeros(extra)])
-        self.season = np.concatenate([self.season, np.zeros((extra, self.season.shape[1]))])
-        self.n = np.concatenate([self.n, np.zeros(extra, dtype=np.int64)])
-        self.run = np.concatenate([self.run, np.zeros(extra, dtype=np.int64)])
+        self.level = grow_rows(self.level, n_series, 0)
+        self.scale = grow_rows(self.scale, n_series, 0)
+        self.season = grow_rows(self.season, n_series, 0)
+        self.n = grow_rows(self.n, n_series, 0)
+        self.run = grow_rows(self.run, n_series, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -269,9 +291,9 @@ class SpotState:
         extra = n_series - self.n_series
         if extra <= 0:
             return
-        self.peaks = np.concatenate([self.peaks, np.zeros((extra, self.peaks.shape[1]))])
-        self.n_peaks = np.concatenate([self.n_peaks, np.zeros(extra, dtype=np.int64)])
-        self.n_obs = np.concatenate([self.n_obs, np.zeros(extra, dtype=np.int64)])
+        self.peaks = grow_rows(self.peaks, n_series, 0)
+        self.n_peaks = grow_rows(self.n_peaks, n_series, 0)
+        self.n_obs = grow_rows(self.n_obs, n_series, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -509,12 +531,12 @@ class PresenceState:
         extra = n_series - self.n_series
         if extra <= 0:
             return
-        self.first_step = np.concatenate([self.first_step, np.full(extra, -1, dtype=np.int64)])
-        self.total = np.concatenate([self.total, np.zeros(extra)])
-        self.present = np.concatenate([self.present, np.zeros(extra, dtype=np.int64)])
-        self.gap_ewma = np.concatenate([self.gap_ewma, np.zeros(extra)])
-        self.zero_run = np.concatenate([self.zero_run, np.zeros(extra, dtype=np.int64)])
-        self.fired = np.concatenate([self.fired, np.zeros(extra, dtype=np.int8)])
+        self.first_step = grow_rows(self.first_step, n_series, -1)
+        self.total = grow_rows(self.total, n_series, 0)
+        self.present = grow_rows(self.present, n_series, 0)
+        self.gap_ewma = grow_rows(self.gap_ewma, n_series, 0)
+        self.zero_run = grow_rows(self.zero_run, n_series, 0)
+        self.fired = grow_rows(self.fired, n_series, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -715,7 +737,7 @@ class RecurrenceState:
         extra = n_series - self.n_series
         if extra <= 0:
             return
-        self.memory = np.concatenate([self.memory, np.zeros((extra, self.memory.shape[1]))])
+        self.memory = grow_rows(self.memory, n_series, 0)
 
 
 @njit(cache=True, nogil=True)

@@ -69,6 +69,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from otelproc.kernels.detectors import grow_rows
+
 __all__ = ["TrendState", "trend", "ramp_lags", "MIN_LAG_FRACTION", "SEASON_MIN_HOURS", "SEASON_HARMONICS"]
 
 # shortest ramp start lag tested, as a fraction of the window W (every lag from here to W is tested)
@@ -132,19 +134,9 @@ class TrendState:
         return self.count.shape[1]
 
     def grow(self, n_series: int) -> None:
-        extra = n_series - self.n_series
-        if extra > 0:
-            B = self.span
-            self.count = np.concatenate([self.count, np.zeros((extra, B))])
-            self.loc = np.concatenate([self.loc, np.full((extra, B), np.nan)])
-            self.prof = np.concatenate([self.prof, np.full((extra, 24), np.nan)])
-            self.pfit = np.concatenate([self.pfit, np.zeros((extra, 24))])
-            self.prof_days = np.concatenate([self.prof_days, np.zeros(extra)])
-            self.hmean = np.concatenate([self.hmean, np.full((extra, 24), np.nan)])
-            self.hstamp = np.concatenate([self.hstamp, np.full((extra, 24), NO_HOUR, dtype=np.int64)])
-            self.hfirst = np.concatenate([self.hfirst, np.full(extra, NO_HOUR, dtype=np.int64)])
-            self.hsum = np.concatenate([self.hsum, np.zeros(extra)])
-            self.hw = np.concatenate([self.hw, np.zeros(extra)])
+        for name, fill in (("count", 0.0), ("loc", np.nan), ("prof", np.nan), ("pfit", 0.0), ("prof_days", 0.0),
+                           ("hmean", np.nan), ("hstamp", NO_HOUR), ("hfirst", NO_HOUR), ("hsum", 0.0), ("hw", 0.0)):
+            setattr(self, name, grow_rows(getattr(self, name), n_series, fill))
 
     def reset(self) -> None:
         """Forget every bucket (after a gap in the stream: continuity is lost). The hour-of-day

@@ -54,13 +54,9 @@ from otelproc.kernels.series import (DurationPlan, distinct_first_rows, duration
 
 log = logging.getLogger("otelproc.processors.anomaly")
 
-DEFAULT_RESOLUTIONS = (Duration(10.0), Duration(60.0))
-DEFAULT_ALLOWED_LATENESS = Duration(30.0)
-DEFAULT_WARMUP = Duration(1800.0)
-DEFAULT_COOLDOWN = Duration(900.0)
-DEFAULT_MAX_GAP = Duration(3600.0)
-DEFAULT_TREND_WINDOW = Duration(3600.0)
-DEFAULT_TREND_REFERENCE = Duration(7200.0)
+# the defaults are the engine's (one place): the YAML keys below are its settings in config units
+_DEFAULTS = EngineParams()
+DEFAULT_RESOLUTIONS = tuple(Duration(r) for r in _DEFAULTS.resolutions_s)
 DEFAULT_CHECKPOINT_EVERY = 200
 
 ANOMALIES_SCHEMA = pa.schema([
@@ -87,45 +83,45 @@ class AnomalyProcessorConfig:
     # runs pattern presence and the trend detector)
     resolutions: list[Duration] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
     # how long after a bucket's end points may still arrive (event time); later ones are dropped
-    allowed_lateness: Duration = DEFAULT_ALLOWED_LATENESS
+    allowed_lateness: Duration = Duration(_DEFAULTS.allowed_lateness_s)
     # event time before detectors report (baselines learn); a pattern first seen later is "new"
-    warmup: Duration = DEFAULT_WARMUP
+    warmup: Duration = Duration(_DEFAULTS.warmup_s)
     # the same finding (kind, series) is reported at most once per cooldown
-    cooldown: Duration = DEFAULT_COOLDOWN
+    cooldown: Duration = Duration(_DEFAULTS.cooldown_s)
     # a silence of the whole stream longer than this is a gap, not zero traffic
-    max_gap: Duration = DEFAULT_MAX_GAP
+    max_gap: Duration = Duration(_DEFAULTS.max_gap_s)
     # target false-alarm probability per point of the SPOT thresholds
-    spot_q: float = 1e-4
+    spot_q: float = _DEFAULTS.spot_q
     # robust z a count must reach (on top of the SPOT threshold) for spike / drop
-    min_z: float = 5.0
+    min_z: float = _DEFAULTS.min_z
     # a spike / drop must change the count by at least this many lines per bucket ...
-    min_count_change: float = 10.0
+    min_count_change: float = _DEFAULTS.min_count_change
     # ... and by this factor against the expectation
-    min_ratio: float = 2.0
+    min_ratio: float = _DEFAULTS.min_ratio
     # error ratio: binomial z needed, and the least absolute jump of the ratio (0.05 = 5 points)
-    error_z: float = 6.0
-    error_min_jump: float = 0.05
+    error_z: float = _DEFAULTS.error_z
+    error_min_jump: float = _DEFAULTS.error_min_jump
     # error ratio: least number of error lines in the bucket (small buckets are noisy)
-    error_min_count: float = 5.0
+    error_min_count: float = _DEFAULTS.error_min_count
     # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
-    error_p: float = 1e-7
+    error_p: float = _DEFAULTS.error_p
     # duration value anomaly: robust z of log(p50) needed
-    value_z: float = 6.0
+    value_z: float = _DEFAULTS.value_z
     # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
-    trend_rate: float = 0.02
-    trend_window: Duration = DEFAULT_TREND_WINDOW
+    trend_rate: float = _DEFAULTS.trend_rate
+    trend_window: Duration = Duration(_DEFAULTS.trend_window_s)
     # trend: the level before the ramp is learnt from this much history (longer = more power)
-    trend_reference: Duration = DEFAULT_TREND_REFERENCE
+    trend_reference: Duration = Duration(_DEFAULTS.trend_reference_s)
     # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
     # series-hour of flat noise)
-    trend_min_t: float = 4.0
+    trend_min_t: float = _DEFAULTS.trend_min_t
     # trend: forecast the time until the level reaches this multiple of the window-start level
-    trend_forecast_ratio: float = 2.0
+    trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
     # vanished pattern: silent for max(vanish_min, vanish_factor x its usual gap)
-    vanish_factor: float = 5.0
-    vanish_min: Duration = Duration(180.0)
+    vanish_factor: float = _DEFAULTS.vanish_factor
+    vanish_min: Duration = Duration(_DEFAULTS.vanish_min_s)
     # write expected bands to the "series" table
-    series_table: bool = True
+    series_table: bool = _DEFAULTS.series_table
     # directory for persisted detector state; empty = keep state in memory only
     state_dir: str = ""
     # save state every this many batches (and at shutdown)

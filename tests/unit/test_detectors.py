@@ -95,6 +95,48 @@ def test_restart_from_state_arrays_equals_one_pass():
     np.testing.assert_array_equal(z_full[150:], z_rest)
 
 
+def test_grow_rows_keeps_values_fills_new_rows_and_reuses_its_buffer():
+    a = np.arange(6, dtype=np.float64).reshape(3, 2)
+    g = det.grow_rows(a, 5, np.nan)
+    np.testing.assert_array_equal(g[:3], a)
+    assert g.shape == (5, 2) and np.isnan(g[3:]).all() and g.flags.c_contiguous
+    g[0, 0] = 42.0
+    assert a[0, 0] == 0.0  # an array that owns its data is copied, never written through
+    g2 = det.grow_rows(g, 7, -1.0)  # within capacity: the same buffer, no copy
+    assert g2.ctypes.data == g.ctypes.data and g2[0, 0] == 42.0 and (g2[5:] == -1).all()
+    assert det.grow_rows(g2, 4) is g2
+    # a view of another array's rows (not from grow_rows' start) is copied, not grown into
+    big = np.zeros(10)
+    view = big[2:5]
+    grown = det.grow_rows(view, 6, 9.0)
+    assert (big == 0).all() and grown.tolist() == [0, 0, 0, 9, 9, 9]
+
+
+def test_series_added_batch_by_batch_score_like_all_at_once():
+    """States grown a few series at a time (amortised buffers) give the same results as states
+    created with every series, for every detector state class."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(10, 1, (60, 9))
+    slot = np.arange(60) % 24
+    whole_b, whole_s = det.BaselineState(9, 24), det.SpotState(9)
+    _, _, z_whole = det.robust_baseline(x, slot, whole_b)
+    step_b, step_s = det.BaselineState(0, 24), det.SpotState(0)
+    for n in (2, 3, 7, 9):  # grown in steps, through the spare-capacity path
+        step_b.grow(n)
+        step_s.grow(n)
+    _, _, z_step = det.robust_baseline(x, slot, step_b)
+    np.testing.assert_array_equal(z_whole, z_step)
+    for f in det.BaselineState.FIELDS:
+        np.testing.assert_array_equal(getattr(whole_b, f), getattr(step_b, f))
+    thr_w, _ = det.spot_threshold(np.abs(z_whole), whole_s)
+    thr_s, _ = det.spot_threshold(np.abs(z_step), step_s)
+    np.testing.assert_array_equal(thr_w, thr_s)
+    pres = det.PresenceState(0)
+    for n in (1, 4, 9):
+        pres.grow(n)
+    assert pres.first_step.tolist() == [-1] * 9
+
+
 def test_baseline_rejects_bad_input():
     st = det.BaselineState(2)
     with pytest.raises(TypeError, match="float64"):
