@@ -13,6 +13,8 @@ LogBatch), patterns processor, anomaly processor, arrow (otel_logs Arrow table) 
 median ns/record over the batches after the first (warm-up and cold caches of a new stream).
 
 Usage: python benchmarks/complexity.py [--axes services patterns body batch] [--batches 6] [--no-insert]
+       python benchmarks/complexity.py --point services=200 patterns=10000 batch=1000 --batches 30 --no-insert
+       (one point; with few records per template per batch every batch meets new patterns: a growing population)
 """
 from __future__ import annotations
 
@@ -143,7 +145,17 @@ def main() -> None:
     ap.add_argument("--axes", nargs="+", choices=tuple(AXES), default=list(AXES))
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--no-insert", action="store_true", help="skip the chDB insert stage")
+    ap.add_argument("--point", nargs="+", metavar="KEY=N", help=f"measure one point (keys {', '.join(BASE)}; "
+                    "the rest from the base point) instead of the axes")
     args = ap.parse_args()
+    point = None
+    if args.point:
+        try:
+            point = {**BASE, **{k: int(v) for k, v in (kv.split("=", 1) for kv in args.point)}}
+        except ValueError:
+            ap.error(f"--point takes KEY=N pairs, got {args.point}")
+        if set(point) != set(BASE):
+            ap.error(f"--point keys are {', '.join(BASE)}, got {args.point}")
     store = None
     if not args.no_insert:
         from otelproc.store.embedded import EmbeddedStore
@@ -152,7 +164,10 @@ def main() -> None:
     # JIT warm-up
     measure({**BASE, "batch": 1000}, argparse.Namespace(batches=2), store)
     print(f"load average {os.getloadavg()[0]:.2f}; base point {BASE}; body 0 = natural length (~45 B)")
-    for axis in args.axes:
+    if point is not None:
+        r = measure(point, args, store)
+        print(f"{point}: " + ", ".join(f"{s} {r[s]:.0f}" for s in STAGES) + " ns/record")
+    for axis in ([] if point is not None else args.axes):
         print(f"\n{axis:>9s} | " + " | ".join(f"{s:>9s}" for s in STAGES) + " | total ns/rec | logs/s (1 core)")
         for change in AXES[axis]:
             point = {**BASE, **change}
