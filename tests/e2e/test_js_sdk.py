@@ -1,6 +1,7 @@
-"""The OpenTelemetry JS SDK's OTLP/gRPC log exporter (grpc-js: a gRPC stack that is neither grpcio nor
-ours) sends to `otelproc serve`'s gRPC receiver, gzip and uncompressed; every record must land in
-otel_logs with its body, timestamp, severity, attributes, resource and scope.
+"""The OpenTelemetry JS SDK's OTLP log exporters send to `otelproc serve`: gRPC (grpc-js, a gRPC stack
+that is neither grpcio nor ours), HTTP protobuf and HTTP JSON (an OTLP/JSON encoder that is not ours),
+gzip and uncompressed; every record must land in otel_logs with its body, timestamp, severity,
+attributes, resource and scope.
 
 Needs Node.js and `npm ci --prefix tests/e2e/js` (.ci/run does it); skips with the reason otherwise."""
 from __future__ import annotations
@@ -30,12 +31,13 @@ def node_sender() -> list[str]:
     return [node, str(JS_DIR / "send_logs.mjs")]
 
 
-def server_config(grpc_port: int, metrics_port: int, data_dir: str) -> str:
+def server_config(grpc_port: int, http_port: int, metrics_port: int, data_dir: str) -> str:
     return f"""
 receivers:
   otlp:
     protocols:
       grpc: {{endpoint: 127.0.0.1:{grpc_port}}}
+      http: {{endpoint: 127.0.0.1:{http_port}}}
 processors:
   patterns: {{}}
   batch: {{send_batch_size: 5000, timeout: 200ms}}
@@ -48,12 +50,14 @@ service:
 """
 
 
-@pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_js_sdk_grpc_exporter_to_otelproc_all_rows_land(otelproc_server, tmp_path, compression):
+@pytest.mark.parametrize("transport,compression", [("grpc", "gzip"), ("grpc", "none"), ("http-proto", "gzip"),
+                                                   ("http-json", "gzip"), ("http-json", "none")])
+def test_js_sdk_exporter_to_otelproc_all_rows_land(otelproc_server, tmp_path, transport, compression):
     sender = node_sender()
-    grpc_port, metrics_port = free_port(), free_port()
-    server = otelproc_server(server_config(grpc_port, metrics_port, str(tmp_path / "data")))
-    out = subprocess.run(sender + [f"http://127.0.0.1:{grpc_port}", compression, str(N_RECORDS), "js-svc"],
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    server = otelproc_server(server_config(grpc_port, http_port, metrics_port, str(tmp_path / "data")))
+    url = f"http://127.0.0.1:{grpc_port}" if transport == "grpc" else f"http://127.0.0.1:{http_port}/v1/logs"
+    out = subprocess.run(sender + [transport, url, compression, str(N_RECORDS), "js-svc"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"sent": N_RECORDS, "failed": 0}
