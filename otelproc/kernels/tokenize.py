@@ -11,15 +11,19 @@ caches key hash -> pattern, so most lines never leave this kernel.
 Internally a line is described by *pieces* ``(start, end, kind)`` into the
 body buffer: kind 0 literal bytes, 1 a variable (printed ``<*>``, its raw
 bytes are the parameter value), 2 a token separator (printed as one space).
-Hashing, printing the key and extracting parameters all walk the same
-pieces, so they cannot disagree.
+Printing the key (the miner's slow path) walks the pieces; the hot paths
+(:func:`hash_and_lookup`, :func:`hash_lookup_params`) hash and take
+parameters in one pass over the bytes, and the tests check that they give
+what the pieces give.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from otelproc.kernels.mask import BYTE_CLASS, TIME_WORDS, _is_path_token, _is_var_segment
+from otelproc.kernels.mask import (BYTE_CLASS, KC_AT, KC_DELIM, KC_DIGIT, KC_DOT, KC_NOT_ALPHA, KC_NOT_HEX,
+                                  KC_SLASH, KC_SPACE, KEY_CLASS, TIME_WORD_BITS, TIME_WORDS, _is_path_token,
+                                  _is_var_segment)
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -202,118 +206,188 @@ def _segment_is_var(buf, ss, se, e, acc, hexl, at, dot_after_at, prev_delim, tw)
     return False
 
 
-@njit(cache=True, nogil=True)
-def _line_key(buf, s, e, cls, tw, seed):
-    """FNV-1a 64 of the masked key of buf[s:e] and its token count, in ONE pass over the bytes.
-
-    Same key as :func:`_pieces` + :func:`_hash_pieces` (tests compare them). Every byte is hashed
-    as a literal while it is scanned; when its segment turns out to be a variable (or its token a
-    path), the hash is rolled back to the checkpoint before it and ``<*>`` is hashed instead.
-    Collapses roll back too: ``var:var`` / ``var,var`` inside a token to the state after the first
-    variable, and a wholly variable token after another one to the state before its separator.
-    """
-    h = seed
-    ntok = 0
-    prev_full = False
-    i = s
-    while True:
-        while i < e and (cls[buf[i]] & 1):
-            i += 1
-        if i >= e:
-            break
-        h_before_sep = h
-        if ntok > 0:
-            h = (h ^ np.uint64(32)) * FNV_PRIME
-        ntok += 1
-        h_tok = h
-        ts = i
-        slashes = 0
-        nvar = 0
-        has_lit = False
-        # 0: no variable yet / something else since it; 1: right after a variable; 2: only ':' ',' since it
-        since_var = 0
-        h_after_var = h
-        lit_after_var = False
-        prev_delim = 0
-        while i < e:
-            b = buf[i]
-            c = cls[b]
-            if c & 1:
-                break
-            if c & 2:
-                h = (h ^ np.uint64(b)) * FNV_PRIME
-                has_lit = True
-                if since_var != 0:
-                    since_var = 2 if (b == 58 or b == 44) else 0
-                prev_delim = b
-                i += 1
-                continue
-            # a segment: hash it as literal while classifying it
-            h_seg = h
-            ss = i
-            acc = 0
-            hexl = 0
-            at = -1
-            dot_after_at = False
-            while i < e:
-                b = buf[i]
-                c = cls[b]
-                if c & 3:
-                    break
-                acc |= c
-                hexl += (c >> 3) & 1
-                if c & 32:
-                    if b == 47:
-                        slashes += 1
-                    elif b == 64:
-                        if at < 0:
-                            at = i
-                    elif at >= 0:
-                        dot_after_at = True
-                h = (h ^ np.uint64(b)) * FNV_PRIME
-                i += 1
-            var = _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw)
-            if var:
-                if since_var == 2:
-                    # var ':' var (host:port, IPv6, a,b): one variable, drop the delimiters
-                    h = h_after_var
-                    has_lit = lit_after_var
-                else:
-                    lit_after_var = has_lit
-                    h = _fnv_var(h_seg)
-                    h_after_var = h
-                    nvar += 1
-                since_var = 1
-            else:
-                has_lit = True
-                since_var = 0
-            prev_delim = 0
-        tn = i - ts
-        full = False
-        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
-            h = _fnv_var(h_tok)  # a path or URL: the whole token is one variable
-            full = True
-        else:
-            full = nvar == 1 and not has_lit
-        if full and prev_full:
-            # a run of wholly variable tokens is one variable
-            h = h_before_sep
-            ntok -= 1
-        prev_full = full
-    return h, ntok
+# How the one-pass walks below (_hash_and_lookup, _hash_lookup_params) got ~2x faster than the
+# previous _line_key / _line_key_spans (same outputs; benchmarks/pattern_throughput.py, 2026-11-29):
+# * the walk is written out inside the per-line loop, not called per line: Numba increfs and
+#   decrefs every array argument of a call with atomic instructions (NRT_incref/NRT_decref), which
+#   cost more than the tokenising itself at ~60 bytes a line; for the same reason there is no helper
+#   call per segment and no array slice per parameter;
+# * one class load per byte answers every question (KEY_CLASS bits are OR-ed per segment) instead
+#   of counters and branches per byte; a segment stops being hashed at its first digit (it is a
+#   variable then) and a value after '=' is not hashed at all: only literal bytes feed the FNV
+#   chain (4 cycles a byte, the critical path);
+# * bytes are read through an unsigned index (``buf[np.uint64(i)]``): with a signed one Numba adds
+#   its negative-index wraparound, three more instructions per byte.
 
 
 @njit(cache=True, nogil=True)
-def _hash_and_lookup(buf, off, service_index, service_seed, cls, tw, tab_key, tab_val, tab_vmask,
+def _hash_and_lookup(buf, off, service_index, service_seed, kc, word_bits, tab_key, tab_val, tab_vmask,
                      out_hash, out_ntok, out_slot, out_vmask):
-    """Fused per line: masked-key hash (one pass over the bytes), then the exact-key cache lookup."""
+    """Per line: FNV-1a 64 of its masked key and its key token count in ONE pass over the bytes,
+    then the exact-key cache lookup.
+
+    The key is the one of :func:`_pieces` + :func:`_hash_pieces` (the tests compare them). Literal
+    bytes are hashed while they are scanned; when a segment turns out to be a variable (or its token
+    a path) the hash goes back to the checkpoint before it and ``<*>`` is hashed instead. Collapses
+    go back too: ``var:var`` / ``var,var`` inside a token to the state after the first variable,
+    and a wholly variable token after another one to the state before its separator.
+
+    Parameters
+    ----------
+    buf : uint8[total_bytes], off : int64[n + 1]
+        The bodies.
+    service_index : int32[n], service_seed : uint64[s]
+        Each line's service and the FNV start value per service.
+    kc : uint8[256]
+        :data:`otelproc.kernels.mask.KEY_CLASS`.
+    word_bits : uint8[2197]
+        :data:`otelproc.kernels.mask.TIME_WORD_BITS`.
+    tab_key : uint64[cap], tab_val : int32[cap], tab_vmask : uint64[cap]
+        The key cache (see :func:`hash_and_lookup`); cap 0: every line misses.
+    out_hash : uint64[n], out_ntok : int32[n], out_slot : int32[n], out_vmask : uint64[n]
+        Written: key hash, key token count, cached slot and variable mask (-1 and 0 on a miss).
+
+    Returns
+    -------
+    misses : int
+        Lines whose key is not in the cache.
+    """
     n = len(off) - 1
-    mask = np.uint64(len(tab_key) - 1)
+    mask = np.uint64(max(len(tab_key), 1) - 1)  # (unused when the table is empty)
     misses = 0
     for r in range(n):
-        h, t = _line_key(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]])
+        i = off[r]
+        e = off[r + 1]
+        h = service_seed[service_index[r]]
+        ntok = 0
+        prev_full = False
+        while True:
+            while i < e and (kc[buf[np.uint64(i)]] & KC_SPACE):
+                i += 1
+            if i >= e:
+                break
+            h_before_sep = h
+            if ntok > 0:
+                h = (h ^ np.uint64(32)) * FNV_PRIME
+            ntok += 1
+            h_tok = h
+            ts = i
+            acc_tok = 0         # OR of the classes of the token's segment bytes
+            nvar = 0
+            has_lit = False
+            # 0: no variable yet / something else since it; 1: right after a variable; 2: only ':' ',' since it
+            since_var = 0
+            h_after_var = h
+            lit_after_var = False
+            prev_delim = 0
+            while i < e:
+                b = buf[np.uint64(i)]
+                c = kc[b]
+                if c & KC_SPACE:
+                    break
+                if c & KC_DELIM:
+                    h = (h ^ np.uint64(b)) * FNV_PRIME
+                    has_lit = True
+                    if since_var != 0:
+                        since_var = 2 if (b == 58 or b == 44) else 0
+                    prev_delim = b
+                    i += 1
+                    continue
+                # a segment: hashed as a literal while it is scanned, up to its first digit
+                h_seg = h
+                ss = i
+                acc = 0
+                var = True
+                if prev_delim != 61:  # (the value of key=value is a variable whatever its bytes)
+                    c = 0
+                    while i < e:
+                        b = buf[np.uint64(i)]
+                        c = kc[b]
+                        if c & (KC_SPACE | KC_DELIM | KC_DIGIT):
+                            break
+                        acc |= c
+                        h = (h ^ np.uint64(b)) * FNV_PRIME
+                        i += 1
+                    if (c & KC_DIGIT) == 0:
+                        # digit-free and whole: the other rules of mask._is_var_segment
+                        seg_len = i - ss
+                        var = False
+                        if prev_delim == 34 or prev_delim == 39:  # 'quoted' / "quoted"
+                            var = i < e and buf[np.uint64(i)] == prev_delim
+                        if not var and seg_len >= 16 and (acc & KC_NOT_HEX) == 0:
+                            var = True
+                        if not var and (acc & KC_AT) and (acc & KC_DOT):
+                            # e-mail: a '.' after the first '@', which is not the first byte
+                            at = ss
+                            while buf[np.uint64(at)] != 64:
+                                at += 1
+                            if at > ss:
+                                p = at + 1
+                                while p < i and buf[np.uint64(p)] != 46:
+                                    p += 1
+                                var = p < i
+                        if not var and (acc & KC_NOT_ALPHA) == 0 and 3 <= seg_len <= 5:
+                            # month / weekday names, true / null / false ('| 32' lower-cases a letter)
+                            if seg_len == 3:
+                                w = ((np.int64(buf[np.uint64(ss)] | 32) - 97) * 676
+                                     + (np.int64(buf[np.uint64(ss + 1)] | 32) - 97) * 26
+                                     + (np.int64(buf[np.uint64(ss + 2)] | 32) - 97))
+                                var = ((word_bits[w >> 3] >> (w & 7)) & 1) != 0
+                            else:
+                                packed = np.int64(0)
+                                for p in range(ss, i):
+                                    packed = (packed << 8) | np.int64(buf[np.uint64(p)] | 32)
+                                if seg_len == 4:
+                                    var = packed == 0x74727565 or packed == 0x6E756C6C  # true, null
+                                else:
+                                    var = packed == 0x66616C7365  # false
+                if var:
+                    # the rest of a variable segment is scanned, not hashed
+                    while i < e:
+                        c = kc[buf[np.uint64(i)]]
+                        if c & (KC_SPACE | KC_DELIM):
+                            break
+                        acc |= c
+                        i += 1
+                    if since_var == 2:
+                        # var ':' var (host:port, IPv6, a,b): one variable, drop the delimiters
+                        h = h_after_var
+                        has_lit = lit_after_var
+                    else:
+                        lit_after_var = has_lit
+                        h = _fnv_var(h_seg)
+                        h_after_var = h
+                        nvar += 1
+                    since_var = 1
+                else:
+                    has_lit = True
+                    since_var = 0
+                acc_tok |= acc
+                prev_delim = 0
+            full = False
+            if (acc_tok & KC_SLASH) != 0 and i - ts >= 2:
+                # a path or URL (mask._is_path_token: "/x", "~/x" or a second '/'; "://" has two)
+                b = buf[np.uint64(ts)]
+                full = i - ts > 2 and (b == 47 or (b == 126 and buf[np.uint64(ts + 1)] == 47))
+                if not full:
+                    p = ts
+                    while buf[np.uint64(p)] != 47:
+                        p += 1
+                    p += 1
+                    while p < i and buf[np.uint64(p)] != 47:
+                        p += 1
+                    full = p < i
+            if full:
+                h = _fnv_var(h_tok)  # the whole token is one variable
+            else:
+                full = nvar == 1 and not has_lit
+            if full and prev_full:
+                # a run of wholly variable tokens is one variable
+                h = h_before_sep
+                ntok -= 1
+            prev_full = full
         out_hash[r] = h
-        out_ntok[r] = t
+        out_ntok[r] = ntok
         if len(tab_key) == 0:
             out_slot[r] = -1
             out_vmask[r] = 0
@@ -375,17 +449,18 @@ def hash_and_lookup(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray,
     out_ntok = np.empty(n, dtype=np.int32)
     out_slot = np.empty(n, dtype=np.int32)
     out_vmask = np.empty(n, dtype=np.uint64)
-    misses = _hash_and_lookup(buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS,
+    misses = _hash_and_lookup(buf, off, service_index, service_seed, KEY_CLASS, TIME_WORD_BITS,
                               tab_key, tab_val, tab_vmask, out_hash, out_ntok, out_slot, out_vmask)
     return out_hash, out_ntok, out_slot, out_vmask, int(misses)
 
 
 @njit(cache=True, nogil=True)
-def _key_hashes(buf, off, service_index, service_seed, cls, tw, out_hash, out_ntok):
-    for r in range(len(off) - 1):
-        h, t = _line_key(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]])
-        out_hash[r] = h
-        out_ntok[r] = t
+def _key_hashes(buf, off, service_index, service_seed, kc, word_bits, out_hash, out_ntok):
+    """:func:`_hash_and_lookup` with an empty key table (the same walk; every line misses)."""
+    n = len(off) - 1
+    _hash_and_lookup(buf, off, service_index, service_seed, kc, word_bits, np.empty(0, np.uint64),
+                     np.empty(0, np.int32), np.empty(0, np.uint64), out_hash, out_ntok,
+                     np.empty(n, np.int32), np.empty(n, np.uint64))
 
 
 def key_hashes(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray,
@@ -420,7 +495,7 @@ def key_hashes(buf: np.ndarray, off: np.ndarray, service_index: np.ndarray,
         raise ValueError("service_index out of range of service_seed")
     out_hash = np.empty(n, dtype=np.uint64)
     out_ntok = np.empty(n, dtype=np.int32)
-    _key_hashes(buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS, out_hash, out_ntok)
+    _key_hashes(buf, off, service_index, service_seed, KEY_CLASS, TIME_WORD_BITS, out_hash, out_ntok)
     return out_hash, out_ntok
 
 
@@ -485,7 +560,7 @@ def masked_text(buf: np.ndarray, off: np.ndarray, rows: np.ndarray) -> tuple[np.
 def _line_params(buf, s, e, cls, g, pstart, pend, q):
     """Append the parameter spans of buf[s:e] to pstart/pend from index q; return the new count.
 
-    One pass, the same walk as :func:`_line_key` (tests compare with the pieces version): a
+    One pass, the same walk as :func:`_hash_and_lookup` (tests compare with the pieces version): a
     variable segment is a span, ``var:var`` extends the last span, a path token is one span, a
     wholly variable token after another extends the previous span, and a key token whose bit is
     set in ``g`` (generalised by the pattern) is one span from its first to its last byte.
@@ -698,38 +773,13 @@ def gather_params_terminated(buf: np.ndarray, param_off: np.ndarray, start: np.n
     return out_buf, out_off
 
 
-@njit(cache=True, nogil=True)
-def _params_terminated(buf, off, genmask, cls, terminator, pstart, pend, out_off, out_buf):
-    """Per line: its parameter spans (:func:`_line_params`, into the per-line scratch
-    pstart/pend), then each value copied to out_buf followed by ``terminator`` (a terminator
-    byte inside a value becomes a space). Returns the bytes written."""
-    n = len(off) - 1
-    pos = 0
-    for r in range(n):
-        out_off[r] = pos
-        q = _line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, 0)
-        for k in range(q):
-            a = pstart[k]
-            L = pend[k] - a
-            dst = out_buf[pos:pos + L]
-            dst[:] = buf[a:a + L]  # slice copy: a memcpy
-            for j in range(L):
-                if dst[j] == terminator:
-                    dst[j] = 32
-            pos += L
-            out_buf[pos] = terminator
-            pos += 1
-    out_off[n] = pos
-    return pos
-
-
 def params_terminated(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray,
                       terminator: int = 0x1F) -> tuple[np.ndarray, np.ndarray]:
     """The template parameters of every body as one string per line, each parameter followed by
     ``terminator`` (the ``pattern_params`` layout of otelproc.store.arrow), in one pass.
 
     The same result as :func:`param_spans` then :func:`gather_params_terminated`, without the
-    intermediate span arrays.
+    intermediate span arrays: the walk of :func:`hash_lookup_params` with the genmask given.
 
     Parameters
     ----------
@@ -760,202 +810,265 @@ def params_terminated(buf: np.ndarray, off: np.ndarray, genmask: np.ndarray,
     scratch = max_len // 2 + 2
     out_buf = np.empty(cap, dtype=np.uint8)
     out_off = np.empty(n + 1, dtype=np.int64)
-    used = _params_terminated(buf, off, genmask, BYTE_CLASS, np.uint8(terminator),
-                              np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
-                              out_off, out_buf)
+    # the outputs of the key walk are not needed here: throw-away arrays (genmask given: no lookup)
+    unused_u64, unused_i32 = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int32)
+    no_keys = np.empty(0, dtype=np.uint64)
+    _, used = _hash_lookup_params(
+        buf, off, np.zeros(n, dtype=np.int32), np.array([FNV_OFFSET], dtype=np.uint64), KEY_CLASS, TIME_WORD_BITS,
+        no_keys, np.empty(0, dtype=np.int32), no_keys, no_keys, genmask, np.uint8(terminator),
+        *[np.empty(scratch, dtype=np.int64) for _ in range(5)],
+        unused_u64, unused_i32, unused_i32, unused_u64, unused_u64, out_off, out_buf)
     return out_buf[:used], out_off
 
 
 @njit(cache=True, nogil=True)
-def _line_key_spans(buf, s, e, cls, tw, seed, pstart, pend, tq, tts, tte):
-    """:func:`_line_key` and the parameter spans of :func:`_line_params` in the same walk.
-
-    A copy of :func:`_line_key`'s walk with the span bookkeeping added, on purpose: serving the
-    key-only path (``hash_and_lookup``) from this function costs it ~28 % (4.62 -> 3.33 M lines/s,
-    pattern_throughput.py, session 2). Tests check that both give the same hash and token count.
-
-    The spans a line's pattern makes parameters depend on its genmask, known only after the
-    cache lookup, so this records what both cases need: the variable spans (pstart/pend, as
-    :func:`_line_params` with genmask 0) and, per key token k, where its spans start (tq[k]) and
-    its byte range (tts[k], tte[k]; a run of wholly variable tokens is one key token).
-    :func:`_emit_params` then writes the parameters for any genmask. Capacity of every scratch
-    array: (e - s + 1) // 2 + 2. Returns (hash, key token count, span count).
-    """
-    h = seed
-    ntok = 0
-    q = 0
-    prev_full = False
-    i = s
-    while True:
-        while i < e and (cls[buf[i]] & 1):
-            i += 1
-        if i >= e:
-            break
-        h_before_sep = h
-        if ntok > 0:
-            h = (h ^ np.uint64(32)) * FNV_PRIME
-        tok = ntok
-        ntok += 1
-        h_tok = h
-        ts = i
-        q_tok = q
-        slashes = 0
-        nvar = 0
-        has_lit = False
-        since_var = 0
-        h_after_var = h
-        lit_after_var = False
-        prev_delim = 0
-        while i < e:
-            b = buf[i]
-            c = cls[b]
-            if c & 1:
-                break
-            if c & 2:
-                h = (h ^ np.uint64(b)) * FNV_PRIME
-                has_lit = True
-                if since_var != 0:
-                    since_var = 2 if (b == 58 or b == 44) else 0
-                prev_delim = b
-                i += 1
-                continue
-            h_seg = h
-            ss = i
-            acc = 0
-            hexl = 0
-            at = -1
-            dot_after_at = False
-            while i < e:
-                b = buf[i]
-                c = cls[b]
-                if c & 3:
-                    break
-                acc |= c
-                hexl += (c >> 3) & 1
-                if c & 32:
-                    if b == 47:
-                        slashes += 1
-                    elif b == 64:
-                        if at < 0:
-                            at = i
-                    elif at >= 0:
-                        dot_after_at = True
-                h = (h ^ np.uint64(b)) * FNV_PRIME
-                i += 1
-            if _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
-                if since_var == 2:
-                    h = h_after_var
-                    has_lit = lit_after_var
-                    pend[q - 1] = i
-                else:
-                    lit_after_var = has_lit
-                    h = _fnv_var(h_seg)
-                    h_after_var = h
-                    pstart[q] = ss
-                    pend[q] = i
-                    q += 1
-                    nvar += 1
-                since_var = 1
-            else:
-                has_lit = True
-                since_var = 0
-            prev_delim = 0
-        tn = i - ts
-        full = False
-        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
-            h = _fnv_var(h_tok)
-            q = q_tok
-            pstart[q] = ts
-            pend[q] = i
-            q += 1
-            full = True
-        else:
-            full = nvar == 1 and not has_lit
-        if full and prev_full:
-            h = h_before_sep
-            ntok -= 1
-            q = q_tok
-            pend[q - 1] = i
-            tte[ntok - 1] = i
-        else:
-            tq[tok] = q_tok
-            tts[tok] = ts
-            tte[tok] = i
-        prev_full = full
-    return h, ntok, q
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _emit_one(buf, a, b, terminator, out_buf, pos):
-    L = b - a
-    dst = out_buf[pos:pos + L]
-    dst[:] = buf[a:b]  # slice copy: a memcpy
-    for j in range(L):
-        if dst[j] == terminator:
-            dst[j] = 32
-    out_buf[pos + L] = terminator
-    return pos + L + 1
-
-
-@njit(cache=True, nogil=True)
-def _emit_params(buf, pstart, pend, tq, tts, tte, ntok, q, g, terminator, out_buf, pos):
-    """Write the parameters of one line (see :func:`_line_key_spans`) for genmask ``g``: a key
-    token whose bit is set is one parameter from its first to its last byte, any other token
-    gives its variable spans. Each value is followed by ``terminator`` (inside a value it becomes
-    a space). Returns the new write position."""
-    for k in range(ntok):
-        if k < 64 and ((g >> np.uint64(k)) & np.uint64(1)) != 0:
-            pos = _emit_one(buf, tts[k], tte[k], terminator, out_buf, pos)
-        else:
-            hi = tq[k + 1] if k + 1 < ntok else q
-            for m in range(tq[k], hi):
-                pos = _emit_one(buf, pstart[m], pend[m], terminator, out_buf, pos)
-    return pos
-
-
-@njit(cache=True, nogil=True)
-def _hash_lookup_params(buf, off, service_index, service_seed, cls, tw, tab_key, tab_val, tab_vmask, slot_tvmask,
-                        terminator, pstart, pend, tq, tts, tte,
+def _hash_lookup_params(buf, off, service_index, service_seed, kc, word_bits, tab_key, tab_val, tab_vmask,
+                        slot_tvmask, line_genmask, terminator, pstart, pend, tq, tts, tte,
                         out_hash, out_ntok, out_slot, out_vmask, out_genmask, out_off, out_buf):
-    """Fused per line: masked-key hash and parameter spans (one walk over the bytes), cache
-    lookup, then the parameters for the genmask of the cached pattern (none on a miss)."""
+    """Per line: masked-key hash and parameter spans in one walk over the bytes, the cache lookup,
+    then the parameters for the genmask of the cached pattern (none on a miss).
+
+    The walk is :func:`_hash_and_lookup`'s (a copy on purpose: the span bookkeeping would slow the
+    key-only path; the tests check that both give the same hashes and token counts) plus what the
+    parameters need for any genmask, which is known only after the lookup: the variable spans
+    (pstart/pend, as :func:`_line_params` with genmask 0) and, per key token k, the index of its
+    first span (tq[k]) and its byte range (tts[k], tte[k]; a run of wholly variable tokens is one
+    key token). A key token whose genmask bit is set is then one parameter from its first to its
+    last byte, any other gives its variable spans; each value is followed by ``terminator`` (a
+    terminator inside a value becomes a space).
+
+    Parameters
+    ----------
+    buf, off, service_index, service_seed, kc, word_bits, tab_key, tab_val, tab_vmask
+        As :func:`_hash_and_lookup`.
+    slot_tvmask : uint64[slots]
+        Template variable mask per pattern slot (see :func:`hash_lookup_params`).
+    line_genmask : uint64[n] or uint64[0]
+        Empty: look every line up (:func:`hash_lookup_params`). Else the genmask of every line, as
+        :func:`params_terminated` takes it: no lookup, every line gets its parameters, and
+        out_slot / out_vmask / out_genmask are left unwritten.
+    terminator : uint8
+        Byte written after every parameter.
+    pstart, pend, tq, tts, tte : int64[longest body // 2 + 2]
+        Per-line scratch (a body of L bytes has at most (L + 1) // 2 spans and tokens).
+    out_hash, out_ntok, out_slot, out_vmask : as :func:`_hash_and_lookup`
+    out_genmask : uint64[n]
+        Written: ``slot_tvmask[slot] & ~vmask`` of a cached line, 0 for a miss.
+    out_off : int64[n + 1], out_buf : uint8[bytes + parameters bound]
+        Written: line i's parameters are out_buf[out_off[i]:out_off[i + 1]] (none for a miss).
+
+    Returns
+    -------
+    misses : int
+    used : int
+        Bytes written to out_buf.
+    """
     n = len(off) - 1
-    mask = np.uint64(len(tab_key) - 1)
+    mask = np.uint64(max(len(tab_key), 1) - 1)  # (unused when the table is empty)
     misses = 0
     pos = 0
     for r in range(n):
-        h, t, q = _line_key_spans(buf, off[r], off[r + 1], cls, tw, service_seed[service_index[r]],
-                                  pstart, pend, tq, tts, tte)
+        i = off[r]
+        e = off[r + 1]
+        h = service_seed[service_index[r]]
+        ntok = 0
+        q = 0
+        prev_full = False
+        while True:
+            while i < e and (kc[buf[np.uint64(i)]] & KC_SPACE):
+                i += 1
+            if i >= e:
+                break
+            h_before_sep = h
+            if ntok > 0:
+                h = (h ^ np.uint64(32)) * FNV_PRIME
+            tok = ntok
+            ntok += 1
+            h_tok = h
+            ts = i
+            q_tok = q
+            acc_tok = 0
+            nvar = 0
+            has_lit = False
+            since_var = 0
+            h_after_var = h
+            lit_after_var = False
+            prev_delim = 0
+            while i < e:
+                b = buf[np.uint64(i)]
+                c = kc[b]
+                if c & KC_SPACE:
+                    break
+                if c & KC_DELIM:
+                    h = (h ^ np.uint64(b)) * FNV_PRIME
+                    has_lit = True
+                    if since_var != 0:
+                        since_var = 2 if (b == 58 or b == 44) else 0
+                    prev_delim = b
+                    i += 1
+                    continue
+                h_seg = h
+                ss = i
+                acc = 0
+                var = True
+                if prev_delim != 61:
+                    c = 0
+                    while i < e:
+                        b = buf[np.uint64(i)]
+                        c = kc[b]
+                        if c & (KC_SPACE | KC_DELIM | KC_DIGIT):
+                            break
+                        acc |= c
+                        h = (h ^ np.uint64(b)) * FNV_PRIME
+                        i += 1
+                    if (c & KC_DIGIT) == 0:
+                        seg_len = i - ss
+                        var = False
+                        if prev_delim == 34 or prev_delim == 39:
+                            var = i < e and buf[np.uint64(i)] == prev_delim
+                        if not var and seg_len >= 16 and (acc & KC_NOT_HEX) == 0:
+                            var = True
+                        if not var and (acc & KC_AT) and (acc & KC_DOT):
+                            at = ss
+                            while buf[np.uint64(at)] != 64:
+                                at += 1
+                            if at > ss:
+                                p = at + 1
+                                while p < i and buf[np.uint64(p)] != 46:
+                                    p += 1
+                                var = p < i
+                        if not var and (acc & KC_NOT_ALPHA) == 0 and 3 <= seg_len <= 5:
+                            if seg_len == 3:
+                                w = ((np.int64(buf[np.uint64(ss)] | 32) - 97) * 676
+                                     + (np.int64(buf[np.uint64(ss + 1)] | 32) - 97) * 26
+                                     + (np.int64(buf[np.uint64(ss + 2)] | 32) - 97))
+                                var = ((word_bits[w >> 3] >> (w & 7)) & 1) != 0
+                            else:
+                                packed = np.int64(0)
+                                for p in range(ss, i):
+                                    packed = (packed << 8) | np.int64(buf[np.uint64(p)] | 32)
+                                if seg_len == 4:
+                                    var = packed == 0x74727565 or packed == 0x6E756C6C
+                                else:
+                                    var = packed == 0x66616C7365
+                if var:
+                    while i < e:
+                        c = kc[buf[np.uint64(i)]]
+                        if c & (KC_SPACE | KC_DELIM):
+                            break
+                        acc |= c
+                        i += 1
+                    if since_var == 2:
+                        h = h_after_var
+                        has_lit = lit_after_var
+                        pend[q - 1] = i
+                    else:
+                        lit_after_var = has_lit
+                        h = _fnv_var(h_seg)
+                        h_after_var = h
+                        pstart[q] = ss
+                        pend[q] = i
+                        q += 1
+                        nvar += 1
+                    since_var = 1
+                else:
+                    has_lit = True
+                    since_var = 0
+                acc_tok |= acc
+                prev_delim = 0
+            full = False
+            if (acc_tok & KC_SLASH) != 0 and i - ts >= 2:
+                b = buf[np.uint64(ts)]
+                full = i - ts > 2 and (b == 47 or (b == 126 and buf[np.uint64(ts + 1)] == 47))
+                if not full:
+                    p = ts
+                    while buf[np.uint64(p)] != 47:
+                        p += 1
+                    p += 1
+                    while p < i and buf[np.uint64(p)] != 47:
+                        p += 1
+                    full = p < i
+            if full:
+                h = _fnv_var(h_tok)
+                q = q_tok
+                pstart[q] = ts
+                pend[q] = i
+                q += 1
+                full = True
+            else:
+                full = nvar == 1 and not has_lit
+            if full and prev_full:
+                h = h_before_sep
+                ntok -= 1
+                q = q_tok
+                pend[q - 1] = i
+                tte[ntok - 1] = i
+            else:
+                tq[tok] = q_tok
+                tts[tok] = ts
+                tte[tok] = i
+            prev_full = full
         out_hash[r] = h
-        out_ntok[r] = t
+        out_ntok[r] = ntok
         out_off[r] = pos
-        found = False
-        if len(tab_key) != 0:
-            k = h if h != np.uint64(0) else np.uint64(1)
-            j = np.int64((k ^ (k >> np.uint64(29))) & mask)
-            while True:
-                tk = tab_key[j]
-                if tk == k:
-                    found = True
-                    break
-                if tk == np.uint64(0):
-                    break
-                j = (j + 1) & np.int64(mask)
-        if found:
-            s = tab_val[j]
-            if s < 0 or s >= len(slot_tvmask):
+        if len(line_genmask) != 0:
+            g = line_genmask[r]
+        else:
+            found = False
+            if len(tab_key) != 0:
+                k = h if h != np.uint64(0) else np.uint64(1)
+                j = np.int64((k ^ (k >> np.uint64(29))) & mask)
+                while True:
+                    tk = tab_key[j]
+                    if tk == k:
+                        found = True
+                        break
+                    if tk == np.uint64(0):
+                        break
+                    j = (j + 1) & np.int64(mask)
+            if not found:
+                out_slot[r] = -1
+                out_vmask[r] = 0
+                out_genmask[r] = 0
+                misses += 1
+                continue
+            slot = tab_val[j]
+            if slot < 0 or slot >= len(slot_tvmask):
                 raise ValueError("hash_lookup_params: the key table holds a slot beyond slot_tvmask")
             vm = tab_vmask[j]
-            g = slot_tvmask[s] & ~vm
-            out_slot[r] = s
+            g = slot_tvmask[slot] & ~vm
+            out_slot[r] = slot
             out_vmask[r] = vm
             out_genmask[r] = g
-            pos = _emit_params(buf, pstart, pend, tq, tts, tte, t, q, g, terminator, out_buf, pos)
-        else:
-            out_slot[r] = -1
-            out_vmask[r] = 0
-            out_genmask[r] = 0
-            misses += 1
+        # the parameters: byte loops, not slice copies (a slice is a new array: two atomic refcounts)
+        if g == 0:
+            # nothing generalised (most lines): the variable spans in order
+            for m in range(q):
+                for p in range(pstart[m], pend[m]):
+                    v = buf[np.uint64(p)]
+                    out_buf[np.uint64(pos)] = v if v != terminator else np.uint8(32)
+                    pos += 1
+                out_buf[np.uint64(pos)] = terminator
+                pos += 1
+            continue
+        for t in range(ntok):
+            whole = t < 64 and ((g >> np.uint64(t)) & np.uint64(1)) != 0
+            m = tq[t]
+            m_end = m + 1 if whole else (tq[t + 1] if t + 1 < ntok else q)
+            while m < m_end:
+                if whole:   # a generalised key token: one parameter from its first to its last byte
+                    a = tts[t]
+                    z = tte[t]
+                else:
+                    a = pstart[m]
+                    z = pend[m]
+                m += 1
+                for p in range(a, z):
+                    v = buf[np.uint64(p)]
+                    out_buf[np.uint64(pos)] = v if v != terminator else np.uint8(32)
+                    pos += 1
+                out_buf[np.uint64(pos)] = terminator
+                pos += 1
     out_off[n] = pos
     return misses, pos
 
@@ -1011,8 +1124,8 @@ def hash_lookup_params(buf: np.ndarray, off: np.ndarray, service_index: np.ndarr
     out_off = np.empty(n + 1, dtype=np.int64)
     out_buf = np.empty(out_cap, dtype=np.uint8)
     misses, used = _hash_lookup_params(
-        buf, off, service_index, service_seed, BYTE_CLASS, TIME_WORDS, tab_key, tab_val, tab_vmask, slot_tvmask,
-        np.uint8(terminator), np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
+        buf, off, service_index, service_seed, KEY_CLASS, TIME_WORD_BITS, tab_key, tab_val, tab_vmask, slot_tvmask,
+        np.empty(0, dtype=np.uint64), np.uint8(terminator), np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
         np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64), np.empty(scratch, dtype=np.int64),
         out_hash, out_ntok, out_slot, out_vmask, out_genmask, out_off, out_buf)
     return out_hash, out_ntok, out_slot, out_vmask, int(misses), out_genmask, out_buf[:used], out_off
