@@ -24,12 +24,17 @@ Per step and series the kernel keeps a ring buffer of ``B = reference + W`` buck
 (count and log-location) and fits the hinge at **every** start lag L from
 ``MIN_LAG_FRACTION * W`` to W steps (a creep that began less than W ago is found at
 its own start, without waiting for it to fill W) plus the plain slope over the whole
-span (a creep older than W, whose rate the hinge would misestimate). One pass over the
-ring with running sums of c, c·age, c·age², c·y and c·age·y gives every lag's sums
-(``h = L - age``), so all lags cost O(B), not O(B x lags). The noise is estimated from
-the weighted residuals of each fit (``sigma² = sum n r² / (m - 2)`` over m buckets), so
-extra minute-to-minute variance beyond sampling noise widens the standard error
-instead of producing alarms. A creep is flagged when, for at least one lag,
+span (a creep older than W, whose rate the hinge would misestimate). Every lag's fit needs
+only the sums of c, c·age, c·age², c·y and c·age·y over its ramp ages (``h = L - age``) and
+the sums over the whole span, and the ramp ages [0, L) of the lags nest: per series the
+state keeps those sums over the ramp of the shortest lag and over the whole span as
+**running sums**, updated in O(1) per step (the bucket that leaves each window is
+subtracted, the new one added), and a walk over the ages between the shortest and the
+longest window lag gives the other lags' sums: O(lags) per point, not O(B) (see
+"Running sums" below). The noise is estimated from the weighted residuals of each fit
+(``sigma² = sum n r² / (m - 2)`` over m buckets), so extra minute-to-minute variance
+beyond sampling noise widens the standard error instead of producing alarms. A creep is
+flagged when, for at least one lag,
 
 * the ramp part and the reference part are covered (``min_coverage`` of the L ramp
   steps and ``min_reference`` steps before it have data),
@@ -53,16 +58,28 @@ changes of the cycle are followed). What is subtracted is that profile's first
 hour-to-hour noise whose slopes add false trends: ~3x the flat-series rate without the
 smoothing in ``benchmarks/trend_power.py``). The test runs on the log-locations minus that
 profile interpolated linearly between hour centres,
-applied to the whole ring at test time (the ring keeps raw values, so the ring is always
-adjusted by one profile). Deviations from a mean over a full day do not contain a
-linear trend (it moves every hour alike), so a creep is not learnt as a season. During
-the first day there is no profile: a load-driven latency cycle can fire then (the data
-of one monotone stretch cannot tell it from a creep).
+applied to the whole ring (the ring keeps raw values and its season-adjusted copy is
+rebuilt whenever the profile changes, so the ring is always adjusted by one profile).
+Deviations from a mean over a full day do not contain a linear trend (it moves every
+hour alike), so a creep is not learnt as a season. During the first day there is no
+profile: a load-driven latency cycle can fire then (the data of one monotone stretch
+cannot tell it from a creep).
 
 Locations should be robust per bucket (the processor uses a trimmed mean of
 log(ms), :func:`otelproc.kernels.series.aggregate_cells`), so a few slow requests
-do not look like a creep. Cost: O(B) per point, constant in stream length; the state is
-O(B + 24) per series.
+do not look like a creep.
+
+**Running sums.** They use ``k = step - anchor step`` instead of the age (``sum c·age =
+now·sum c - sum c·k``, so nothing shifts when a step passes) and ``y`` = the season-adjusted
+log-location minus an anchor value (so the sums do not cancel catastrophically); the
+season-adjusted ``y`` of every ring slot is kept next to the ring. The profile changes only
+when an hour closes, and float additions and subtractions drift, so a series' sums are
+rebuilt exactly from the ring (one O(B) pass) at every hour boundary (O(B / steps per hour)
+per point, amortised), after :meth:`TrendState.reset`, for the rows added by
+:meth:`TrendState.grow`, after a state array was assigned (a state load: the derived sums
+are not persisted), when a call does not continue the previous one (``step0``, ``season``
+or ``steps_per_hour`` differ) and while a non-finite value is in the ring.
+Cost: O(lags) per point, constant in stream length; the state is O(B + 24) per series.
 """
 from __future__ import annotations
 
@@ -87,6 +104,31 @@ NO_HOUR = -(2**62)
 SEASON_HARMONICS = 4
 
 
+# Columns of ``TrendState.run_sums``: running sums per series over the ramp of the shortest lag (ages
+# [0, lags[0])) and over the whole span (ages [0, B)) of the weights c, c k, c k², c y, c k y (and c y²
+# over the span) and the number m of buckets with data, where k = step - ANCHOR_STEP and
+# y = season-adjusted log-location - ANCHOR_Y; SUMS_VALID = 0 means "rebuild from the ring".
+RAMP_C, RAMP_CK, RAMP_CKK, RAMP_CY, RAMP_CKY, RAMP_M = 0, 1, 2, 3, 4, 5
+SPAN_C, SPAN_CK, SPAN_CKK, SPAN_CY, SPAN_CKY, SPAN_CYY, SPAN_M = 6, 7, 8, 9, 10, 11, 12
+ANCHOR_STEP, ANCHOR_Y, SUMS_VALID = 13, 14, 15
+N_SUMS = 16
+
+
+class _Persisted:
+    """A persisted state array (one of ``TrendState.FIELDS``). Assigning it, as a state load does,
+    marks every series' running sums stale: they are derived from these arrays and not persisted."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj, value) -> None:
+        setattr(obj, self.slot, value)
+        obj.synced[:] = np.nan
+
+
 class TrendState:
     """Ring buffer of the last ``reference + window`` buckets and an hour-of-day profile per series.
 
@@ -100,9 +142,33 @@ class TrendState:
     hfirst     int64[S]        first hour with data (``NO_HOUR`` = none); learning starts a day later
     hsum, hw   float64[S]      running weighted sum / weight of the current hour
     hour       int64[1]        absolute hour number being accumulated (``NO_HOUR`` before the first step)
+
+    Derived from those and not persisted (``FIELDS`` is what a save writes; assigning any of them
+    marks these stale, and the kernel rebuilds them from the ring):
+
+    ring_y     float64[S, B]   season-adjusted log-location of each ring slot minus the series' anchor
+                               (0 where the slot has no data)
+    run_sums   float64[S, N_SUMS]  running sums per series, columns ``RAMP_*``, ``SPAN_*``, ``ANCHOR_*``,
+                               ``SUMS_VALID`` (see the module constants)
+    synced     float64[3]      (last step, steps_per_hour, season) of the previous call; NaN = rebuild all
+    lags       int64[K]        :func:`ramp_lags` of the window and span (computed once, not per call)
+
+    Change the persisted arrays only through :func:`trend`, :meth:`reset`, :meth:`grow` or by assigning
+    whole arrays: an in-place edit of ``count`` or ``loc`` would not be seen by the running sums.
     """
 
     FIELDS = ("count", "loc", "prof", "pfit", "prof_days", "hmean", "hstamp", "hfirst", "hsum", "hw", "hour")
+    count = _Persisted()
+    loc = _Persisted()
+    prof = _Persisted()
+    pfit = _Persisted()
+    prof_days = _Persisted()
+    hmean = _Persisted()
+    hstamp = _Persisted()
+    hfirst = _Persisted()
+    hsum = _Persisted()
+    hw = _Persisted()
+    hour = _Persisted()
 
     def __init__(self, n_series: int, window: int, reference: int | None = None):
         if window < 4:
@@ -113,6 +179,10 @@ class TrendState:
         self.window = int(window)
         self.reference = int(reference)
         B = self.window + self.reference
+        self.synced = np.full(3, np.nan, dtype=np.float64)
+        self.lags = ramp_lags(self.window, B)
+        self.ring_y = np.zeros((n_series, B), dtype=np.float64)
+        self.run_sums = np.zeros((n_series, N_SUMS), dtype=np.float64)
         self.count = np.zeros((n_series, B), dtype=np.float64)
         self.loc = np.full((n_series, B), np.nan, dtype=np.float64)
         self.prof = np.full((n_series, 24), np.nan, dtype=np.float64)
@@ -134,9 +204,13 @@ class TrendState:
         return self.count.shape[1]
 
     def grow(self, n_series: int) -> None:
+        """Add series up to ``n_series`` (empty rings); the existing series keep their running sums."""
         for name, fill in (("count", 0.0), ("loc", np.nan), ("prof", np.nan), ("pfit", 0.0), ("prof_days", 0.0),
                            ("hmean", np.nan), ("hstamp", NO_HOUR), ("hfirst", NO_HOUR), ("hsum", 0.0), ("hw", 0.0)):
-            setattr(self, name, grow_rows(getattr(self, name), n_series, fill))
+            # the private slot, not the attribute: assigning the attribute marks every series stale
+            setattr(self, "_" + name, grow_rows(getattr(self, name), n_series, fill))
+        self.ring_y = grow_rows(self.ring_y, n_series, 0.0)
+        self.run_sums = grow_rows(self.run_sums, n_series, 0.0)  # SUMS_VALID = 0: rebuilt at the next step
 
     def reset(self) -> None:
         """Forget every bucket (after a gap in the stream: continuity is lost). The hour-of-day
@@ -146,6 +220,16 @@ class TrendState:
         self.hsum[:] = 0.0
         self.hw[:] = 0.0
         self.hour[:] = NO_HOUR
+        self.synced[:] = np.nan
+
+    def _derived_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ring_y, run_sums, synced), reallocated (stale) when a state load changed the number of series."""
+        S, B = self.count.shape
+        if self.ring_y.shape != (S, B) or self.run_sums.shape != (S, N_SUMS):
+            self.ring_y = np.zeros((S, B), dtype=np.float64)
+            self.run_sums = np.zeros((S, N_SUMS), dtype=np.float64)
+            self.synced[:] = np.nan
+        return self.ring_y, self.run_sums, self.synced
 
 
 def ramp_lags(window: int, span: int) -> np.ndarray:
@@ -160,6 +244,13 @@ def _close_hour(hour, hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, ga
     """Store the weighted mean of the hour ``hour`` per series and update the hour-of-day profile."""
     S = hsum.shape[0]
     slot = hour % 24
+    # the harmonics at each hour slot, once per call rather than per series (the same values, the same order)
+    harm_cos = np.empty((SEASON_HARMONICS, 24), dtype=np.float64)
+    harm_sin = np.empty((SEASON_HARMONICS, 24), dtype=np.float64)
+    for k in range(1, SEASON_HARMONICS + 1):
+        for j in range(24):
+            harm_cos[k - 1, j] = np.cos(2 * np.pi * k * j / 24.0)
+            harm_sin[k - 1, j] = np.sin(2 * np.pi * k * j / 24.0)
     for s in range(S):
         if not (hw[s] > 0):
             continue
@@ -187,7 +278,7 @@ def _close_hour(hour, hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, ga
             for j in range(24):
                 prof[s, j] = hmean[s, j] - level if hstamp[s, j] > hour - 24 else np.nan
             prof_days[s] = 1.0
-            _fit_profile(prof, pfit, s)
+            _fit_profile(prof, pfit, s, harm_cos, harm_sin)
         else:
             dev = hmean[s, slot] - level
             # a plain mean over the first 1 / gamma days (one hour's mean is noisy), then an EWMA; an hour
@@ -195,13 +286,14 @@ def _close_hour(hour, hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, ga
             g = max(gamma, 1.0 / (prof_days[s] + 1.0))
             prof[s, slot] = dev if np.isnan(prof[s, slot]) else prof[s, slot] + g * (dev - prof[s, slot])
             prof_days[s] += 1.0 / 24.0
-            _fit_profile(prof, pfit, s)
+            _fit_profile(prof, pfit, s, harm_cos, harm_sin)
 
 
 @njit(cache=True, nogil=True)
-def _fit_profile(prof, pfit, s):
+def _fit_profile(prof, pfit, s, harm_cos, harm_sin):
     """pfit[s] = the first SEASON_HARMONICS harmonics of prof[s] (discrete Fourier series over the 24 hours;
-    unlearnt hours take the mean of the learnt ones)."""
+    unlearnt hours take the mean of the learnt ones). harm_cos, harm_sin : float64[SEASON_HARMONICS, 24], the
+    cosine and sine of harmonic k + 1 at hour slot j."""
     acc = 0.0
     nv = 0
     for j in range(24):
@@ -216,12 +308,12 @@ def _fit_profile(prof, pfit, s):
         b = 0.0
         for j in range(24):
             p = prof[s, j] - mean if not np.isnan(prof[s, j]) else 0.0
-            a += p * np.cos(2 * np.pi * k * j / 24.0)
-            b += p * np.sin(2 * np.pi * k * j / 24.0)
+            a += p * harm_cos[k - 1, j]
+            b += p * harm_sin[k - 1, j]
         a *= 2.0 / 24.0
         b *= 2.0 / 24.0
         for j in range(24):
-            pfit[s, j] += a * np.cos(2 * np.pi * k * j / 24.0) + b * np.sin(2 * np.pi * k * j / 24.0)
+            pfit[s, j] += a * harm_cos[k - 1, j] + b * harm_sin[k - 1, j]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -238,11 +330,311 @@ def _season(prof, s, j, f):
     return p0 * (1.0 - f) + p1 * f
 
 
-@njit(cache=True, nogil=True)
-def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, lags,
-           steps_per_hour, log_rate, min_t, min_coverage, min_reference, season, season_gamma, season_min_hours,
-           threshold, ratio, rate_out, t_out, level_out, tth_out, lag_out, flag_out):
-    """Ring update, hour-of-day profile and hinge fits at every lag for T steps of S series.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rebuild_sums(s, ramp_len, anchor_step, seasonal, cnt, mu, pfit, ring_idx, slot_age, slot_next, frac_age,
+                  season_age, ring_y, run_sums):
+    """Rebuild series s's running sums and season-adjusted ring exactly from its ring (one O(B) pass),
+    anchored at the current step and at the latest bucket with data (as the one-pass fit centres y).
+
+    Parameters
+    ----------
+    s : int
+        Series row.
+    ramp_len : int
+        Ages [0, ramp_len) form the ramp window (the shortest lag).
+    anchor_step : int
+        The current step (age 0).
+    seasonal : bool
+        Subtract the profile ``pfit[s]`` between the hour slots ``slot_age`` and ``slot_next`` with the weight
+        ``frac_age`` of the next one (per age at this step).
+    cnt, mu : float64[S, B]
+        Ring of counts and raw log-locations.
+    ring_idx, slot_age, slot_next : uint64[B]; frac_age : float64[B]
+        Ring position and hour-of-day interpolation per age at this step (shared by every series).
+    season_age : float64[B]
+        Scratch: the profile per age.
+    ring_y : float64[S, B]; run_sums : float64[S, N_SUMS]
+        Row s rewritten; ``SUMS_VALID`` is 0 when a sum is not finite (rebuilt again next step).
+    """
+    B = cnt.shape[1]
+    if seasonal:
+        learnt = True
+        for j in range(24):
+            if np.isnan(pfit[s, j]):
+                learnt = False
+        if learnt:  # the same interpolation as _season, without its fallbacks for unlearnt slots
+            for age in range(B):
+                f = frac_age[age]
+                season_age[age] = pfit[s, slot_age[age]] * (1.0 - f) + pfit[s, slot_next[age]] * f
+        else:
+            for age in range(B):
+                season_age[age] = _season(pfit, s, np.int64(slot_age[age]), frac_age[age])
+    # the anchor: the latest season-adjusted value
+    y_anchor = np.nan
+    for age in range(B):
+        idx = ring_idx[age]
+        if cnt[s, idx] > 0:
+            y_anchor = mu[s, idx] - season_age[age] if seasonal else mu[s, idx]
+            if not np.isnan(y_anchor):
+                break
+    sc = 0.0
+    sck = 0.0
+    sckk = 0.0
+    scy = 0.0
+    scky = 0.0
+    scyy = 0.0
+    sm = 0.0
+    # ages [0, ramp_len) (the ramp window), then [ramp_len, B); k = -age at the anchor step. An empty slot
+    # holds c = 0, y = 0 and adds zeros
+    for part in range(2):
+        for age in range(0 if part == 0 else ramp_len, ramp_len if part == 0 else B):
+            idx = ring_idx[age]
+            c = cnt[s, idx]
+            y = 0.0
+            if c > 0:
+                y = (mu[s, idx] - season_age[age] if seasonal else mu[s, idx]) - y_anchor
+                sm += 1.0
+            ring_y[s, idx] = y
+            ck = c * -age
+            sc += c
+            sck += ck
+            sckk += ck * -age
+            scy += c * y
+            scky += ck * y
+            scyy += c * y * y
+        if part == 0:
+            run_sums[s, RAMP_C] = sc
+            run_sums[s, RAMP_CK] = sck
+            run_sums[s, RAMP_CKK] = sckk
+            run_sums[s, RAMP_CY] = scy
+            run_sums[s, RAMP_CKY] = scky
+            run_sums[s, RAMP_M] = sm
+    run_sums[s, SPAN_C] = sc
+    run_sums[s, SPAN_CK] = sck
+    run_sums[s, SPAN_CKK] = sckk
+    run_sums[s, SPAN_CY] = scy
+    run_sums[s, SPAN_CKY] = scky
+    run_sums[s, SPAN_CYY] = scyy
+    run_sums[s, SPAN_M] = sm
+    run_sums[s, ANCHOR_STEP] = anchor_step
+    run_sums[s, ANCHOR_Y] = 0.0 if np.isnan(y_anchor) else y_anchor
+    total = y_anchor if np.isinf(y_anchor) else 0.0
+    for j in range(ANCHOR_STEP):
+        total += run_sums[s, j]
+    run_sums[s, SUMS_VALID] = 1.0 if np.isfinite(total) else 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hinge_fit(L, rc, ra, raa, ry, ray, sw, sy, vyy, m):
+    """Weighted least squares of the hinge at lag L from its ramp sums (c, c·age, c·age², c·y, c·age·y) and
+    the span's (sw = sum c, sy = sum c·y, vyy = sum c·(y - mean)², m buckets): (slope b, se(b), t, sum c·h)."""
+    sh = L * rc - ra
+    shh = L * L * rc - 2.0 * L * ra + raa
+    shy = L * ry - ray
+    vxx = shh - sh * sh / sw
+    vxy = shy - sh * sy / sw
+    b = vxy / vxx
+    rss = vyy - b * vxy
+    if rss < 0:
+        rss = 0.0
+    sigma = np.sqrt(rss / (m - 2))
+    if sigma < MIN_SIGMA:
+        sigma = MIN_SIGMA
+    se = sigma / np.sqrt(vxx)
+    return b, se, b / se, sh
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slide_sums(s, step, B, L0, upos, leave_ramp, c_old, y_old, c_new, v_new, cnt, ring_y, run_sums):
+    """O(1) update of series s's running sums at a new step: the bucket (c_old, y_old) of the ring slot ``upos``
+    being overwritten leaves the span, the new bucket (c_new, season-adjusted value v_new; c_new = 0 = no data)
+    enters both windows and is written to ``ring_y[s, upos]``, and the bucket at age L0 (slot ``leave_ramp``)
+    leaves the ramp window. Returns False when a sum is not finite (a non-finite value came in)."""
+    k0 = run_sums[s, ANCHOR_STEP]
+    sc = run_sums[s, SPAN_C]
+    sck = run_sums[s, SPAN_CK]
+    sckk = run_sums[s, SPAN_CKK]
+    scy = run_sums[s, SPAN_CY]
+    scky = run_sums[s, SPAN_CKY]
+    scyy = run_sums[s, SPAN_CYY]
+    sm = run_sums[s, SPAN_M]
+    # an empty slot holds c = 0, y = 0: subtracting it changes nothing
+    k = (step - B) - k0
+    ck = c_old * k
+    sc -= c_old
+    sck -= ck
+    sckk -= ck * k
+    scy -= c_old * y_old
+    scky -= ck * y_old
+    scyy -= c_old * y_old * y_old
+    if c_old > 0:
+        sm -= 1.0
+    if sm == 0.0:
+        # nothing left in the ring: restart exactly from zero, anchored at the new bucket
+        sc = sck = sckk = scy = scky = scyy = 0.0
+        run_sums[s, RAMP_C] = 0.0
+        run_sums[s, RAMP_CK] = 0.0
+        run_sums[s, RAMP_CKK] = 0.0
+        run_sums[s, RAMP_CY] = 0.0
+        run_sums[s, RAMP_CKY] = 0.0
+        run_sums[s, RAMP_M] = 0.0
+        run_sums[s, ANCHOR_STEP] = step
+        k0 = run_sums[s, ANCHOR_STEP]
+        if c_new > 0:
+            run_sums[s, ANCHOR_Y] = v_new
+    y_new = v_new - run_sums[s, ANCHOR_Y] if c_new > 0 else 0.0
+    ring_y[s, upos] = y_new
+    k = step - k0
+    ck = c_new * k
+    sc += c_new
+    sck += ck
+    sckk += ck * k
+    scy += c_new * y_new
+    scky += ck * y_new
+    scyy += c_new * y_new * y_new
+    rc = run_sums[s, RAMP_C] + c_new
+    rck = run_sums[s, RAMP_CK] + ck
+    rckk = run_sums[s, RAMP_CKK] + ck * k
+    rcy = run_sums[s, RAMP_CY] + c_new * y_new
+    rcky = run_sums[s, RAMP_CKY] + ck * y_new
+    rm = run_sums[s, RAMP_M]
+    if c_new > 0:
+        sm += 1.0
+        rm += 1.0
+    # the bucket L0 steps old leaves the ramp window
+    c_r = cnt[s, leave_ramp]
+    y_r = ring_y[s, leave_ramp]
+    k = (step - L0) - k0
+    ck = c_r * k
+    rc -= c_r
+    rck -= ck
+    rckk -= ck * k
+    rcy -= c_r * y_r
+    rcky -= ck * y_r
+    if c_r > 0:
+        rm -= 1.0
+    if rm == 0.0:
+        rc = rck = rckk = rcy = rcky = 0.0
+    run_sums[s, SPAN_C] = sc
+    run_sums[s, SPAN_CK] = sck
+    run_sums[s, SPAN_CKK] = sckk
+    run_sums[s, SPAN_CY] = scy
+    run_sums[s, SPAN_CKY] = scky
+    run_sums[s, SPAN_CYY] = scyy
+    run_sums[s, SPAN_M] = sm
+    run_sums[s, RAMP_C] = rc
+    run_sums[s, RAMP_CK] = rck
+    run_sums[s, RAMP_CKK] = rckk
+    run_sums[s, RAMP_CY] = rcy
+    run_sums[s, RAMP_CKY] = rcky
+    run_sums[s, RAMP_M] = rm
+    return np.isfinite(sc + sck + sckk + scy + scky + scyy + rc + rck + rckk + rcy + rcky)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lag_sums(s, step, L0, walk_idx, cnt, ring_y, run_sums, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m):
+    """Ramp sums of every lag of series s over ages (c, c·age, c·age², c·y, c·age·y, buckets with data) into
+    ``lag_*[:K]``: the shortest lag's and the span's from the running sums (age = now - k), the window lags
+    between them by adding the ages L0 .. (ring slots ``walk_idx``), one per lag."""
+    n_walk = len(walk_idx)
+    now = step - run_sums[s, ANCHOR_STEP]
+    rc = run_sums[s, RAMP_C]
+    ra = now * rc - run_sums[s, RAMP_CK]
+    raa = now * now * rc - 2.0 * now * run_sums[s, RAMP_CK] + run_sums[s, RAMP_CKK]
+    ry = run_sums[s, RAMP_CY]
+    ray = now * ry - run_sums[s, RAMP_CKY]
+    rm = run_sums[s, RAMP_M]
+    lag_c[0] = rc
+    lag_a[0] = ra
+    lag_aa[0] = raa
+    lag_y[0] = ry
+    lag_ay[0] = ray
+    lag_m[0] = rm
+    age = float(L0)
+    for i in range(n_walk):
+        idx = walk_idx[i]
+        c = cnt[s, idx]
+        y = ring_y[s, idx]
+        ca = c * age
+        rc += c
+        ra += ca
+        raa += ca * age
+        ry += c * y
+        ray += ca * y
+        rm += 1.0 if c > 0 else 0.0
+        lag_c[i + 1] = rc
+        lag_a[i + 1] = ra
+        lag_aa[i + 1] = raa
+        lag_y[i + 1] = ry
+        lag_ay[i + 1] = ray
+        lag_m[i + 1] = rm
+        age += 1.0
+    # the last lag is the whole span (L = B)
+    sw = run_sums[s, SPAN_C]
+    sy = run_sums[s, SPAN_CY]
+    lag_c[n_walk + 1] = sw
+    lag_a[n_walk + 1] = now * sw - run_sums[s, SPAN_CK]
+    lag_aa[n_walk + 1] = now * now * sw - 2.0 * now * run_sums[s, SPAN_CK] + run_sums[s, SPAN_CKK]
+    lag_y[n_walk + 1] = sy
+    lag_ay[n_walk + 1] = now * sy - run_sums[s, SPAN_CKY]
+    lag_m[n_walk + 1] = run_sums[s, SPAN_M]
+
+
+# error_model="numpy" (here and in _trend, which inlines this): a division by zero gives inf / NaN instead of a
+# check and an exception, so the per-lag loop has no branches; lags where that can happen are masked out by ``ok``
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _best_lag(K, lag_f, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m, need_ramp, need_ref, lag_key, sw, sy, vyy, m,
+              min_t, log_rate, steps_per_hour):
+    """The lag to report: the flagging lag with the largest t if any lag flags, else the largest-t lag (the
+    first one on ties); -1 when no lag is covered. Returns (lag index, flag)."""
+    inv_sw = 1.0 / sw
+    inv_m2 = 1.0 / (m - 2.0)
+    # t|t| of every lag (t = b / se(b) = vxy / sqrt(sigma² vxx)): the same order as t without a square root,
+    # one division per lag and no branches, so the loop vectorises (over the padded length); -inf where the lag
+    # is not covered or degenerate
+    for k in range(len(lag_key)):
+        L = lag_f[k]
+        sh = L * lag_c[k] - lag_a[k]
+        shh = L * L * lag_c[k] - 2.0 * L * lag_a[k] + lag_aa[k]
+        shy = L * lag_y[k] - lag_ay[k]
+        vxx = shh - sh * sh * inv_sw
+        vxy = shy - sh * sy * inv_sw
+        q = (vyy * vxx - vxy * vxy) * inv_m2  # rss · vxx / (m - 2)
+        q_min = MIN_SIGMA * MIN_SIGMA * vxx
+        if q < q_min:
+            q = q_min
+        t_abs_t = vxy * np.abs(vxy) / q
+        ok = (lag_m[k] >= need_ramp[k]) & (m - lag_m[k] >= need_ref[k]) & (vxx > 1e-12 * shh)
+        lag_key[k] = t_abs_t if ok else -np.inf
+    best = -1
+    best_key = -np.inf
+    for k in range(K):
+        if lag_key[k] > best_key:
+            best_key = lag_key[k]
+            best = k
+    if best_key < min_t * abs(min_t):
+        return best, False  # no lag reaches min_t: none can flag
+    # some lag may flag: the selection of the one-pass fit, with its formulas
+    best = -1
+    best_t = -np.inf
+    best_flag = False
+    for k in range(K):
+        if lag_key[k] == -np.inf:
+            continue  # not covered
+        b, se, tk, _ = _hinge_fit(lag_f[k], lag_c[k], lag_a[k], lag_aa[k], lag_y[k], lag_ay[k], sw, sy, vyy, m)
+        fl = tk >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate
+        if (fl and not best_flag) or (fl == best_flag and tk > best_t):
+            best_t = tk
+            best = k
+            best_flag = fl
+    return best, best_flag
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, ring_y,
+           run_sums, synced, lags, steps_per_hour, log_rate, min_t, min_coverage, min_reference, season,
+           season_gamma, season_min_hours, threshold, ratio, rate_out, t_out, level_out, tth_out, lag_out, flag_out):
+    """Ring update, hour-of-day profile, running sums and hinge fits at every lag for T steps of S series.
 
     Parameters
     ----------
@@ -254,8 +646,10 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
         Ring of counts and raw log-locations (updated).
     prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour
         Hour-of-day profile state, see :class:`TrendState` (updated).
+    ring_y : float64[S, B]; run_sums : float64[S, N_SUMS]; synced : float64[3]
+        Derived state, see :class:`TrendState` (updated; rebuilt where stale).
     lags : int64[K]
-        Ramp start lags, ascending, the last one <= B (see :func:`ramp_lags`).
+        Ramp start lags from :func:`ramp_lags`: consecutive window lags ``lags[:-1] < B``, then ``lags[-1] == B``.
     steps_per_hour, log_rate, min_t, min_coverage, min_reference, season, season_gamma, season_min_hours,
     threshold (float64[S]), ratio
         As in :func:`trend` (``log_rate = log(1 + rate)``).
@@ -265,16 +659,40 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
     T, S = loc.shape
     B = cnt.shape[1]
     K = len(lags)
-    # running sums over the ring (age 0 = now) snapshotted when age reaches each lag
-    k_c = np.empty(K, dtype=np.float64)
-    k_a = np.empty(K, dtype=np.float64)
-    k_aa = np.empty(K, dtype=np.float64)
-    k_y = np.empty(K, dtype=np.float64)
-    k_ay = np.empty(K, dtype=np.float64)
-    k_m = np.empty(K, dtype=np.int64)
-    # seasonal interpolation per age (shared by every series): profile slot and weight of the next slot
-    slot0 = np.empty(B, dtype=np.int64)
-    frac = np.empty(B, dtype=np.float64)
+    L0 = lags[0]
+    n_walk = lags[K - 2] - L0  # ages L0 .. lags[K - 2] - 1 complete the longer lags' ramps
+    # per lag (padded to a multiple of 8 with lags that are never covered, so the fit loop has no scalar tail):
+    # ramp sums of c, c·age, c·age², c·y, c·age·y and buckets with data; t·|t| (ordered as t)
+    KP = (K + 7) // 8 * 8
+    lag_c = np.zeros(KP, dtype=np.float64)
+    lag_a = np.zeros(KP, dtype=np.float64)
+    lag_aa = np.zeros(KP, dtype=np.float64)
+    lag_y = np.zeros(KP, dtype=np.float64)
+    lag_ay = np.zeros(KP, dtype=np.float64)
+    lag_m = np.zeros(KP, dtype=np.float64)
+    lag_key = np.empty(KP, dtype=np.float64)
+    # per lag constants: L as float, ramp buckets needed, reference buckets needed
+    lag_f = np.ones(KP, dtype=np.float64)
+    need_ramp = np.full(KP, np.inf)
+    need_ref = np.zeros(KP, dtype=np.float64)
+    for k in range(K):
+        L = lags[k]
+        lag_f[k] = L
+        # L >= B is the plain slope over the whole span (a creep older than the window)
+        need_ramp[k] = min_coverage * (L if L < B else B)
+        need_ref[k] = min_reference if L < B else -np.inf
+    log_ratio = np.log(ratio)
+    # per age at the current step (shared by every series): ring position, hour-of-day interpolation; filled
+    # only at steps where some series is rebuilt
+    ring_idx = np.empty(B, dtype=np.uint64)
+    slot_age = np.empty(B, dtype=np.uint64)
+    slot_next = np.empty(B, dtype=np.uint64)
+    frac_age = np.empty(B, dtype=np.float64)
+    season_age = np.zeros(B, dtype=np.float64)
+    walk_idx = np.empty(n_walk, dtype=np.uint64)
+    season_flag = 1.0 if season else 0.0
+    # a call that does not continue the previous one (or a state load, reset, ...) rebuilds every series
+    rebuild_all = not (synced[0] == step0 - 1 and synced[1] == steps_per_hour and synced[2] == season_flag)
     for t in range(T):
         step = step0 + t
         pos = step % B
@@ -284,138 +702,106 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                 _close_hour(hour[0], hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, season_gamma,
                             season_min_hours)
             hour[0] = hr
-        for age in range(B):
-            # hour of day at the bucket's centre, minus 0.5 h: between the centres of slots i and i + 1
-            u = ((step - age + 0.5) / steps_per_hour) % 24.0 - 0.5
-            i0 = np.int64(np.floor(u))
-            frac[age] = u - i0
-            slot0[age] = i0 % 24
+            # the profile may have changed; and an exact rebuild every hour bounds the drift of the sums
+            rebuild_all = True
+        # hour of day at the bucket's centre, minus 0.5 h: between the centres of slots i and i + 1 (age 0)
+        u = ((step + 0.5) / steps_per_hour) % 24.0 - 0.5
+        i0 = np.int64(np.floor(u))
+        frac_now = u - i0
+        slot_now = i0 % 24
+        tables_ready = False
+        # ring positions as unsigned integers: no negative-index wrap-around code on every access
+        upos = np.uint64(pos)
+        leave_ramp = np.uint64(pos - L0 if pos >= L0 else pos - L0 + B)  # leaves the ramp window at this step
+        for i in range(n_walk):
+            idx = pos - L0 - i
+            walk_idx[i] = idx + B if idx < 0 else idx
         for s in range(S):
             x = loc[t, s]
             w = weight[t, s]
+            # the bucket in the slot being overwritten leaves the span (read before the write)
+            c_old = cnt[s, upos]
+            y_old = ring_y[s, upos]
             if np.isnan(x) or not (w > 0):
-                cnt[s, pos] = 0.0
-                mu[s, pos] = np.nan
+                c_new = 0.0
+                cnt[s, upos] = 0.0
+                mu[s, upos] = np.nan
             else:
-                cnt[s, pos] = w
-                mu[s, pos] = x
+                c_new = w
+                cnt[s, upos] = w
+                mu[s, upos] = x
                 hsum[s] += w * x
                 hw[s] += w
-            rate_out[t, s] = np.nan
-            t_out[t, s] = np.nan
-            level_out[t, s] = np.nan
-            tth_out[t, s] = np.nan
-            lag_out[t, s] = 0
-            flag_out[t, s] = 0
             seasonal = season and prof_days[s] > 0
-            # one pass over the ring: totals plus running sums snapshotted at each lag.
-            # y is centred on the first value met so the sums do not cancel catastrophically
-            y0 = np.nan
-            sw = 0.0
-            sy = 0.0
-            syy = 0.0
-            sa = 0.0
-            saa = 0.0
-            say = 0.0
-            m = 0
-            k = 0
-            for age in range(B):
-                idx = pos - age
-                if idx < 0:
-                    idx += B
-                c = cnt[s, idx]
-                if c > 0:
-                    v = mu[s, idx]
+            season_now = _season(pfit, s, slot_now, frac_now) if seasonal else 0.0
+            rebuild = rebuild_all or run_sums[s, SUMS_VALID] == 0.0
+            if not rebuild:
+                # a non-finite value came in: rebuild (and keep rebuilding while it is in the ring)
+                rebuild = not _slide_sums(s, step, B, L0, upos, leave_ramp, c_old, y_old, c_new, x - season_now,
+                                          cnt, ring_y, run_sums)
+            if rebuild:
+                if not tables_ready:
+                    for age in range(B):
+                        idx = pos - age
+                        ring_idx[age] = idx + B if idx < 0 else idx
+                        # as for age 0 above
+                        ua = ((step - age + 0.5) / steps_per_hour) % 24.0 - 0.5
+                        ia = np.int64(np.floor(ua))
+                        frac_age[age] = ua - ia
+                        slot = ia % 24
+                        slot_age[age] = slot
+                        slot_next[age] = slot + 1 if slot < 23 else 0
+                    tables_ready = True
+                _rebuild_sums(s, L0, step, seasonal, cnt, mu, pfit, ring_idx, slot_age, slot_next, frac_age,
+                              season_age, ring_y, run_sums)
+            r_rate = np.nan
+            r_t = np.nan
+            r_level = np.nan
+            r_tth = np.nan
+            r_lag = 0
+            r_flag = 0
+            m = run_sums[s, SPAN_M]
+            if m >= 4:
+                _lag_sums(s, step, L0, walk_idx, cnt, ring_y, run_sums, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m)
+                sw = run_sums[s, SPAN_C]
+                sy = run_sums[s, SPAN_CY]
+                vyy = run_sums[s, SPAN_CYY] - sy * sy / sw
+                best, best_flag = _best_lag(K, lag_f, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m, need_ramp,
+                                            need_ref, lag_key, sw, sy, vyy, m, min_t, log_rate, steps_per_hour)
+                if best >= 0:
+                    L = lags[best]
+                    best_b, _, r_t, sh = _hinge_fit(lag_f[best], lag_c[best], lag_a[best], lag_aa[best],
+                                                    lag_y[best], lag_ay[best], sw, sy, vyy, m)
+                    best_a = (sy - best_b * sh) / sw
+                    per_hour = best_b * steps_per_hour
+                    r_rate = np.expm1(per_hour)
+                    r_lag = L
+                    # log level before the ramp and now (season-adjusted values put back on today's profile)
+                    base = run_sums[s, ANCHOR_Y] + best_a
+                    now_level = base + best_b * L
                     if seasonal:
-                        v -= _season(pfit, s, slot0[age], frac[age])
-                    if np.isnan(y0):
-                        y0 = v
-                    y = v - y0
-                    sw += c
-                    sy += c * y
-                    syy += c * y * y
-                    sa += c * age
-                    saa += c * age * age
-                    say += c * age * y
-                    m += 1
-                # ages 0 .. L-1 are the ramp of lag L
-                while k < K and lags[k] == age + 1:
-                    k_c[k] = sw
-                    k_a[k] = sa
-                    k_aa[k] = saa
-                    k_y[k] = sy
-                    k_ay[k] = say
-                    k_m[k] = m
-                    k += 1
-            while k < K:  # lags beyond the ring (none when lags end at B)
-                k_c[k] = sw
-                k_a[k] = sa
-                k_aa[k] = saa
-                k_y[k] = sy
-                k_ay[k] = say
-                k_m[k] = m
-                k += 1
-            if m < 4:
-                continue
-            vyy = syy - sy * sy / sw
-            best = -1
-            best_t = -np.inf
-            best_b = 0.0
-            best_a = 0.0
-            best_flag = False
-            for k in range(K):
-                L = lags[k]
-                rm = k_m[k]
-                # L >= B is the plain slope over the whole span (a creep older than the window)
-                if rm < min_coverage * (L if L < B else B) or (L < B and m - rm < min_reference):
-                    continue
-                # h = L - age over the ramp ages: sums of c h, c h², c h y from the running sums
-                sh = L * k_c[k] - k_a[k]
-                shh = L * L * k_c[k] - 2.0 * L * k_a[k] + k_aa[k]
-                shy = L * k_y[k] - k_ay[k]
-                vxx = shh - sh * sh / sw
-                if vxx <= 1e-12 * shh:
-                    continue
-                vxy = shy - sh * sy / sw
-                b = vxy / vxx
-                rss = vyy - b * vxy
-                if rss < 0:
-                    rss = 0.0
-                sigma = np.sqrt(rss / (m - 2))
-                if sigma < MIN_SIGMA:
-                    sigma = MIN_SIGMA
-                se = sigma / np.sqrt(vxx)
-                tk = b / se
-                fl = tk >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate
-                # report the largest-t lag among the flagging ones if any, else the largest-t lag
-                if (fl and not best_flag) or (fl == best_flag and tk > best_t):
-                    best_t = tk
-                    best = k
-                    best_b = b
-                    best_a = (sy - b * sh) / sw
-                    best_flag = fl
-            if best < 0:
-                continue
-            L = lags[best]
-            per_hour = best_b * steps_per_hour
-            rate_out[t, s] = np.expm1(per_hour)
-            t_out[t, s] = best_t
-            lag_out[t, s] = L
-            # log level before the ramp and now (season-adjusted values put back on today's profile)
-            base = y0 + best_a
-            now = base + best_b * L
-            if seasonal:
-                now += _season(pfit, s, slot0[0], frac[0])
-            level_out[t, s] = np.exp(now)
-            if best_flag:
-                flag_out[t, s] = 1
-            thr = threshold[s]
-            log_thr = np.log(thr) if (not np.isnan(thr)) and thr > 0 else base + np.log(ratio)
-            if per_hour > 0:
-                hrs = (log_thr - now) / per_hour
-                tth_out[t, s] = hrs if hrs > 0 else 0.0
-            else:
-                tth_out[t, s] = np.inf
+                        now_level += season_now
+                    r_level = np.exp(now_level)
+                    if best_flag:
+                        r_flag = 1
+                    thr = threshold[s]
+                    log_thr = np.log(thr) if (not np.isnan(thr)) and thr > 0 else base + log_ratio
+                    if per_hour > 0:
+                        hrs = (log_thr - now_level) / per_hour
+                        r_tth = hrs if hrs > 0 else 0.0
+                    else:
+                        r_tth = np.inf
+            rate_out[t, s] = r_rate
+            t_out[t, s] = r_t
+            level_out[t, s] = r_level
+            tth_out[t, s] = r_tth
+            lag_out[t, s] = r_lag
+            flag_out[t, s] = r_flag
+        rebuild_all = False
+    if T > 0:
+        synced[0] = step0 + T - 1
+        synced[1] = steps_per_hour
+        synced[2] = season_flag
 
 
 def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *, steps_per_hour: float,
@@ -494,15 +880,21 @@ def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *,
     threshold = np.ascontiguousarray(threshold, dtype=np.float64)
     if threshold.shape != (S,):
         raise ValueError(f"threshold must be float64[{S}], got shape {threshold.shape}")
-    lags = ramp_lags(state.window, B)
+    lags = state.lags
+    if lags[-1] != B:  # a state load changed the span
+        lags = state.lags = ramp_lags(state.window, B)
+    if not ((lags[1:-1] - lags[:-2] == 1).all() and lags[-1] == B):  # what the kernel's walk relies on
+        raise AssertionError(f"ramp lags must be consecutive window lags then the span {B}, got {lags}")
+    ring_y, run_sums, synced = state._derived_arrays()
     T = loc.shape[0]
     out = {k: np.empty((T, S), dtype=np.float64) for k in ("rate_per_hour", "t", "level", "hours_to_threshold")}
     lag = np.empty((T, S), dtype=np.int64)
     flag = np.empty((T, S), dtype=np.int8)
     _trend(np.ascontiguousarray(loc), np.ascontiguousarray(weight), int(step0), state.count, state.loc, state.prof,
            state.pfit, state.prof_days, state.hmean, state.hstamp, state.hfirst, state.hsum, state.hw, state.hour,
-           lags, float(steps_per_hour), float(np.log1p(rate)), float(min_t), float(min_coverage),
-           int(min_reference), bool(season), float(season_gamma), SEASON_MIN_HOURS, threshold, float(ratio),
+           ring_y, run_sums, synced, lags, float(steps_per_hour), float(np.log1p(rate)), float(min_t),
+           float(min_coverage), int(min_reference), bool(season), float(season_gamma), SEASON_MIN_HOURS, threshold,
+           float(ratio),
            out["rate_per_hour"], out["t"], out["level"], out["hours_to_threshold"], lag, flag)
     out["lag"] = lag
     out["flag"] = flag

@@ -204,3 +204,465 @@ def test_bad_input():
         tr.trend(np.zeros((5, 2)), np.zeros((5, 2)), 0, st, steps_per_hour=60)
     with pytest.raises(ValueError):
         tr.TrendState(1, 2)
+
+
+# --------------------------------------------------------------------------- equivalence with the one-pass kernel
+# The kernel keeps running sums per series and walks only the ages between the shortest and the longest window
+# lag. The one-pass kernel it replaced (a full O(B) walk over the ring per step and series, its sums recomputed
+# from scratch every time) is kept here, verbatim with its profile helpers, as the reference: same flags and
+# lags, the same persisted state bit for bit, the statistics equal up to rounding order.
+
+from numba import njit  # noqa: E402
+
+from otelproc.kernels.trend import MIN_SIGMA, NO_HOUR, SEASON_HARMONICS, UPPER_SE  # noqa: E402
+
+
+@njit(cache=True, nogil=True)
+def _one_pass_close_hour(hour, hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, gamma, min_hours):
+    """Store the weighted mean of the hour ``hour`` per series and update the hour-of-day profile."""
+    S = hsum.shape[0]
+    slot = hour % 24
+    for s in range(S):
+        if not (hw[s] > 0):
+            continue
+        hmean[s, slot] = hsum[s] / hw[s]
+        hstamp[s, slot] = hour
+        hsum[s] = 0.0
+        hw[s] = 0.0
+        if hfirst[s] == NO_HOUR:
+            hfirst[s] = hour
+        if hour - hfirst[s] < 23:
+            continue  # not a full day seen yet
+        # the level is the mean over the hours of the last day: a full cycle averages the season out,
+        # and a linear trend moves every hour's deviation alike, so it is not learnt as a season
+        acc = 0.0
+        nv = 0
+        for j in range(24):
+            if hstamp[s, j] > hour - 24:
+                acc += hmean[s, j]
+                nv += 1
+        if nv < min_hours:
+            continue
+        level = acc / nv
+        if prof_days[s] == 0:
+            # first day: learn every hour at once, so the whole ring is adjusted by one profile from now on
+            for j in range(24):
+                prof[s, j] = hmean[s, j] - level if hstamp[s, j] > hour - 24 else np.nan
+            prof_days[s] = 1.0
+            _one_pass_fit_profile(prof, pfit, s)
+        else:
+            dev = hmean[s, slot] - level
+            # a plain mean over the first 1 / gamma days (one hour's mean is noisy), then an EWMA; an hour
+            # without data on the first day is learnt when it first has some
+            g = max(gamma, 1.0 / (prof_days[s] + 1.0))
+            prof[s, slot] = dev if np.isnan(prof[s, slot]) else prof[s, slot] + g * (dev - prof[s, slot])
+            prof_days[s] += 1.0 / 24.0
+            _one_pass_fit_profile(prof, pfit, s)
+
+
+@njit(cache=True, nogil=True)
+def _one_pass_fit_profile(prof, pfit, s):
+    """pfit[s] = the first SEASON_HARMONICS harmonics of prof[s] (discrete Fourier series over the 24 hours;
+    unlearnt hours take the mean of the learnt ones)."""
+    acc = 0.0
+    nv = 0
+    for j in range(24):
+        if not np.isnan(prof[s, j]):
+            acc += prof[s, j]
+            nv += 1
+    mean = acc / nv if nv else 0.0
+    for j in range(24):
+        pfit[s, j] = mean
+    for k in range(1, SEASON_HARMONICS + 1):
+        a = 0.0
+        b = 0.0
+        for j in range(24):
+            p = prof[s, j] - mean if not np.isnan(prof[s, j]) else 0.0
+            a += p * np.cos(2 * np.pi * k * j / 24.0)
+            b += p * np.sin(2 * np.pi * k * j / 24.0)
+        a *= 2.0 / 24.0
+        b *= 2.0 / 24.0
+        for j in range(24):
+            pfit[s, j] += a * np.cos(2 * np.pi * k * j / 24.0) + b * np.sin(2 * np.pi * k * j / 24.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _one_pass_season(prof, s, j, f):
+    """Profile of series s between the centres of hour slots j and j + 1 (f in [0, 1)); an unlearnt
+    (NaN) slot takes its neighbour's value, two unlearnt ones give 0."""
+    jn = j + 1 if j < 23 else 0
+    p0 = prof[s, j]
+    p1 = prof[s, jn]
+    if np.isnan(p0):
+        p0 = 0.0 if np.isnan(p1) else p1
+    if np.isnan(p1):
+        p1 = p0
+    return p0 * (1.0 - f) + p1 * f
+
+
+@njit(cache=True, nogil=True)
+def _one_pass_trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, lags,
+                    steps_per_hour, log_rate, min_t, min_coverage, min_reference, season, season_gamma,
+                    season_min_hours, threshold, ratio, rate_out, t_out, level_out, tth_out, lag_out, flag_out):
+    """The kernel before the running sums (``_trend`` up to round 3, verbatim but for its helpers' names): one
+    O(B) pass over the ring per step and series."""
+    T, S = loc.shape
+    B = cnt.shape[1]
+    K = len(lags)
+    # running sums over the ring (age 0 = now) snapshotted when age reaches each lag
+    k_c = np.empty(K, dtype=np.float64)
+    k_a = np.empty(K, dtype=np.float64)
+    k_aa = np.empty(K, dtype=np.float64)
+    k_y = np.empty(K, dtype=np.float64)
+    k_ay = np.empty(K, dtype=np.float64)
+    k_m = np.empty(K, dtype=np.int64)
+    # seasonal interpolation per age (shared by every series): profile slot and weight of the next slot
+    slot0 = np.empty(B, dtype=np.int64)
+    frac = np.empty(B, dtype=np.float64)
+    for t in range(T):
+        step = step0 + t
+        pos = step % B
+        hr = np.int64(np.floor(step / steps_per_hour))
+        if hr != hour[0]:
+            if hour[0] != NO_HOUR:
+                _one_pass_close_hour(hour[0], hsum, hw, hmean, hstamp, hfirst, prof, pfit, prof_days, season_gamma,
+                            season_min_hours)
+            hour[0] = hr
+        for age in range(B):
+            # hour of day at the bucket's centre, minus 0.5 h: between the centres of slots i and i + 1
+            u = ((step - age + 0.5) / steps_per_hour) % 24.0 - 0.5
+            i0 = np.int64(np.floor(u))
+            frac[age] = u - i0
+            slot0[age] = i0 % 24
+        for s in range(S):
+            x = loc[t, s]
+            w = weight[t, s]
+            if np.isnan(x) or not (w > 0):
+                cnt[s, pos] = 0.0
+                mu[s, pos] = np.nan
+            else:
+                cnt[s, pos] = w
+                mu[s, pos] = x
+                hsum[s] += w * x
+                hw[s] += w
+            rate_out[t, s] = np.nan
+            t_out[t, s] = np.nan
+            level_out[t, s] = np.nan
+            tth_out[t, s] = np.nan
+            lag_out[t, s] = 0
+            flag_out[t, s] = 0
+            seasonal = season and prof_days[s] > 0
+            # one pass over the ring: totals plus running sums snapshotted at each lag.
+            # y is centred on the first value met so the sums do not cancel catastrophically
+            y0 = np.nan
+            sw = 0.0
+            sy = 0.0
+            syy = 0.0
+            sa = 0.0
+            saa = 0.0
+            say = 0.0
+            m = 0
+            k = 0
+            for age in range(B):
+                idx = pos - age
+                if idx < 0:
+                    idx += B
+                c = cnt[s, idx]
+                if c > 0:
+                    v = mu[s, idx]
+                    if seasonal:
+                        v -= _one_pass_season(pfit, s, slot0[age], frac[age])
+                    if np.isnan(y0):
+                        y0 = v
+                    y = v - y0
+                    sw += c
+                    sy += c * y
+                    syy += c * y * y
+                    sa += c * age
+                    saa += c * age * age
+                    say += c * age * y
+                    m += 1
+                # ages 0 .. L-1 are the ramp of lag L
+                while k < K and lags[k] == age + 1:
+                    k_c[k] = sw
+                    k_a[k] = sa
+                    k_aa[k] = saa
+                    k_y[k] = sy
+                    k_ay[k] = say
+                    k_m[k] = m
+                    k += 1
+            while k < K:  # lags beyond the ring (none when lags end at B)
+                k_c[k] = sw
+                k_a[k] = sa
+                k_aa[k] = saa
+                k_y[k] = sy
+                k_ay[k] = say
+                k_m[k] = m
+                k += 1
+            if m < 4:
+                continue
+            vyy = syy - sy * sy / sw
+            best = -1
+            best_t = -np.inf
+            best_b = 0.0
+            best_a = 0.0
+            best_flag = False
+            for k in range(K):
+                L = lags[k]
+                rm = k_m[k]
+                # L >= B is the plain slope over the whole span (a creep older than the window)
+                if rm < min_coverage * (L if L < B else B) or (L < B and m - rm < min_reference):
+                    continue
+                # h = L - age over the ramp ages: sums of c h, c h², c h y from the running sums
+                sh = L * k_c[k] - k_a[k]
+                shh = L * L * k_c[k] - 2.0 * L * k_a[k] + k_aa[k]
+                shy = L * k_y[k] - k_ay[k]
+                vxx = shh - sh * sh / sw
+                if vxx <= 1e-12 * shh:
+                    continue
+                vxy = shy - sh * sy / sw
+                b = vxy / vxx
+                rss = vyy - b * vxy
+                if rss < 0:
+                    rss = 0.0
+                sigma = np.sqrt(rss / (m - 2))
+                if sigma < MIN_SIGMA:
+                    sigma = MIN_SIGMA
+                se = sigma / np.sqrt(vxx)
+                tk = b / se
+                fl = tk >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate
+                # report the largest-t lag among the flagging ones if any, else the largest-t lag
+                if (fl and not best_flag) or (fl == best_flag and tk > best_t):
+                    best_t = tk
+                    best = k
+                    best_b = b
+                    best_a = (sy - b * sh) / sw
+                    best_flag = fl
+            if best < 0:
+                continue
+            L = lags[best]
+            per_hour = best_b * steps_per_hour
+            rate_out[t, s] = np.expm1(per_hour)
+            t_out[t, s] = best_t
+            lag_out[t, s] = L
+            # log level before the ramp and now (season-adjusted values put back on today's profile)
+            base = y0 + best_a
+            now = base + best_b * L
+            if seasonal:
+                now += _one_pass_season(pfit, s, slot0[0], frac[0])
+            level_out[t, s] = np.exp(now)
+            if best_flag:
+                flag_out[t, s] = 1
+            thr = threshold[s]
+            log_thr = np.log(thr) if (not np.isnan(thr)) and thr > 0 else base + np.log(ratio)
+            if per_hour > 0:
+                hrs = (log_thr - now) / per_hour
+                tth_out[t, s] = hrs if hrs > 0 else 0.0
+            else:
+                tth_out[t, s] = np.inf
+
+
+def _one_pass(loc, weight, step0, st, *, steps_per_hour, rate=0.02, min_t=4.0, min_coverage=0.7, min_reference=None,
+              season=True, season_gamma=0.1, threshold=None, ratio=2.0):
+    """The one-pass kernel with the defaults of :func:`tr.trend` (its ring and profile state in ``st``)."""
+    T, S = loc.shape
+    min_reference = max(2, st.window // 2) if min_reference is None else min_reference
+    threshold = np.full(S, np.nan) if threshold is None else np.ascontiguousarray(threshold, dtype=np.float64)
+    out = {k: np.empty((T, S)) for k in ("rate_per_hour", "t", "level", "hours_to_threshold")}
+    out["lag"] = np.empty((T, S), dtype=np.int64)
+    out["flag"] = np.empty((T, S), dtype=np.int8)
+    _one_pass_trend(loc, weight, int(step0), st.count, st.loc, st.prof, st.pfit, st.prof_days, st.hmean, st.hstamp,
+                    st.hfirst, st.hsum, st.hw, st.hour, tr.ramp_lags(st.window, st.span), float(steps_per_hour),
+                    float(np.log1p(rate)), float(min_t), float(min_coverage), int(min_reference), bool(season),
+                    float(season_gamma), tr.SEASON_MIN_HOURS, threshold, float(ratio), out["rate_per_hour"], out["t"],
+                    out["level"], out["hours_to_threshold"], out["lag"], out["flag"])
+    return out
+
+
+# The statistics may differ by rounding order only: within RTOL relative, and for a slope that is not
+# significantly different from 0 (|t| < 1) within RTOL of its standard error. Such a slope is a difference of
+# nearly equal sums whose last bits depend on the summation order (in the one-pass kernel as much as here): at
+# t = 1e-4 a relative difference of 1e-8 is 1e-12 standard errors.
+RTOL = 1e-9
+
+
+def _assert_same(new: dict, ref: dict, where: str) -> None:
+    """Identical flags and lags, the other outputs equal within RTOL as above (inf / NaN in the same cells)."""
+    np.testing.assert_array_equal(new["flag"], ref["flag"], err_msg=where)
+    np.testing.assert_array_equal(new["lag"], ref["lag"], err_msg=where)
+    # rate, t and the time to threshold (through the rate) carry the slope's relative error
+    slope_scale = 1.0 / np.clip(np.abs(ref["t"]), RTOL, 1.0)
+    for name in ("rate_per_hour", "t", "level", "hours_to_threshold"):
+        a, b = new[name], ref[name]
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=f"{where} {name}")
+        fin = np.isfinite(b)
+        np.testing.assert_array_equal(a[~fin], b[~fin], err_msg=f"{where} {name}")
+        scale = np.abs(b[fin]) * (1.0 if name == "level" else slope_scale[fin])
+        diff = np.abs(a[fin] - b[fin])
+        bad = diff > RTOL * scale
+        assert not bad.any(), (f"{where} {name}: {bad.sum()} cells differ by more than {RTOL:g} relative, e.g. "
+                               f"{a[fin][bad][:3]} vs {b[fin][bad][:3]}")
+
+
+def _assert_same_state(st: tr.TrendState, ref: tr.TrendState, where: str) -> None:
+    for f in tr.TrendState.FIELDS:
+        np.testing.assert_array_equal(getattr(st, f), getattr(ref, f), err_msg=f"{where}: state {f}")
+
+
+def _random_stream(rng, steps: int, S: int, steps_per_hour: float = 60.0):
+    """Per-step (log-location, weight) of S series with gaps: lines per step from 0.05 to 300 per series, NaN and
+    weight-0 buckets, bursts of empty steps, a daily cycle on half the series and creeps of 1-8 %/h (some
+    decreasing) starting at random steps."""
+    minutes = np.arange(steps)[:, None]
+    hours = (minutes + 0.5) / steps_per_hour
+    rate = np.exp(rng.uniform(np.log(0.05), np.log(300.0), S))
+    cycle = np.where(rng.random(S) < 0.5, rng.uniform(0.02, 0.2, S), 0.0)
+    n = rng.poisson(rate * (1 + 0.5 * np.sin(2 * np.pi * (hours - 9.0) / 24.0))).astype(np.float64)
+    creep = np.where(rng.random(S) < 0.6, rng.uniform(0.01, 0.08, S) * rng.choice([1, 1, 1, -1], S), 0.0)
+    start = rng.integers(0, steps, S)
+    level = (np.log(rng.uniform(5, 500, S)) + np.log1p(cycle * np.sin(2 * np.pi * (hours - 9.0) / 24.0))
+             + np.log1p(creep) * np.clip(minutes - start, 0, None) / steps_per_hour)
+    loc = level + rng.normal(0, 0.15, (steps, S)) / np.sqrt(np.maximum(n, 1))
+    loc[n == 0] = np.nan
+    loc[rng.random((steps, S)) < 0.05] = np.nan          # no location although there were lines
+    n[rng.random((steps, S)) < 0.05] = 0.0               # a location without weight: no data either
+    for s in range(S):                                   # bursts of empty steps
+        for b0 in rng.integers(0, steps, rng.integers(0, 4)):
+            n[b0:b0 + rng.integers(5, 200), s] = 0.0
+    return loc, n
+
+
+def _feed(loc, n, chunks, step0, st, ref, where, threshold=None, **kw) -> None:
+    """Feed rows of loc/n in chunks of the given sizes through the kernel and the one-pass kernel, comparing every
+    output and the persisted state after each chunk."""
+    row = 0
+    for T in chunks:
+        a, w = loc[row:row + T].copy(), n[row:row + T].copy()
+        new = tr.trend(a, w, step0 + row, st, threshold=threshold, **kw)
+        old = _one_pass(a, w, step0 + row, ref, threshold=threshold, **kw)
+        _assert_same(new, old, f"{where}, rows {row}..{row + T}")
+        _assert_same_state(st, ref, f"{where}, rows {row}..{row + T}")
+        row += T
+    assert row == len(loc)
+
+
+def _chunks(rng, total: int, max_rows: int = 90) -> list[int]:
+    """Call sizes summing to ``total``: mostly 1 (the engine's usual call), some longer."""
+    out = []
+    while sum(out) < total:
+        out.append(int(min(total - sum(out), 1 if rng.random() < 0.5 else rng.integers(2, max_rows))))
+    return out
+
+
+def _fired(*outs) -> int:
+    return int(sum(o["flag"].sum() for o in outs))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_same_answers_as_the_one_pass_kernel_over_more_than_a_day(seed):
+    # 31 h from a non-zero step (so hours and ring positions do not start at 0): the profile becomes active after
+    # a day, and series of every volume see gaps, empty bursts, daily cycles and creeps up and down
+    rng = np.random.default_rng(seed)
+    S, steps, step0 = 60, 31 * 60, 28_000_000 + 37
+    loc, n = _random_stream(rng, steps, S)
+    thr = np.where(rng.random(S) < 0.3, rng.uniform(10, 1000, S), np.nan)
+    st, ref = tr.TrendState(S, W), tr.TrendState(S, W)
+    _feed(loc, n, _chunks(rng, steps), step0, st, ref, "stream", threshold=thr, steps_per_hour=60.0)
+    assert (st.prof_days > 0).sum() > S // 2  # the seasonal adjustment was active for most series
+    # the comparison is not vacuous: series fired
+    full = _one_pass(loc, n, step0, tr.TrendState(S, W), steps_per_hour=60.0, threshold=thr)
+    assert _fired(full) > 100 and 0 < (full["flag"] == 0).sum()
+
+
+def test_same_answers_after_reset_grow_restart_and_discontinuities():
+    rng = np.random.default_rng(13)
+    S0, S1, steps, step0 = 30, 45, 30 * 60, 5_000_000
+    loc, n = _random_stream(rng, steps, S1)
+    loc[:, S0:][: 5 * 60] = np.nan  # the added series have no data before they are added
+    st, ref = tr.TrendState(S0, W), tr.TrendState(S0, W)
+    kw = {"steps_per_hour": 60.0}
+    cut = [0, 5 * 60 + 17, 12 * 60 + 3, 20 * 60 + 40, 25 * 60 + 1, 27 * 60, steps]
+    seg = [(loc[a:b], n[a:b], a) for a, b in zip(cut[:-1], cut[1:])]
+    # 1. the first series
+    x, w, a = seg[0]
+    _feed(x[:, :S0], w[:, :S0], _chunks(rng, len(x)), step0 + a, st, ref, "start", **kw)
+    # 2. grow mid-stream (between two steps, as the engine does when new series appear)
+    st.grow(S1)
+    ref.grow(S1)
+    x, w, a = seg[1]
+    _feed(x, w, _chunks(rng, len(x)), step0 + a, st, ref, "after grow", **kw)
+    # 3. restart: the persisted arrays copied into a fresh state (the derived sums are not saved)
+    st = _copy_state(st)
+    x, w, a = seg[2]
+    _feed(x, w, _chunks(rng, len(x)), step0 + a, st, ref, "after restart", **kw)
+    # 4. a gap in the stream: reset, and continue 90 steps later
+    st.reset()
+    ref.reset()
+    x, w, a = seg[3]
+    _feed(x, w, _chunks(rng, len(x)), step0 + a + 90, st, ref, "after reset", **kw)
+    # 5. steps skipped without a reset, within the hour (stale ring slots are reused as they are), and a call
+    #    without the seasonal adjustment in between
+    x, w, a = seg[4]
+    start = step0 + a + 90 + 5
+    assert (start - 6) // 60 == start // 60  # no hour boundary in the gap (that would rebuild every series anyway)
+    _feed(x[:30], w[:30], [30], start, st, ref, "skipped steps", **kw)
+    _feed(x[30:], w[30:], _chunks(rng, len(x) - 30), start + 30, st, ref, "no season", season=False, **kw)
+    # 6. a state load into a live state object (the engine assigns the saved arrays one by one): its running sums,
+    #    of other data but up to the step just before, must not be used
+    x, w, a = seg[5]
+    start = step0 + a + 90 + 5
+    assert start % 60 != 0  # not an hour boundary (that would rebuild every series anyway)
+    loaded = tr.TrendState(S1, W)
+    tr.trend(loc[:30] + 1.0, n[:30].copy(), start - 30, loaded, steps_per_hour=60.0)
+    for f in tr.TrendState.FIELDS:
+        setattr(loaded, f, getattr(st, f).copy())
+    _feed(x, w, _chunks(rng, len(x)), start, loaded, ref, "after load", **kw)
+    assert (ref.prof_days > 0).any()
+    assert _fired(_one_pass(loc, n, step0, tr.TrendState(S1, W), **kw)) > 50
+
+
+def test_same_answers_with_other_bucket_widths_and_parameters():
+    # 5-minute buckets (12 steps per hour, W = 12, lags 8..12 and the 36-step span) over 3 days, and
+    # 1-minute buckets with a short reference, other thresholds and a non-integer steps_per_hour
+    rng = np.random.default_rng(14)
+    loc, n = _random_stream(rng, 3 * 24 * 12, 25, steps_per_hour=12.0)
+    kw = {"steps_per_hour": 12.0, "rate": 0.03, "min_t": 3.0, "min_coverage": 0.6, "min_reference": 4}
+    st, ref = tr.TrendState(25, 12), tr.TrendState(25, 12)
+    _feed(loc, n, _chunks(rng, len(loc), 20), 1_000_003, st, ref, "5-minute buckets", **kw)
+    assert _fired(_one_pass(loc, n, 1_000_003, tr.TrendState(25, 12), **kw)) > 20
+    loc, n = _random_stream(rng, 600, 25, steps_per_hour=61.5)
+    kw = {"steps_per_hour": 61.5, "season_gamma": 0.5, "ratio": 1.5}
+    st, ref = tr.TrendState(25, 20, 7), tr.TrendState(25, 20, 7)
+    _feed(loc, n, _chunks(rng, len(loc)), 77, st, ref, "short reference", **kw)
+
+
+def test_same_answers_with_non_finite_locations():
+    # log(0 ms) = -inf (and a stray +inf): the running sums cannot subtract those; the series is rebuilt from
+    # the ring while they are in it, and continues exactly as the one-pass kernel once they have left
+    rng = np.random.default_rng(15)
+    loc, n = _random_stream(rng, 500, 20)
+    n[:, :] = np.maximum(n, 1)
+    loc = np.where(np.isnan(loc), np.log(50.0) + 0.1 * rng.standard_normal(loc.shape), loc)
+    loc[100, 3] = -np.inf
+    loc[130, 4] = np.inf
+    loc[300:305, 5] = -np.inf
+    st, ref = tr.TrendState(20, W), tr.TrendState(20, W)
+    _feed(loc, n, _chunks(rng, len(loc)), 0, st, ref, "non-finite", steps_per_hour=60.0)
+    assert st.run_sums[:, tr.SUMS_VALID].all()  # every series is back on running sums
+    # a span shorter than an hour: the value enters and leaves the ring between two hourly rebuilds
+    st, ref = tr.TrendState(20, 20, 7), tr.TrendState(20, 20, 7)
+    _feed(loc, n, _chunks(rng, len(loc)), 0, st, ref, "non-finite, 27-step span", steps_per_hour=60.0)
+
+
+def test_assigning_a_persisted_array_marks_the_running_sums_stale_and_grow_does_not():
+    st = tr.TrendState(3, W)
+    x = np.full((5, 3), np.log(20.0))
+    tr.trend(x, np.full((5, 3), 50.0), 0, st, steps_per_hour=60.0)
+    assert st.synced[0] == 4 and st.run_sums[:, tr.SUMS_VALID].all()
+    st.grow(5)
+    assert st.synced[0] == 4 and list(st.run_sums[:, tr.SUMS_VALID]) == [1, 1, 1, 0, 0]
+    st.count = st.count.copy()
+    assert np.isnan(st.synced).all()
+    st.synced[:] = (4, 60.0, 1.0)
+    st.reset()
+    assert np.isnan(st.synced).all()
