@@ -235,6 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         # a 2 %/h creep starting on day 3 at a random hour: on the cycle, and on flat latency with the
         # profile subtracted or not (identical data: the price of the adjustment is the profile's own noise)
         start = 2 * 1440 + rng.uniform(0, 1440 - 100, Sx)
+        # and on day 1, from hour 6 on (no profile yet: the load covariate has to tell creep from cycle)
+        start1 = rng.uniform(6 * 60, 1440 - 100, Sx)
+        ramp1 = np.log1p(0.02) * np.clip(np.arange(1440)[:, None] + 0.5 - start1[None, :], 0, None) / 60.0
+        loc1, n1 = buckets(rng, rate[:1440], np.log(50.0) + cycle[:1440] + ramp1, args.seed + 9)
+        flag1 = run_kernel(loc1, n1, **kw)
+        dl1 = np.full(Sx, np.inf)
+        for s in range(Sx):
+            k = np.flatnonzero(flag1[:, s])
+            k = k[k >= int(start1[s])]
+            if len(k):
+                dl1[s] = k[0] + 1 - start1[s]
+        print(summarize("creep on the cycle, day 1", dl1))
         ramp = np.log1p(0.02) * np.clip(np.arange(T)[:, None] + 0.5 - start[None, :], 0, None) / 60.0
         on_cycle = buckets(rng, rate, np.log(50.0) + cycle + ramp, args.seed + 6)
         on_flat = buckets(rng, rate, np.log(50.0) + ramp, args.seed + 7)

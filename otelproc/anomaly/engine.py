@@ -118,7 +118,8 @@ class AnomalyEngine:
     # 2: trend state is a ring of (count, log-location) per bucket (was log p50 values)
     # 3: trend state adds the hour-of-day profile of log-location (prof, pfit, prof_days, hmean, hstamp,
     #    hfirst, hsum, hw, hour)
-    STATE_VERSION = 3
+    # 4: trend state adds the smoothed load ring (load, load_ew) of the day-1 load adjustment
+    STATE_VERSION = 4
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
@@ -462,9 +463,9 @@ class AnomalyEngine:
 
     def load_state(self, st: dict[str, np.ndarray]) -> None:
         version = int(st["version"][0])
-        if version not in (2, self.STATE_VERSION):
+        if version not in (2, 3, self.STATE_VERSION):
             raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION}, "
-                             f"or 2)")
+                             f"or 2, 3)")
         res = tuple(float(x) for x in st["resolutions_s"])
         if res != tuple(float(x) for x in self.p.resolutions_s):
             raise ValueError(f"anomaly state was written for resolutions {res}, configured {self.p.resolutions_s}")
@@ -486,8 +487,8 @@ class AnomalyEngine:
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
                     key = f"{pre}.{name}.{f}"
-                    if version == 2 and obj is rs.trend and key not in st:
-                        continue  # written before the hour-of-day profile existed: a fresh one below
+                    if version < self.STATE_VERSION and obj is rs.trend and key not in st:
+                        continue  # written before this field existed: filled in below
                     setattr(obj, f, np.ascontiguousarray(st[key]).copy())
             if version == 2:
                 # version 2 kept only the ring (count, loc): start the hour-of-day profile from scratch
@@ -495,6 +496,8 @@ class AnomalyEngine:
                 for f in fresh.FIELDS:
                     if f not in ("count", "loc"):
                         setattr(rs.trend, f, getattr(fresh, f))
+            if version < 4:
+                rs.trend.init_load_from_counts()
             for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
 

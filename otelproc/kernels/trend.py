@@ -102,6 +102,13 @@ NO_HOUR = -(2**62)
 # harmonics of the day kept in the profile (periods 24, 12, 8, 6 h): a daily cycle is smooth, and the
 # hour-to-hour noise of 24 separately learnt hours would otherwise add slopes of its own
 SEASON_HARMONICS = 4
+# Day 1 (no hour-of-day profile yet): the load covariate. LOAD_SMOOTH_STEPS is the EWMA span of a series'
+# points per step; its log is the covariate. A flag stands only if the ramp remains after removing the
+# load effect, where the reference part shows one: elasticity significant at LOAD_MIN_T and a load that
+# moved (variance of its log over the reference at least LOAD_MIN_NOISE_RATIO x its Poisson noise).
+LOAD_SMOOTH_STEPS = 15
+LOAD_MIN_T = 2.0
+LOAD_MIN_NOISE_RATIO = 2.0
 
 
 # Columns of ``TrendState.run_sums``: running sums per series over the ramp of the shortest lag (ages
@@ -142,6 +149,8 @@ class TrendState:
     hfirst     int64[S]        first hour with data (``NO_HOUR`` = none); learning starts a day later
     hsum, hw   float64[S]      running weighted sum / weight of the current hour
     hour       int64[1]        absolute hour number being accumulated (``NO_HOUR`` before the first step)
+    load       float64[S, B]   log of the smoothed load (points per step) at step ``k``, stored at ``k % B``
+    load_ew    float64[S]      EWMA of points per step (0 for an empty step; NaN before the first step)
 
     Derived from those and not persisted (``FIELDS`` is what a save writes; assigning any of them
     marks these stale, and the kernel rebuilds them from the ring):
@@ -157,7 +166,8 @@ class TrendState:
     whole arrays: an in-place edit of ``count`` or ``loc`` would not be seen by the running sums.
     """
 
-    FIELDS = ("count", "loc", "prof", "pfit", "prof_days", "hmean", "hstamp", "hfirst", "hsum", "hw", "hour")
+    FIELDS = ("count", "loc", "prof", "pfit", "prof_days", "hmean", "hstamp", "hfirst", "hsum", "hw", "hour",
+              "load", "load_ew")
     count = _Persisted()
     loc = _Persisted()
     prof = _Persisted()
@@ -169,6 +179,8 @@ class TrendState:
     hsum = _Persisted()
     hw = _Persisted()
     hour = _Persisted()
+    load = _Persisted()
+    load_ew = _Persisted()
 
     def __init__(self, n_series: int, window: int, reference: int | None = None):
         if window < 4:
@@ -194,6 +206,8 @@ class TrendState:
         self.hsum = np.zeros(n_series, dtype=np.float64)
         self.hw = np.zeros(n_series, dtype=np.float64)
         self.hour = np.full(1, NO_HOUR, dtype=np.int64)
+        self.load = np.full((n_series, B), np.nan, dtype=np.float64)
+        self.load_ew = np.full(n_series, np.nan, dtype=np.float64)
 
     @property
     def n_series(self) -> int:
@@ -206,11 +220,18 @@ class TrendState:
     def grow(self, n_series: int) -> None:
         """Add series up to ``n_series`` (empty rings); the existing series keep their running sums."""
         for name, fill in (("count", 0.0), ("loc", np.nan), ("prof", np.nan), ("pfit", 0.0), ("prof_days", 0.0),
-                           ("hmean", np.nan), ("hstamp", NO_HOUR), ("hfirst", NO_HOUR), ("hsum", 0.0), ("hw", 0.0)):
+                           ("hmean", np.nan), ("hstamp", NO_HOUR), ("hfirst", NO_HOUR), ("hsum", 0.0), ("hw", 0.0),
+                           ("load", np.nan), ("load_ew", np.nan)):
             # the private slot, not the attribute: assigning the attribute marks every series stale
             setattr(self, "_" + name, grow_rows(getattr(self, name), n_series, fill))
         self.ring_y = grow_rows(self.ring_y, n_series, 0.0)
         self.run_sums = grow_rows(self.run_sums, n_series, 0.0)  # SUMS_VALID = 0: rebuilt at the next step
+
+    def init_load_from_counts(self) -> None:
+        """The load ring of a state saved before it existed (version 3): the bucket counts themselves."""
+        has = self.count > 0
+        self.load = np.where(has, np.log(np.where(has, self.count, 1.0)), np.nan)
+        self.load_ew = self.count.mean(axis=1)  # the newest slot is not known here: the ring's mean
 
     def reset(self) -> None:
         """Forget every bucket (after a gap in the stream: continuity is lost). The hour-of-day
@@ -630,10 +651,129 @@ def _best_lag(K, lag_f, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m, need_ramp, n
     return best, best_flag
 
 
+@njit(cache=True, nogil=True)
+def _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage, min_reference, min_t, log_rate,
+                     steps_per_hour, load_alpha, load_min_t):
+    """Day 1 (no hour-of-day profile): does the flag of series ``s`` at ring position ``pos`` survive the load?
+
+    Latency that follows the daily load rises with the morning traffic and looks like a creep until a
+    profile is learnt. Where the reference part of the span (ages >= ``window``) shows a load effect
+    -- the weighted regression of log-location on log smoothed load has a slope beta with
+    |beta| >= ``load_min_t`` standard errors, and the log load there varied at least
+    ``LOAD_MIN_NOISE_RATIO`` x its Poisson noise -- the ramp is tested again on y - beta x (the
+    uncertainty of beta added through the ramp's own slope of x), and the flag stands only if some lag
+    passes both tests. Otherwise it stands as it is. Estimating beta before the window keeps a creep
+    inside it from being learnt as a load effect; the check can only remove flags. O(B), run only for
+    flagged series on their first day, so it costs nothing on the common path.
+    """
+    B = cnt.shape[1]
+    K = len(lags)
+    k_c = np.empty(K)
+    k_a = np.empty(K)
+    k_aa = np.empty(K)
+    k_y = np.empty(K)
+    k_ay = np.empty(K)
+    k_x = np.empty(K)
+    k_ax = np.empty(K)
+    k_m = np.empty(K, dtype=np.int64)
+    y0 = np.nan
+    x0 = np.nan
+    sw = sy = syy = sa = saa = say = 0.0
+    sx = sxx = sxy = sax = 0.0
+    rc = rx = rxx = rxy = ry = ryy = 0.0
+    m = 0
+    ref_m = 0
+    k = 0
+    for age in range(B):
+        idx = pos - age
+        if idx < 0:
+            idx += B
+        c = cnt[s, idx]
+        if c > 0 and not np.isnan(load[s, idx]):
+            if np.isnan(y0):
+                y0 = mu[s, idx]
+                x0 = load[s, idx]
+            y = mu[s, idx] - y0
+            xl = load[s, idx] - x0
+            sw += c
+            sy += c * y
+            syy += c * y * y
+            sa += c * age
+            saa += c * age * age
+            say += c * age * y
+            sx += c * xl
+            sxx += c * xl * xl
+            sxy += c * xl * y
+            sax += c * age * xl
+            m += 1
+            if age >= window:
+                rc += c
+                rx += c * xl
+                rxx += c * xl * xl
+                rxy += c * xl * y
+                ry += c * y
+                ryy += c * y * y
+                ref_m += 1
+        while k < K and lags[k] == age + 1:  # ages 0 .. L-1 are the ramp of lag L
+            k_c[k] = sw
+            k_a[k] = sa
+            k_aa[k] = saa
+            k_y[k] = sy
+            k_ay[k] = say
+            k_x[k] = sx
+            k_ax[k] = sax
+            k_m[k] = m
+            k += 1
+    if m < 4 or ref_m < max(min_reference, 3):
+        return True
+    vx_r = rxx - rx * rx / rc
+    if not (vx_r > 1e-12):
+        return True
+    cxy_r = rxy - rx * ry / rc
+    beta = cxy_r / vx_r
+    res_r = max((ryy - ry * ry / rc) - beta * cxy_r, 0.0)
+    se_beta = np.sqrt(res_r / (ref_m - 2) / vx_r)
+    noise = load_alpha / (2.0 - load_alpha) * ref_m / rc  # variance of the smoothed log count, Poisson
+    if vx_r / rc < LOAD_MIN_NOISE_RATIO * noise or abs(beta) < load_min_t * max(se_beta, 1e-12):
+        return True
+    vyy = syy - sy * sy / sw
+    sy_x = sy - beta * sx
+    vyy_x = (syy - 2.0 * beta * sxy + beta * beta * sxx) - sy_x * sy_x / sw
+    for k in range(K):
+        L = lags[k]
+        rm = k_m[k]
+        if rm < min_coverage * (L if L < B else B) or (L < B and m - rm < min_reference):
+            continue
+        sh = L * k_c[k] - k_a[k]
+        shh = L * L * k_c[k] - 2.0 * L * k_a[k] + k_aa[k]
+        shy = L * k_y[k] - k_ay[k]
+        vxx = shh - sh * sh / sw
+        if vxx <= 1e-12 * shh:
+            continue
+        # the plain test of this lag ...
+        vxy = shy - sh * sy / sw
+        b = vxy / vxx
+        sigma = max(np.sqrt(max(vyy - b * vxy, 0.0) / (m - 2)), MIN_SIGMA)
+        se = sigma / np.sqrt(vxx)
+        if not (b / se >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate):
+            continue
+        # ... and on y - beta x
+        shx = L * k_x[k] - k_ax[k]
+        vxy = (shy - beta * shx) - sh * sy_x / sw
+        b = vxy / vxx
+        sigma = max(np.sqrt(max(vyy_x - b * vxy, 0.0) / (m - 2)), MIN_SIGMA)
+        bx = (shx - sh * sx / sw) / vxx  # the ramp's own slope of log load
+        se = np.sqrt(sigma * sigma / vxx + bx * bx * se_beta * se_beta)
+        if b / se >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate:
+            return True
+    return False
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, ring_y,
-           run_sums, synced, lags, steps_per_hour, log_rate, min_t, min_coverage, min_reference, season,
-           season_gamma, season_min_hours, threshold, ratio, rate_out, t_out, level_out, tth_out, lag_out, flag_out):
+def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, load, load_ew,
+           ring_y, run_sums, synced, lags, window, steps_per_hour, log_rate, min_t, min_coverage, min_reference,
+           season, season_gamma, season_min_hours, load_alpha, load_min_t, threshold, ratio, rate_out, t_out,
+           level_out, tth_out, lag_out, flag_out):
     """Ring update, hour-of-day profile, running sums and hinge fits at every lag for T steps of S series.
 
     Parameters
@@ -644,15 +784,17 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
         Absolute step of row 0 (ring position ``step % B``, UTC hour ``floor(step / steps_per_hour)``).
     cnt, mu : float64[S, B]
         Ring of counts and raw log-locations (updated).
-    prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour
-        Hour-of-day profile state, see :class:`TrendState` (updated).
+    prof, pfit, prof_days, hmean, hstamp, hfirst, hsum, hw, hour, load, load_ew
+        Hour-of-day profile and load state, see :class:`TrendState` (updated).
     ring_y : float64[S, B]; run_sums : float64[S, N_SUMS]; synced : float64[3]
         Derived state, see :class:`TrendState` (updated; rebuilt where stale).
     lags : int64[K]
         Ramp start lags from :func:`ramp_lags`: consecutive window lags ``lags[:-1] < B``, then ``lags[-1] == B``.
+    window : int
+        Ramp window W (steps): the reference part of the span is ages >= W.
     steps_per_hour, log_rate, min_t, min_coverage, min_reference, season, season_gamma, season_min_hours,
-    threshold (float64[S]), ratio
-        As in :func:`trend` (``log_rate = log(1 + rate)``).
+    load_alpha, load_min_t, threshold (float64[S]), ratio
+        As in :func:`trend` (``log_rate = log(1 + rate)``, ``load_alpha`` the load EWMA's weight).
     rate_out, t_out, level_out, tth_out : float64[T, S]; lag_out : int64[T, S]; flag_out : int8[T, S]
         Outputs, written for every cell.
     """
@@ -732,6 +874,9 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                 mu[s, upos] = x
                 hsum[s] += w * x
                 hw[s] += w
+            # smoothed load (points per step, an empty step counts 0): the covariate of the day-1 check
+            load_ew[s] = c_new if np.isnan(load_ew[s]) else load_ew[s] + load_alpha * (c_new - load_ew[s])
+            load[s, upos] = np.log(load_ew[s]) if load_ew[s] > 0 else np.nan
             seasonal = season and prof_days[s] > 0
             season_now = _season(pfit, s, slot_now, frac_now) if seasonal else 0.0
             rebuild = rebuild_all or run_sums[s, SUMS_VALID] == 0.0
@@ -782,6 +927,10 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                     if seasonal:
                         now_level += season_now
                     r_level = np.exp(now_level)
+                    if best_flag and not seasonal and load_min_t > 0:
+                        best_flag = _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage,
+                                                     min_reference, min_t, log_rate, steps_per_hour, load_alpha,
+                                                     load_min_t)
                     if best_flag:
                         r_flag = 1
                     thr = threshold[s]
@@ -806,8 +955,8 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
 
 def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *, steps_per_hour: float,
           rate: float = 0.02, min_t: float = 4.0, min_coverage: float = 0.7, min_reference: int | None = None,
-          season: bool = True, season_gamma: float = 0.1, threshold: np.ndarray | None = None, ratio: float = 2.0
-          ) -> dict[str, np.ndarray]:
+          season: bool = True, season_gamma: float = 0.1, threshold: np.ndarray | None = None, ratio: float = 2.0,
+          load_min_t: float = LOAD_MIN_T) -> dict[str, np.ndarray]:
     """Ramp (creep) test on per-bucket log-locations, updating ``state`` in place.
 
     Parameters
@@ -841,6 +990,9 @@ def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *,
         before the ramp.
     ratio : float
         Relative threshold used when no absolute one is given.
+    load_min_t : float
+        Day-1 load check (series without a profile): the t a load elasticity needs in the reference part
+        before a flag must also survive the load as a covariate (see :func:`_load_keeps_flag`); 0 = off.
 
     Returns
     -------
@@ -866,7 +1018,8 @@ def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *,
         raise ValueError(f"season_gamma must be in (0, 1], got {season_gamma}")
     B = state.span
     shapes = {"count": (S, B), "loc": (S, B), "prof": (S, 24), "pfit": (S, 24), "prof_days": (S,),
-              "hmean": (S, 24), "hstamp": (S, 24), "hfirst": (S,), "hsum": (S,), "hw": (S,), "hour": (1,)}
+              "hmean": (S, 24), "hstamp": (S, 24), "hfirst": (S,), "hsum": (S,), "hw": (S,), "hour": (1,),
+              "load": (S, B), "load_ew": (S,)}
     for name, shape in shapes.items():
         a = getattr(state, name)
         dt = np.int64 if name in ("hstamp", "hfirst", "hour") else np.float64
@@ -892,8 +1045,9 @@ def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *,
     flag = np.empty((T, S), dtype=np.int8)
     _trend(np.ascontiguousarray(loc), np.ascontiguousarray(weight), int(step0), state.count, state.loc, state.prof,
            state.pfit, state.prof_days, state.hmean, state.hstamp, state.hfirst, state.hsum, state.hw, state.hour,
-           ring_y, run_sums, synced, lags, float(steps_per_hour), float(np.log1p(rate)), float(min_t),
-           float(min_coverage), int(min_reference), bool(season), float(season_gamma), SEASON_MIN_HOURS, threshold,
+           state.load, state.load_ew, ring_y, run_sums, synced, lags, state.window, float(steps_per_hour),
+           float(np.log1p(rate)), float(min_t), float(min_coverage), int(min_reference), bool(season),
+           float(season_gamma), SEASON_MIN_HOURS, 2.0 / (LOAD_SMOOTH_STEPS + 1.0), float(load_min_t), threshold,
            float(ratio),
            out["rate_per_hour"], out["t"], out["level"], out["hours_to_threshold"], lag, flag)
     out["lag"] = lag

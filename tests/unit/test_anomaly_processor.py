@@ -313,7 +313,7 @@ def test_engine_learns_the_daily_latency_cycle_and_still_finds_a_creep_on_it():
     assert 1.0 < float(hits[0][1].labels["slope_pct_per_hour"]) < 3.5
 
 
-def test_state_of_version_2_loads_with_a_fresh_hour_of_day_profile():
+def test_states_of_versions_2_and_3_load():
     from otelproc.anomaly.engine import AnomalyEngine
     from otelproc.kernels import trend as trk
     from otelproc.kernels.trend import TrendState
@@ -321,7 +321,16 @@ def test_state_of_version_2_loads_with_a_fresh_hour_of_day_profile():
     b = creep_stream(1.0, 5.0, 0.0)
     p, _ = run(slices(b, 5000))
     st = dict(p.engine.state())
-    assert int(st["version"][0]) == 3
+    assert int(st["version"][0]) == 4
+    # version 3 had no load ring: it is taken from the bucket counts
+    v3 = {k: v for k, v in st.items() if not k.endswith((".trend.load", ".trend.load_ew"))}
+    v3["version"] = np.array([3])
+    eng3 = AnomalyEngine()
+    eng3.load_state(v3)
+    tr3 = eng3.res[-1].trend
+    has = tr3.count > 0
+    np.testing.assert_allclose(tr3.load[has], np.log(tr3.count[has]))
+    assert np.isnan(tr3.load[~has]).all() and tr3.load_ew.shape == (tr3.n_series,)
     # what version 2 wrote: the trend ring only
     for key in [k for k in st if ".trend." in k and k.rsplit(".", 1)[1] not in ("count", "loc")]:
         del st[key]
