@@ -10,8 +10,8 @@ from numba import njit
 from otelproc.batch import StringArray
 from otelproc.kernels.cluster import KeyTable
 from otelproc.kernels.mask import BYTE_CLASS, TIME_WORDS
-from otelproc.kernels.tokenize import (FNV_OFFSET, FNV_PRIME, gather_params_terminated, gather_spans, key_hashes,
-                                       masked_text, param_spans)
+from otelproc.kernels.tokenize import (FNV_OFFSET, FNV_PRIME, _fnv_var, _line_params, _segment_is_var,
+                                       gather_params_terminated, gather_spans, key_hashes, masked_text, param_spans)
 from tests import reference
 from tests.conftest import shared_path
 from tests.reference import fnv1a64, masked_key
@@ -294,60 +294,11 @@ def test_hash_lookup_params_walk_gives_the_key_walks_hash_on_random_bodies():
 
 # ---------------------------------------------------------------- the previous one-pass kernels
 # A verbatim copy of the fused kernels of otelproc/kernels/tokenize.py as they were before the
-# 2026-11-29 speed-up of the one-pass walks, names prefixed with _prev (and _line_params, which
-# params_terminated used then). The key hashes are the inputs of
-# persisted pattern ids, so the rewritten kernels must give bit-identical hashes, token counts,
-# cache slots, variable masks and parameters; the tests below compare them on Loghub-2k and on a
+# 2026-11-29 speed-up of the one-pass walks, names prefixed with _prev. The helpers the speed-up left
+# unchanged (_fnv_var, _segment_is_var, _line_params) are called from the package. The key hashes
+# are the inputs of persisted pattern ids, so the rewritten kernels must give bit-identical hashes,
+# token counts, cache slots, variable masks and parameters; the tests below compare them on Loghub-2k and on a
 # self-contained fuzz corpus.
-
-@njit(cache=True, nogil=True, inline="always")
-def _prev_fnv_var(h):
-    h = (h ^ np.uint64(60)) * FNV_PRIME
-    h = (h ^ np.uint64(42)) * FNV_PRIME
-    return (h ^ np.uint64(62)) * FNV_PRIME
-
-
-@njit(cache=True, nogil=True)
-def _prev_is_time_word(packed, tw) -> bool:
-    lo = 0
-    hi = len(tw)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if tw[mid] < packed:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < len(tw) and tw[lo] == packed
-
-
-@njit(cache=True, nogil=True)
-def _prev_segment_is_var(buf, ss, se, e, acc, hexl, at, dot_after_at, prev_delim, tw) -> bool:
-    """Variable test of the segment buf[ss:se] from the facts gathered while scanning it (the
-    rules of :func:`otelproc.kernels.mask._is_var_segment`, which the tests compare with)."""
-    if (acc & 4) != 0 or prev_delim == 61:   # a digit; the value of key=value
-        return True
-    if (prev_delim == 34 or prev_delim == 39) and se < e and buf[se] == prev_delim:   # 'quoted'
-        return True
-    n = se - ss
-    if hexl == n and n >= 16:
-        return True
-    if at > ss and dot_after_at:   # e-mail
-        return True
-    if 3 <= n <= 5 and (acc & 16):
-        # month / weekday names, true / null / false: pack the lower-cased bytes
-        packed = np.int64(0)
-        for q in range(ss, se):
-            lb = buf[q]
-            if 65 <= lb <= 90:
-                lb += 32
-            packed = (packed << 8) | np.int64(lb)
-        if n == 3:
-            return _prev_is_time_word(packed, tw)
-        if n == 4:
-            return packed == 0x74727565 or packed == 0x6E756C6C  # true, null
-        return packed == 0x66616C7365  # false
-    return False
-
 
 @njit(cache=True, nogil=True)
 def _prev_line_key(buf, s, e, cls, tw, seed):
@@ -419,7 +370,7 @@ def _prev_line_key(buf, s, e, cls, tw, seed):
                         dot_after_at = True
                 h = (h ^ np.uint64(b)) * FNV_PRIME
                 i += 1
-            var = _prev_segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw)
+            var = _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw)
             if var:
                 if since_var == 2:
                     # var ':' var (host:port, IPv6, a,b): one variable, drop the delimiters
@@ -427,7 +378,7 @@ def _prev_line_key(buf, s, e, cls, tw, seed):
                     has_lit = lit_after_var
                 else:
                     lit_after_var = has_lit
-                    h = _prev_fnv_var(h_seg)
+                    h = _fnv_var(h_seg)
                     h_after_var = h
                     nvar += 1
                 since_var = 1
@@ -438,7 +389,7 @@ def _prev_line_key(buf, s, e, cls, tw, seed):
         tn = i - ts
         full = False
         if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
-            h = _prev_fnv_var(h_tok)  # a path or URL: the whole token is one variable
+            h = _fnv_var(h_tok)  # a path or URL: the whole token is one variable
             full = True
         else:
             full = nvar == 1 and not has_lit
@@ -559,14 +510,14 @@ def _prev_line_key_spans(buf, s, e, cls, tw, seed, pstart, pend, tq, tts, tte):
                         dot_after_at = True
                 h = (h ^ np.uint64(b)) * FNV_PRIME
                 i += 1
-            if _prev_segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
+            if _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
                 if since_var == 2:
                     h = h_after_var
                     has_lit = lit_after_var
                     pend[q - 1] = i
                 else:
                     lit_after_var = has_lit
-                    h = _prev_fnv_var(h_seg)
+                    h = _fnv_var(h_seg)
                     h_after_var = h
                     pstart[q] = ss
                     pend[q] = i
@@ -580,7 +531,7 @@ def _prev_line_key_spans(buf, s, e, cls, tw, seed, pstart, pend, tq, tts, tte):
         tn = i - ts
         full = False
         if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
-            h = _prev_fnv_var(h_tok)
+            h = _fnv_var(h_tok)
             q = q_tok
             pstart[q] = ts
             pend[q] = i
@@ -678,115 +629,15 @@ def _prev_hash_lookup_params(buf, off, service_index, service_seed, cls, tw, tab
 
 
 @njit(cache=True, nogil=True)
-def _prev_line_params(buf, s, e, cls, g, pstart, pend, q):
-    """Append the parameter spans of buf[s:e] to pstart/pend from index q; return the new count.
-
-    One pass, the same walk as :func:`_line_key` (tests compare with the pieces version): a
-    variable segment is a span, ``var:var`` extends the last span, a path token is one span, a
-    wholly variable token after another extends the previous span, and a key token whose bit is
-    set in ``g`` (generalised by the pattern) is one span from its first to its last byte.
-    Capacity: the caller guarantees room for (e - s + 1) // 2 + 1 more spans.
-    """
-    tw = TIME_WORDS
-    ntok = 0
-    prev_full = False
-    i = s
-    while True:
-        while i < e and (cls[buf[i]] & 1):
-            i += 1
-        if i >= e:
-            break
-        tok = ntok
-        ntok += 1
-        ts = i
-        q_tok = q
-        slashes = 0
-        nvar = 0
-        has_lit = False
-        since_var = 0
-        lit_after_var = False
-        prev_delim = 0
-        while i < e:
-            b = buf[i]
-            c = cls[b]
-            if c & 1:
-                break
-            if c & 2:
-                has_lit = True
-                if since_var != 0:
-                    since_var = 2 if (b == 58 or b == 44) else 0
-                prev_delim = b
-                i += 1
-                continue
-            ss = i
-            acc = 0
-            hexl = 0
-            at = -1
-            dot_after_at = False
-            while i < e:
-                b = buf[i]
-                c = cls[b]
-                if c & 3:
-                    break
-                acc |= c
-                hexl += (c >> 3) & 1
-                if c & 32:
-                    if b == 47:
-                        slashes += 1
-                    elif b == 64:
-                        if at < 0:
-                            at = i
-                    elif at >= 0:
-                        dot_after_at = True
-                i += 1
-            if _prev_segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
-                if since_var == 2:
-                    pend[q - 1] = i
-                    has_lit = lit_after_var
-                else:
-                    lit_after_var = has_lit
-                    pstart[q] = ss
-                    pend[q] = i
-                    q += 1
-                    nvar += 1
-                since_var = 1
-            else:
-                has_lit = True
-                since_var = 0
-            prev_delim = 0
-        tn = i - ts
-        full = False
-        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
-            q = q_tok
-            pstart[q] = ts
-            pend[q] = i
-            q += 1
-            full = True
-        else:
-            full = nvar == 1 and not has_lit
-        if full and prev_full:
-            q = q_tok
-            pend[q - 1] = i
-            ntok -= 1
-        elif tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0:
-            q = q_tok
-            pstart[q] = ts
-            pend[q] = i
-            q += 1
-        prev_full = full
-    return q
-
-
-@njit(cache=True, nogil=True)
 def _prev_params_terminated(buf, off, genmask, cls, terminator, pstart, pend, out_off, out_buf):
-    """Per line: its parameter spans (:func:`_prev_line_params`, into the per-line scratch
+    """Per line: its parameter spans (:func:`_line_params`, into the per-line scratch
     pstart/pend), then each value copied to out_buf followed by ``terminator`` (a terminator
     byte inside a value becomes a space). Returns the bytes written."""
     n = len(off) - 1
     pos = 0
     for r in range(n):
         out_off[r] = pos
-        q = _prev_line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, 0)
+        q = _line_params(buf, off[r], off[r + 1], cls, genmask[r], pstart, pend, 0)
         for k in range(q):
             a = pstart[k]
             L = pend[k] - a
