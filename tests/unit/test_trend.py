@@ -249,12 +249,13 @@ def test_bad_input():
 # --------------------------------------------------------------------------- equivalence with the one-pass kernel
 # The kernel keeps running sums per series and walks only the ages between the shortest and the longest window
 # lag. The one-pass kernel it replaced (a full O(B) walk over the ring per step and series, its sums recomputed
-# from scratch every time) is kept here, verbatim with its profile helpers, as the reference: same flags and
-# lags, the same persisted state bit for bit, the statistics equal up to rounding order.
+# from scratch every time) is kept here, verbatim with the profile helpers the rewrite changed (it calls the
+# package's unchanged _season), as the reference: same flags and lags, the same persisted state bit for bit,
+# the statistics equal up to rounding order.
 
 from numba import njit  # noqa: E402
 
-from otelproc.kernels.trend import MIN_SIGMA, NO_HOUR, SEASON_HARMONICS, UPPER_SE  # noqa: E402
+from otelproc.kernels.trend import MIN_SIGMA, NO_HOUR, SEASON_HARMONICS, UPPER_SE, _season  # noqa: E402
 
 
 @njit(cache=True, nogil=True)
@@ -324,20 +325,6 @@ def _one_pass_fit_profile(prof, pfit, s):
         b *= 2.0 / 24.0
         for j in range(24):
             pfit[s, j] += a * np.cos(2 * np.pi * k * j / 24.0) + b * np.sin(2 * np.pi * k * j / 24.0)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _one_pass_season(prof, s, j, f):
-    """Profile of series s between the centres of hour slots j and j + 1 (f in [0, 1)); an unlearnt
-    (NaN) slot takes its neighbour's value, two unlearnt ones give 0."""
-    jn = j + 1 if j < 23 else 0
-    p0 = prof[s, j]
-    p1 = prof[s, jn]
-    if np.isnan(p0):
-        p0 = 0.0 if np.isnan(p1) else p1
-    if np.isnan(p1):
-        p1 = p0
-    return p0 * (1.0 - f) + p1 * f
 
 
 @njit(cache=True, nogil=True)
@@ -411,7 +398,7 @@ def _one_pass_trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, h
                 if c > 0:
                     v = mu[s, idx]
                     if seasonal:
-                        v -= _one_pass_season(pfit, s, slot0[age], frac[age])
+                        v -= _season(pfit, s, slot0[age], frac[age])
                     if np.isnan(y0):
                         y0 = v
                     y = v - y0
@@ -489,7 +476,7 @@ def _one_pass_trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, h
             base = y0 + best_a
             now = base + best_b * L
             if seasonal:
-                now += _one_pass_season(pfit, s, slot0[0], frac[0])
+                now += _season(pfit, s, slot0[0], frac[0])
             level_out[t, s] = np.exp(now)
             if best_flag:
                 flag_out[t, s] = 1
