@@ -45,7 +45,7 @@ from otelproc.batch import StringArray  # noqa: E402
 from otelproc.patterns import PatternMiner, mine_lines  # noqa: E402
 
 METRICS = ("GA", "FGA", "PA", "FTA")
-DEFAULT_GRID = "similarity=0.6,0.7,0.8;min_distinct=2,3,4"
+DEFAULT_GRID = "similarity=0.6,0.7,0.8;min_distinct=2,3,4;max_repeat=20,100,1e9"
 
 
 def header_regex(log_format: str) -> re.Pattern:
@@ -102,13 +102,21 @@ def run_drain3(contents: list[str]) -> tuple[list, list[str], float]:
     return cids, [by_id[c] for c in cids], dt
 
 
+def _number(text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def parse_grid(text: str) -> list[dict]:
     """'a=1,2;b=x,y' -> every combination as a dict of PatternMiner keyword arguments."""
     names, values = [], []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, _, vals = part.partition("=")
         names.append(name.strip())
-        values.append([yaml.safe_load(v) for v in vals.split(",") if v.strip()])
+        values.append([_number(v) for v in vals.split(",") if v.strip()])
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
