@@ -48,9 +48,10 @@ def _load_service_config(service: str):
 
 
 def _on_volume(service: str, path: str) -> bool:
-    """``path`` (relative paths from the service's working directory, /app by default) is on a named volume."""
+    """``path`` (relative to the service's working directory, by default the image's WORKDIR) is on a named volume."""
     svc = SERVICES[service]
-    full = Path(svc.get("working_dir", "/app"), path)
+    workdir = re.findall(r"^WORKDIR\s+(\S+)", (REPO / "Dockerfile").read_text(), re.M)[-1]
+    full = Path(svc.get("working_dir", workdir), path)
     mounts = [v.split(":")[1] for v in svc.get("volumes", []) if not v.startswith("./")]
     return any(full.resolve().is_relative_to(m) for m in mounts) if mounts else False
 
