@@ -1,4 +1,5 @@
-"""Build otelproc's Grafana dashboards as code and write them to ``grafana/dashboards/*.json``.
+"""Build otelproc's Grafana dashboards as code and write them to ``grafana/dashboards/*.json`` and to
+the package (``otelproc/defaults/dashboards/*.json``, which ``otelproc report`` draws).
 
     python grafana/build_dashboards.py            # regenerate the JSON files
     python grafana/build_dashboards.py --check    # exit 1 if a committed file differs
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "otelproc" / "defaults" / "dashboards"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "otelproc-ch"}
 SCHEMA_VERSION = 39
 TAGS = ["otelproc"]
@@ -426,17 +428,19 @@ def render_all() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
-    ap.add_argument("--out", type=Path, default=OUT_DIR, help="output directory (default grafana/dashboards)")
+    ap.add_argument("--out", type=Path, action="append",
+                    help="output directory (default: grafana/dashboards and otelproc/defaults/dashboards)")
     args = ap.parse_args(argv)
     stale = []
-    for fname, text in render_all().items():
-        path = args.out / fname
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    for out_dir in args.out or (OUT_DIR, PACKAGED_DIR):
+        for fname, text in render_all().items():
+            path = out_dir / fname
+            if args.check:
+                if not path.is_file() or path.read_text() != text:
+                    stale.append(str(path))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
     if stale:
         print("out of date (run python grafana/build_dashboards.py): " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
     from otelproc.report import render_report
     render_report(store, "report/", dashboards=("overview", "patterns", "anomalies", "alerts"))
 
-Each dashboard of ``grafana/build_dashboards.py`` becomes one PNG (one subplot per panel, drawn
+Each shipped dashboard (``otelproc/defaults/dashboards``, built by ``grafana/build_dashboards.py``) becomes one PNG (one subplot per panel, drawn
 from the same SQL, with the ClickHouse plugin's macros expanded by :func:`expand_macros`) and an
 ``index.html`` showing them. The time range defaults to the range of the data in ``otel_logs``,
 so a replayed or simulated store renders without knowing its dates.
@@ -17,7 +17,7 @@ Needs matplotlib (only :func:`render_report` imports it).
 from __future__ import annotations
 
 import html
-import importlib.util
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 __all__ = ["expand_macros", "TimeRange", "data_time_range", "variable_values", "load_demo", "render_report",
            "dashboard_specs", "MAIN_DASHBOARDS", "panel_queries"]
 
-REPO = Path(__file__).resolve().parents[1]
-BUILDER = REPO / "grafana" / "build_dashboards.py"
+from otelproc import defaults
+
 MAIN_DASHBOARDS = ("overview", "patterns", "anomalies", "service", "alerts")
 
 
@@ -164,22 +164,13 @@ def expand_macros(sql: str, from_ms: int, to_ms: int, interval_ms: int,
 
 # --------------------------------------------------------------------------- dashboards
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("otelproc_grafana_builder", BUILDER)
-    if spec is None or spec.loader is None or not BUILDER.is_file():
-        raise FileNotFoundError(f"dashboard builder not found at {BUILDER}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def dashboard_specs(names: Sequence[str] = MAIN_DASHBOARDS) -> dict[str, dict[str, Any]]:
-    """Dashboard name -> dashboard JSON (as built by grafana/build_dashboards.py)."""
-    b = _builder()
-    unknown = [n for n in names if n not in b.DASHBOARDS]
+    """Dashboard name -> dashboard JSON (the shipped ``otelproc/defaults/dashboards/<name>.json``)."""
+    known = sorted(p.stem for p in defaults.DASHBOARDS.glob("*.json"))
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown dashboard(s) {', '.join(unknown)}; known: {', '.join(b.DASHBOARDS)}")
-    return {n: b.DASHBOARDS[n]().to_json() for n in names}
+        raise ValueError(f"unknown dashboard(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return {n: json.loads((defaults.DASHBOARDS / f"{n}.json").read_text()) for n in names}
 
 
 def panel_queries(dashboard: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -7,6 +7,7 @@
         similarity: 0.7                    # Drain-like merge threshold of the miner
         min_distinct: 3                    # distinct values a position needs before it becomes <*>
         max_repeat: 100                    # values that all recur more often than this on average are categorical
+        min_constant_lines: 2              # lines a masked name must show unchanged before the template shows it
         snapshot_interval: 60s             # also saved on shutdown
 
 consume(batch) (ONE caller thread) runs :class:`otelproc.patterns.PatternMiner` over the
@@ -40,8 +41,8 @@ from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
 from otelproc.kernels.slot_stats import slot_stats
-from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MAX_REPEAT, DEFAULT_MIN_DISTINCT,
-                                     DEFAULT_SIMILARITY, ChangeType, PatternMiner)
+from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MAX_REPEAT, DEFAULT_MIN_CONSTANT_LINES,
+                                     DEFAULT_MIN_DISTINCT, DEFAULT_SIMILARITY, ChangeType, PatternMiner)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class PatternsProcessorConfig:
     # a position whose values all recur (none seen on one line only), each on more than this many lines on
     # average, is categorical (a method, a state, a level) and its values stay apart (>= 1)
     max_repeat: float = DEFAULT_MAX_REPEAT
+    # a masked word that looks like a name (ssh2, eth1) is shown in the template once this many lines showed it
+    # unchanged (>= 2; the pattern id does not change with it)
+    min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
 
@@ -75,6 +79,8 @@ class PatternsProcessorConfig:
             out.append(f"similarity: must be > 0 and <= 1, got {self.similarity}")
         if self.min_distinct < 2:
             out.append(f"min_distinct: must be >= 2, got {self.min_distinct}")
+        if self.min_constant_lines < 2:
+            out.append(f"min_constant_lines: must be >= 2, got {self.min_constant_lines}")
         if not self.max_repeat >= 1:
             out.append(f"max_repeat: must be >= 1, got {self.max_repeat}")
         if self.snapshot_interval < 0:
@@ -105,7 +111,7 @@ class PatternsProcessor(Processor):
 
     def start(self) -> None:
         kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
-                  "max_repeat": self.config.max_repeat,
+                  "max_repeat": self.config.max_repeat, "min_constant_lines": self.config.min_constant_lines,
                   "max_patterns_per_service": self.config.max_patterns_per_service}
         if self.config.state_dir:
             self.miner = PatternMiner.load(self.config.state_dir, **kwargs)
