@@ -407,3 +407,32 @@ def test_pattern_filter_parser_and_line_format(loki, store):
                          ('{service_name="worker"} | pattern "<a><b>"', "consecutive captures")):
         status, body = get(loki, "/loki/api/v1/query_range", rng(query=text))
         assert status == 400 and needle in body, body
+
+
+def test_provisioned_loki_datasource_reaches_the_extension(monkeypatch):
+    """grafana/provisioning/datasources/loki.yaml + docker-compose.yml: Grafana's Loki data source URL is the
+    otelproc service's loki extension, on the port the compose config makes it listen on; the shipped
+    embedded config listens on Loki's port on loopback."""
+    from pathlib import Path
+
+    import yaml
+
+    from otelproc.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    ds = yaml.safe_load((repo / "grafana/provisioning/datasources/loki.yaml").read_text())["datasources"][0]
+    assert ds["type"] == "loki" and ds["url"] == "${OTELPROC_LOKI_URL}"
+    compose = yaml.safe_load((repo / "docker-compose.yml").read_text())["services"]
+    grafana_env, otelproc_env = compose["grafana"]["environment"], compose["otelproc"]["environment"]
+    url = urllib.parse.urlsplit(grafana_env["OTELPROC_LOKI_URL"])
+    assert url.hostname == "otelproc" and "otelproc" in compose
+    assert "grafana-lokiexplore-app" in grafana_env["GF_INSTALL_PLUGINS"]      # Logs Drilldown
+    config_file = compose["otelproc"]["command"][compose["otelproc"]["command"].index("--config") + 1]
+    monkeypatch.setenv("OTELPROC_LOKI_ENDPOINT", otelproc_env["OTELPROC_LOKI_ENDPOINT"])
+    cfg = load_config(repo / "config" / Path(config_file).name)
+    assert "loki" in cfg.service.extensions
+    host, _, port = cfg.extensions["loki"].endpoint.rpartition(":")
+    assert host == "0.0.0.0" and int(port) == url.port
+    monkeypatch.delenv("OTELPROC_LOKI_ENDPOINT")
+    embedded = load_config(repo / "config" / "otelproc.yaml")
+    assert "loki" in embedded.service.extensions and embedded.extensions["loki"].endpoint == "127.0.0.1:3100"
