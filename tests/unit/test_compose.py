@@ -134,8 +134,8 @@ def test_embedded_profile_serves_grafana_through_the_query_endpoint():
     assert port in published
     g = _env("grafana-embedded")
     assert g["CLICKHOUSE_HOST"] == "otelproc-embedded"
-    assert q.username == g["CLICKHOUSE_GRAFANA_USER"] and str(q.password.value if hasattr(q.password, "value")
-                                                               else q.password) == _resolved(g["CLICKHOUSE_GRAFANA_PASSWORD"])
+    assert q.username == g["CLICKHOUSE_GRAFANA_USER"]
+    assert q.password and str(q.password) == _resolved(g["CLICKHOUSE_GRAFANA_PASSWORD"])
     assert q.exporter in cfg.exporters
     ds = yaml.safe_load((REPO / "grafana/provisioning/datasources/clickhouse.yaml").read_text())["datasources"][0]
     assert str(ds["jsonData"]["port"]) == port
