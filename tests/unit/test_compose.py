@@ -134,8 +134,8 @@ def test_embedded_profile_serves_grafana_through_the_query_endpoint():
     assert port in published
     g = _env("grafana-embedded")
     assert g["CLICKHOUSE_HOST"] == "otelproc-embedded"
-    assert q.username == g["CLICKHOUSE_GRAFANA_USER"] and str(q.password.value if hasattr(q.password, "value")
-                                                               else q.password) == _resolved(g["CLICKHOUSE_GRAFANA_PASSWORD"])
+    assert q.username == g["CLICKHOUSE_GRAFANA_USER"]
+    assert q.password and str(q.password) == _resolved(g["CLICKHOUSE_GRAFANA_PASSWORD"])
     assert q.exporter in cfg.exporters
     ds = yaml.safe_load((REPO / "grafana/provisioning/datasources/clickhouse.yaml").read_text())["datasources"][0]
     assert str(ds["jsonData"]["port"]) == port
@@ -360,3 +360,26 @@ def test_collector_config_validates_with_a_real_collector():
     res = subprocess.run([str(binary), "validate", "--config", str(REPO / "grafana/compose/otelcol.yaml")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_readme_point_grafana_at_it_lines_provision_what_the_data_source_needs():
+    """The README's `docker run` lines for Grafana set every variable the provisioning files read, pin the
+    plugin version compose pins, and mount the dashboards where the dashboard provider reads them."""
+    readme = (REPO / "README.md").read_text()
+    runs = [line for line in readme.splitlines() if line.startswith("docker run ") and "grafana/grafana" in line]
+    assert len(runs) == 2, "one line for the embedded default, one for a server"
+    ds = yaml.safe_load((REPO / "grafana/provisioning/datasources/clickhouse.yaml").read_text())
+    needed = set(re.findall(r"\$\{(\w+)\}", json.dumps(ds)))
+    pinned = next(p.strip() for p in _env("grafana")["GF_INSTALL_PLUGINS"].split(",")
+                  if p.startswith("grafana-clickhouse-datasource"))
+    provider = yaml.safe_load((REPO / "grafana/provisioning/dashboards/otelproc.yaml").read_text())
+    for line in runs:
+        given = set(re.findall(r"-e \"?(\w+)=", line))
+        assert needed <= given, f"README's docker run misses {needed - given}"
+        assert f"GF_INSTALL_PLUGINS={pinned}" in line
+        assert f"grafana/dashboards:{provider['providers'][0]['options']['path']}" in line
+    embedded, server = runs
+    assert "CLICKHOUSE_GRAFANA_USER=default" in embedded and "CLICKHOUSE_HOST=127.0.0.1" in embedded
+    users_xml = (REPO / "grafana/clickhouse/grafana-user.xml").read_text()
+    user = re.search(r"CLICKHOUSE_GRAFANA_USER=(\w+)", server).group(1)
+    assert f"<{user}>" in users_xml
