@@ -2,6 +2,9 @@
 
 Per batch (:meth:`PatternMiner.learn`):
 
+0. JSON, OTLP kvlist and logfmt bodies are replaced by their message field, stack traces by their
+   exception and top frames (:mod:`otelproc.patterns.bodies`; plain text is found by one Numba pass
+   and left as it is).
 1. ``hash_and_lookup`` (one fused Numba kernel) tokenises, masks and hashes every body in a
    single pass over its bytes (hash seeded per service) and looks the key up in the exact-key
    cache (an open-addressing table in numpy arrays). Nearly every line stops here.
@@ -47,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from otelproc.batch import StringArray
+from otelproc.patterns.bodies import DEFAULT_MESSAGE_FIELDS, DEFAULT_TRACE_FRAMES, mining_view
 from otelproc.kernels.cluster import KeyTable, candidate_scores
 from otelproc.kernels.mask import TIME_WORDS
 from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
@@ -122,7 +126,9 @@ class PatternMiner:
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
                  max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT,
-                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES):
+                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES,
+                 message_fields: tuple[str, ...] | list[str] = DEFAULT_MESSAGE_FIELDS,
+                 trace_frames: int = DEFAULT_TRACE_FRAMES):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
@@ -139,6 +145,11 @@ class PatternMiner:
         if min_constant_lines < 2:
             raise ValueError(f"min_constant_lines must be >= 2, got {min_constant_lines}")
         self.min_constant_lines = int(min_constant_lines)
+        if trace_frames < 1:
+            raise ValueError(f"trace_frames must be >= 1, got {trace_frames}")
+        # structured and multi-line bodies are mined on their message / exception (patterns.bodies)
+        self.message_fields = tuple(message_fields)
+        self.trace_frames = int(trace_frames)
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -253,6 +264,8 @@ class PatternMiner:
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
+        # JSON / kvlist / logfmt bodies: their message; stack traces: exception and top frames
+        buf, off, _ = mining_view(buf, off, self.message_fields, self.trace_frames)
         # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
         if with_params:
             hashes, ntok, slot, vmask, misses, g_used, pbuf, poff = hash_lookup_params(
@@ -803,7 +816,7 @@ _TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w 
 
 
 _WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
-_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|^0[xX]")
+_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
 
 
 def _is_name(word: str) -> bool:
