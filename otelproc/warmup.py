@@ -89,10 +89,12 @@ def warm_up(say: Callable[[str], None] = _to_stderr, force: bool = False) -> flo
     Does nothing when :func:`is_warm` (unless ``force``). Otherwise it says so first (``say``: one
     line, stderr by default), as the first run on a machine takes a minute or more, and when done.
     """
-    if not force and is_warm():
+    warm = is_warm()
+    if warm and not force:
         return 0.0
     t0 = time.monotonic()
-    say(f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
+    say(f"running the kernel warm-up again (cache {cache_directory()}) ..." if warm else
+        f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
     _run_data_path()
     seconds = time.monotonic() - t0
     try:
