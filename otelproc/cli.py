@@ -210,14 +210,30 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     from otelproc.patterns import mine_file
     from otelproc.warmup import warm_up
 
+    settings = _patterns_settings(args.config, args.processor)
     warm_up()
     try:
-        templates = mine_file(args.target, csv_out=args.csv)
+        templates = mine_file(args.target, csv_out=args.csv, settings=settings)
     except OSError as e:
         print(f"otelproc: {e}", file=sys.stderr)
         return 1
     print_rows(["count", "template"], [(c, t) for t, c in templates], args.format)
     return 0
+
+
+def _patterns_settings(path: str, processor: str | None) -> dict:
+    """The miner settings of the config's patterns processor (``--processor``, else the first one;
+    the defaults when the config has none), validated like any config."""
+    from otelproc.processors.patterns import PatternsProcessorConfig
+
+    cfg = _load(path)
+    procs = {k: v for k, v in cfg.processors.items() if k.split("/", 1)[0] == "patterns"}
+    if processor is not None:
+        if processor not in procs:
+            raise SystemExit(f"otelproc: {path} has no processor {processor!r}; patterns processors: "
+                             f"{', '.join(procs) or 'none'}")
+        return procs[processor].miner_kwargs()
+    return (next(iter(procs.values())) if procs else PatternsProcessorConfig()).miner_kwargs()
 
 
 def _view_store(args: argparse.Namespace):
@@ -283,8 +299,9 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 
 def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") -> None:
-    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read "
-                                                           "(default: the embedded default config's)")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read, and for "
+                                                           "`patterns FILE` whose patterns processor settings to mine "
+                                                           "with (default: the embedded default config's)")
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
     s.add_argument("--endpoint", help="read this ClickHouse HTTP endpoint instead (a server, or a running "
                                       "otelproc's clickhouse_query extension, e.g. http://127.0.0.1:8123)")
@@ -362,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", metavar="FILE|top")
     s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
     s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
+    s.add_argument("--processor", help="FILE mode: mine with the settings of this patterns processor of --config "
+                                       "(masking rules, pinned templates, message fields...; default: the first)")
     _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
 
