@@ -10,12 +10,15 @@ Per batch (:meth:`PatternMiner.learn`):
    all equal the key's takes it. Otherwise the most similar one (share of equal tokens among
    the positions where at least one side is literal, Drain's measure) is a merge candidate if
    the share is >= ``similarity`` and the first tokens agree (unless one is ``<*>``). The
-   merge turns the differing positions into ``<*>`` only if every such position shows at
-   least ``min_distinct`` distinct values over the key and all patterns the generalised
-   template would cover (Brain's idea: variables vary, a choice between two words such as
-   "stored as bytes/values" is two templates); tokens that differ only in a masked variable
-   (``(<*>)`` / ``()``) count as varying. Then all those patterns *merge* into one (their ids
-   become aliases of it, the key cache is remapped). Else the key starts a new pattern.
+   merge turns the differing positions into variables only on evidence that they vary
+   (:func:`_varies`): at least ``min_distinct`` distinct values over the key and all patterns
+   the generalised template would cover (Brain's idea: a choice between two words such as
+   "stored as bytes/values" is two templates), and not a categorical position (values that
+   all recur, ``max_repeat`` lines per value on average: methods, states, levels); the line
+   counts include the batch being learnt. A varying position keeps the text its values share
+   around one ``<*>`` (:func:`_generalise`: ``(<*>)``, ``<*>,``). Then all those patterns
+   *merge* into one (their ids become aliases of it, the key cache is remapped). Else the key
+   starts a new pattern.
 
 Ids: ``pattern_id = blake2b-64(service NUL template)``, so the same template gets the same
 id on every instance and after restarts. When a pattern generalises, its new template gets
@@ -33,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +52,7 @@ log = logging.getLogger("otelproc.patterns")
 
 VAR = "<*>"
 STATE_FORMAT = "otelproc-patterns"
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: p_genpos, max_repeat (version 1 files load)
 STATE_FILE = "patterns_state.npz"
 
 DEFAULT_SIMILARITY = 0.7
@@ -56,6 +60,8 @@ DEFAULT_MAX_PATTERNS_PER_SERVICE = 5000
 DEFAULT_MAX_KEYS = 1_000_000
 # a key position becomes <*> only when the patterns it would merge show at least this many distinct values there
 DEFAULT_MIN_DISTINCT = 3
+# a position whose values all recur, each on more than this many lines on average, is categorical (see _varies)
+DEFAULT_MAX_REPEAT = 100.0
 
 
 class ChangeType:
@@ -103,7 +109,8 @@ class PatternMiner:
 
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
-                 max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT):
+                 max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT,
+                 max_repeat: float = DEFAULT_MAX_REPEAT):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
@@ -113,7 +120,10 @@ class PatternMiner:
         if min_distinct < 2:
             raise ValueError(f"min_distinct must be >= 2, got {min_distinct}")
         self.similarity = float(similarity)
+        if not max_repeat >= 1:
+            raise ValueError(f"max_repeat must be >= 1, got {max_repeat}")
         self.min_distinct = int(min_distinct)
+        self.max_repeat = float(max_repeat)
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -130,6 +140,8 @@ class PatternMiner:
         self.p_last_seq = np.zeros(0, dtype=np.int64)   # batch sequence number of the last hit
         self.p_alive = np.zeros(0, dtype=bool)
         self.p_tvmask = np.zeros(0, dtype=np.uint64)   # bit j: template token j is <*>
+        # bit j: template token j is a variable with text around it, made by a merge (_generalise)
+        self.p_genpos = np.zeros(0, dtype=np.uint64)
         self.p_aliases: list[list[int]] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
@@ -142,6 +154,9 @@ class PatternMiner:
         # hit a pattern evicted or merged away later in the same batch keeps that pattern's id and text
         self._released: list[int] = []
         self.seq = 0
+        # lines of this batch's new keys given to each slot so far (p_count is updated after the batch):
+        # the evidence of how often a value occurs includes the batch being learnt
+        self._pending: dict[int, int] = {}
         self._templates_cache: StringArray | None = None
         # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
         self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
@@ -214,7 +229,7 @@ class PatternMiner:
             # patterns seen in this batch are the most recent: evictions below take older ones first
             self.p_last_seq[slot[slot >= 0]] = self.seq
             miss_rows = np.flatnonzero(slot < 0)
-            uniq, first = np.unique(hashes[miss_rows], return_index=True)
+            uniq, first, key_lines = np.unique(hashes[miss_rows], return_index=True, return_counts=True)
             rows = miss_rows[first]
             kbuf, koff = masked_text(buf, off, rows)
             keys_text = StringArray(kbuf, koff).to_pylist()
@@ -225,7 +240,7 @@ class PatternMiner:
             new_vmask = np.empty(len(uniq), dtype=np.uint64)
             for i, text in enumerate(keys_text):  # once per distinct new key, not per line
                 tokens = tuple(text.split(" ")) if text else ()
-                s, ch = self._assign(int(line_svc[rows[i]]), tokens)
+                s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]))
                 changes.extend(ch)
                 new_slots[i] = s
                 new_vmask[i] = _var_mask(tokens)
@@ -271,6 +286,7 @@ class PatternMiner:
             self.p_last_ns[touched] = np.maximum(self.p_last_ns[touched], tmax[touched])
         self._free.extend(self._released)
         self._released.clear()
+        self._pending.clear()
         return LearnResult(slot, genmask, changes, params)
 
     def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
@@ -290,29 +306,42 @@ class PatternMiner:
             self.seeds = np.append(self.seeds, np.uint64(service_seed(service)))
         return c
 
-    def _assign(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
-        """Pattern slot of a new key (creating or merging patterns) and what changed."""
+    def _assign(self, svc: int, tokens: tuple[str, ...], lines: int = 1) -> tuple[int, list[PatternChange]]:
+        """Pattern slot of a new key seen on ``lines`` lines of the batch (creating or merging
+        patterns) and what changed."""
         index = self._by_shape.get((svc, len(tokens)))
+        slot, changes = -1, []
         if index is not None and index.n:
             key = self._token_ids(tokens)
             cands = index.slots[:index.n]
             literals, sims = index.scores(key)
             if literals.max() >= 0:   # the pattern with the most literal tokens that all equal the key's
-                return int(cands[int(np.argmax(literals))]), []
-            b = int(np.argmax(sims))
-            if sims[b] >= self.similarity:
-                best = int(cands[b])
-                t = self.p_tokens[best]
-                merged = tuple(a if a == b else VAR for a, b in zip(t, tokens))
-                diff = [j for j, (a, b) in enumerate(zip(t, tokens)) if a != b and a != VAR]
-                group = cands[index.covered_by(self._token_ids(merged))].tolist()
-                # Brain-like: a position turns into <*> only once it has shown enough distinct values;
-                # two alternatives ("stored as bytes/values", "Failed password/none") stay two templates
-                if all(_distinct_at(j, tokens, [self.p_tokens[c] for c in group]) >= self.min_distinct
-                       for j in diff):
-                    return best, self._merge(best, merged, group)
-        slot = self._new_pattern(svc, tokens)
-        return slot, [PatternChange(slot, ChangeType.CREATED, 0)]
+                slot = int(cands[int(np.argmax(literals))])
+            else:
+                b = int(np.argmax(sims))
+                if sims[b] >= self.similarity:
+                    best = int(cands[b])
+                    t = self.p_tokens[best]
+                    diff = [j for j, (a, b) in enumerate(zip(t, tokens)) if a != b and a != VAR]
+                    wild = tuple(a if a == b else VAR for a, b in zip(t, tokens))
+                    group = cands[index.covered_by(self._token_ids(wild))].tolist()
+                    # a position turns into a variable only on evidence that it varies (see _varies)
+                    rows = [self.p_tokens[c] for c in group]
+                    counts = [int(self.p_count[c]) + self._pending.get(c, 0) for c in group]
+                    genpos = [int(self.p_genpos[c]) for c in group]
+                    if all(_varies([tokens[j]] + [r[j] for r in rows], [lines] + counts,
+                                   [False] + [bool((g >> j) & 1) for g in genpos], self.min_distinct,
+                                   self.max_repeat) for j in diff):
+                        merged = tuple(_generalise([tokens[j]] + [r[j] for r in rows]) if j in diff else a
+                                       for j, a in enumerate(t))
+                        made = sum(1 << j for j in diff if j < 64 and merged[j] != VAR)
+                        slot, changes = best, self._merge(best, merged, group)
+                        self.p_genpos[best] |= np.uint64(made)
+        if slot < 0:
+            slot = self._new_pattern(svc, tokens)
+            changes = [PatternChange(slot, ChangeType.CREATED, 0)]
+        self._pending[slot] = self._pending.get(slot, 0) + lines
+        return slot, changes
 
     def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
         """Token ids of a key or template (``<*>`` = -1; with ``add=False`` an unknown token is -2,
@@ -324,10 +353,12 @@ class PatternMiner:
 
     def _merge(self, target: int, template: tuple[str, ...], group: list[int]) -> list[PatternChange]:
         """Generalise ``target`` to ``template`` and absorb the other slots of ``group`` into it."""
-        old = int(self.p_id[target])
-        self._set_template(target, template)
-        self.p_aliases[target].append(old)
-        changes = [PatternChange(target, ChangeType.GENERALISED, old)]
+        changes = []
+        if template != self.p_tokens[target]:
+            old = int(self.p_id[target])
+            self._set_template(target, template)
+            self.p_aliases[target].append(old)
+            changes.append(PatternChange(target, ChangeType.GENERALISED, old))
         absorbed = [c for c in group if c != target]
         if not absorbed:
             return changes
@@ -336,6 +367,7 @@ class PatternMiner:
             self.p_aliases[target].append(int(self.p_id[c]))
             self.p_aliases[target].extend(self.p_aliases[c])
             self.p_count[target] += self.p_count[c]
+            self._pending[target] = self._pending.get(target, 0) + self._pending.pop(c, 0)
             self.p_last_seq[target] = max(self.p_last_seq[target], self.p_last_seq[c])
             if self.p_first_ns[c] and (not self.p_first_ns[target] or self.p_first_ns[c] < self.p_first_ns[target]):
                 self.p_first_ns[target] = self.p_first_ns[c]
@@ -370,6 +402,7 @@ class PatternMiner:
             self.p_aliases.append([])
             self._grow_slot_arrays(slot + 1)
         self.p_count[slot] = 0
+        self.p_genpos[slot] = 0
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
         self.p_last_seq[slot] = self.seq
@@ -384,7 +417,7 @@ class PatternMiner:
             index = self._by_shape[(svc, ntok)] = _ShapeIndex(ntok)
         return index
 
-    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask")
+    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -424,7 +457,7 @@ class PatternMiner:
         d = Path(state_dir)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "similarity": self.similarity,
-                "min_distinct": self.min_distinct,
+                "min_distinct": self.min_distinct, "max_repeat": self.max_repeat,
                 "max_patterns_per_service": self.max_patterns_per_service, "seq": self.seq}
         k, v, m = self.table.entries()
         templates = StringArray.from_pylist(["\x1f".join(t) if t else "" for t in self.p_tokens])
@@ -440,7 +473,7 @@ class PatternMiner:
                      key=k, key_slot=v, key_vmask=m,
                      p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
                      p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
-                     p_alive=self.p_alive, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
                      alias_off=alias_off, alias_val=alias_val)
         os.replace(tmp, d / STATE_FILE)
         log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
@@ -464,7 +497,8 @@ class PatternMiner:
             if int(meta.get("version", 0)) > STATE_VERSION:
                 raise ValueError(f"{path}: state version {meta['version']} is newer than supported {STATE_VERSION}")
             opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"],
-                    "min_distinct": meta.get("min_distinct", DEFAULT_MIN_DISTINCT)}
+                    "min_distinct": meta.get("min_distinct", DEFAULT_MIN_DISTINCT),
+                    "max_repeat": meta.get("max_repeat", DEFAULT_MAX_REPEAT)}
             opts.update(kwargs)
             self = cls(**opts)
             for s in StringArray(z["services_buf"], z["services_off"]).to_pylist():
@@ -480,6 +514,8 @@ class PatternMiner:
             self.p_last_ns = z["p_last_ns"].copy()
             self.p_last_seq = z["p_last_seq"].copy()
             self.p_alive = z["p_alive"].copy()
+            # (version 1 files have no p_genpos: their templates have no generalised tokens)
+            self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
@@ -560,24 +596,83 @@ def _var_mask(tokens: tuple[str, ...]) -> int:
 _PUNCT = ",;:=()[]{}\"'|<>.!?"
 
 
-def _distinct_at(j: int, tokens: tuple[str, ...], group: list[tuple[str, ...]]) -> int:
-    """Distinct values at position j over the key and the group.
+def _varies(values: list[str], counts: list[int], generalised: list[bool], min_distinct: int,
+            max_repeat: float) -> bool:
+    """Is a token position a variable, given the values it showed (the new key's and those of the
+    patterns a merge would cover), how many lines showed each and which are a merge's generalised
+    token (see :func:`_generalise`)?
 
-    A ``<*>`` there counts as many, and so do tokens that hold a masked variable and agree once
-    it is removed (``(<*>)`` and ``()``, ``rhost=<*>`` and ``rhost=``) or where one is a variable
-    with only punctuation around it (``<*>,`` and ``LOCAL(<*>),``): they differ only in the
-    variable. ``(uid=<*>)`` and ``LOGIN(uid=<*>)`` differ in literal text and count as two.
+    Evidence, not vocabulary:
+
+    * a ``<*>`` among them, a value that a generalised token covers (``FF:<*>:DC:<*>`` under
+      ``FF:<*>:<*>``), or values that differ only in a masked variable (``(<*>)`` and ``()``,
+      ``rhost=<*>`` and ``rhost=``) or are a variable with only punctuation around (``<*>,`` and
+      ``LOCAL(<*>),``): it varies. ``(uid=<*>)`` and ``LOGIN(uid=<*>)`` differ in literal text;
+    * fewer than ``min_distinct`` distinct values: a choice between words ("stored as bytes/values",
+      "Failed password/none") is two events;
+    * cardinality against frequency: when every value recurs (none seen on one line only) and the
+      values repeat more than ``max_repeat`` times on average, the position is categorical (a
+      method, a state, a level: few values, each frequent) and its values split events. A variable
+      (user names, hosts) keeps showing values it had not shown before.
     """
-    many = 1 << 30
-    values = {tokens[j]}
-    for t in group:
-        if t[j] == VAR:
-            return many
-        values.add(t[j])
-    masked = [v for v in values if VAR in v]
+    distinct: dict[str, int] = {}
+    for v, c, g in zip(values, counts, generalised):
+        if v == VAR:
+            return True
+        if g:
+            rx = re.compile(".*".join(re.escape(part) for part in v.split(VAR)), re.S)
+            if any(rx.fullmatch(w) for w in values if w != v):
+                return True
+        distinct[v] = distinct.get(v, 0) + max(c, 1)
+    masked = [v for v in distinct if VAR in v]
     if masked:
-        skeletons = {v.replace(VAR, "") for v in values}
+        skeletons = {v.replace(VAR, "") for v in distinct}
         # the same text around the variable, or a variable with only punctuation around it ("<*>,")
         if len(skeletons) == 1 or any(not v.replace(VAR, "").strip(_PUNCT) for v in masked):
-            return many
-    return len(values)
+            return True
+    k = len(distinct)
+    if k < min_distinct:
+        return False
+    lines = sum(distinct.values())
+    return min(distinct.values()) < 2 or lines / k <= max_repeat
+
+
+def _atoms(token: str) -> list[str]:
+    """A token as characters, with each ``<*>`` one atom."""
+    out: list[str] = []
+    for k, part in enumerate(token.split(VAR)):
+        if k:
+            out.append(VAR)
+        out.extend(part)
+    return out
+
+
+def _is_word(atom: str) -> bool:
+    return atom != VAR and (atom.isalnum() or atom == "_")
+
+
+def _generalise(values: list[str]) -> str:
+    """The one token that covers ``values`` at a position that varies: their common prefix and
+    suffix around one ``<*>``, cut at punctuation (``(<*>)`` for ``(<*>)`` and ``()``, ``<*>,`` for
+    ``<*>,`` and ``LOCAL(<*>),``, ``rhost=<*>`` for ``rhost=<*>`` and ``rhost=``); ``<*>`` when they
+    share nothing."""
+    atoms = [_atoms(v) for v in dict.fromkeys(values)]
+    shortest = min(len(a) for a in atoms)
+    p = 0
+    while p < shortest and all(a[p] == atoms[0][p] for a in atoms):
+        p += 1
+    q = 0
+    while q < shortest - p and all(a[-1 - q] == atoms[0][-1 - q] for a in atoms):
+        q += 1
+    # the shared text ends at punctuation, never inside a word ("alpha", "gamma" share no "a")
+    while p and _is_word(atoms[0][p - 1]):
+        p -= 1
+    while q and _is_word(atoms[0][len(atoms[0]) - q]):
+        q -= 1
+    prefix, suffix = atoms[0][:p], atoms[0][len(atoms[0]) - q:]
+    # "<*>" next to "<*>" is one variable
+    while prefix and prefix[-1] == VAR:
+        prefix.pop()
+    while suffix and suffix[0] == VAR:
+        suffix.pop(0)
+    return "".join(prefix) + VAR + "".join(suffix)

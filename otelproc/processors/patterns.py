@@ -6,6 +6,7 @@
         max_patterns_per_service: 5000     # cap; least recently seen patterns are evicted
         similarity: 0.7                    # Drain-like merge threshold of the miner
         min_distinct: 3                    # distinct values a position needs before it becomes <*>
+        max_repeat: 100                    # values that all recur more often than this on average are categorical
         snapshot_interval: 60s             # also saved on shutdown
 
 consume(batch) (ONE caller thread) runs :class:`otelproc.patterns.PatternMiner` over the
@@ -39,8 +40,8 @@ from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
 from otelproc.kernels.slot_stats import slot_stats
-from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MIN_DISTINCT, DEFAULT_SIMILARITY,
-                                     ChangeType, PatternMiner)
+from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MAX_REPEAT, DEFAULT_MIN_DISTINCT,
+                                     DEFAULT_SIMILARITY, ChangeType, PatternMiner)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class PatternsProcessorConfig:
     similarity: float = DEFAULT_SIMILARITY
     # distinct values a token position must show before two patterns merge over it (>= 2)
     min_distinct: int = DEFAULT_MIN_DISTINCT
+    # a position whose values all recur (none seen on one line only), each on more than this many lines on
+    # average, is categorical (a method, a state, a level) and its values stay apart (>= 1)
+    max_repeat: float = DEFAULT_MAX_REPEAT
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
 
@@ -71,6 +75,8 @@ class PatternsProcessorConfig:
             out.append(f"similarity: must be > 0 and <= 1, got {self.similarity}")
         if self.min_distinct < 2:
             out.append(f"min_distinct: must be >= 2, got {self.min_distinct}")
+        if not self.max_repeat >= 1:
+            out.append(f"max_repeat: must be >= 1, got {self.max_repeat}")
         if self.snapshot_interval < 0:
             out.append(f"snapshot_interval: must be >= 0, got {self.snapshot_interval}s")
         return out
@@ -99,6 +105,7 @@ class PatternsProcessor(Processor):
 
     def start(self) -> None:
         kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
+                  "max_repeat": self.config.max_repeat,
                   "max_patterns_per_service": self.config.max_patterns_per_service}
         if self.config.state_dir:
             self.miner = PatternMiner.load(self.config.state_dir, **kwargs)

@@ -70,8 +70,8 @@ def test_two_alternatives_stay_two_templates_and_masked_tokens_merge():
     t = [m.template(s) for s in res.slot]
     assert t[0] == "Block <*> stored as bytes in memory (size <*> KB)"
     assert t[5] == "Block <*> stored as values in memory (size <*> KB)"
-    # "(<*>)" and "()" differ only in the variable: one template
-    assert len(set(res.slot[10:14].tolist())) == 1 and t[10] == "connection from <*> <*> at <*>"
+    # "(<*>)" and "()" differ only in the variable: one template, which keeps the parentheses
+    assert len(set(res.slot[10:14].tolist())) == 1 and t[10] == "connection from <*> (<*>) at <*>"
     # "(uid=<*>)" and "LOGIN(uid=<*>)" differ in literal text: two templates
     assert res.slot[14] != res.slot[17] and t[17] == "session opened for user root by LOGIN(uid=<*>)"
 
@@ -278,3 +278,56 @@ def test_eviction_inside_a_batch_keeps_every_line_on_its_own_pattern():
     before = len(m.p_id)
     learn(m, ["something else entirely here"])
     assert len(m.p_id) == before
+
+
+def test_a_varying_position_keeps_the_text_its_values_share():
+    from otelproc.patterns.miner import _generalise
+    assert _generalise(["(<*>)", "()"]) == "(<*>)"
+    assert _generalise(["<*>,", "LOCAL(<*>),"]) == "<*>,"
+    assert _generalise(["<*>:<*>", "<*>"]) == "<*>"
+    assert _generalise(["alpha", "beta", "gamma"]) == "<*>"
+    assert _generalise(["rhost=<*>", "rhost="]) == "rhost=<*>"
+    assert _generalise(["[a]", "[bb]", "[c]"]) == "[<*>]"
+    m = PatternMiner()
+    lines = [f"synchronized to {h}, stratum {i}" for i, h in enumerate(["10.0.0.1", "LOCAL(0)", "10.0.0.2"])]
+    res = learn(m, lines)
+    assert len(set(res.slot.tolist())) == 1 and m.template(res.slot[0]) == "synchronized to <*>, stratum <*>"
+
+
+def test_categorical_values_that_all_recur_stay_apart_variables_merge():
+    """Cardinality against frequency: three states seen 30 times each are three events; three
+    user names seen once each are one variable."""
+    m = PatternMiner(max_repeat=20)
+    states = [f"job {i} entered the {s} state now" for s in ("Started", "Paused", "Resumed") for i in range(30)]
+    res = learn(m, states)
+    assert sorted({m.template(s) for s in res.slot}) == [f"job <*> entered the {s} state now"
+                                                          for s in ("Paused", "Resumed", "Started")]
+    users = [f"job {i} entered by {u} user now" for i, u in enumerate(["alice", "bob", "carol"])]
+    res = learn(m, users)
+    assert {m.template(s) for s in res.slot} == {"job <*> entered by <*> user now"}
+    # the same states seen once each are no evidence of a category: they merge as before
+    m = PatternMiner(max_repeat=20)
+    res = learn(m, [f"job 1 entered the {s} state now" for s in ("Started", "Paused", "Resumed")])
+    assert {m.template(s) for s in res.slot} == {"job <*> entered the <*> state now"}
+
+
+def test_a_version_1_state_loads_with_its_ids_and_learns_on(tmp_path):
+    """State v2 adds p_genpos and max_repeat; a v1 file (without them) keeps every pattern and id."""
+    import json
+    m = PatternMiner()
+    learn(m, LINES)
+    path = m.save(tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "p_genpos"}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta["version"] = 1
+    del meta["max_repeat"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    back = PatternMiner.load(tmp_path)
+    alive = np.flatnonzero(m.p_alive)
+    assert back.p_id[alive].tolist() == m.p_id[alive].tolist()
+    assert [back.template(s) for s in alive] == [m.template(s) for s in alive]
+    # the same lines find the same ids, a new value generalises as before
+    assert ids_of(back, learn(back, LINES)) == ids_of(m, learn(m, LINES))
