@@ -9,24 +9,20 @@ time, whose body carries the value as a duration (``took <value> ms``). The reco
 through the same two processors ``otelproc serve`` runs (``patterns`` -> ``anomaly``, built from their
 factories with a YAML-style config: :data:`ANOMALY_CONFIG`, the shipped defaults unless ``--set`` or
 ``--cv`` says otherwise). The engine turns them into a duration series of that template and runs its
-own detectors; the harness adds no detector and no post-processing. What it reads back, per row:
+own detectors; the harness adds no detector and no post-processing. The score of a row is the largest
+Score of the ``anomalies`` rows (every kind) whose bucket holds the row, 0 where there is none: what the
+processor alerts on. A bucket's findings are known when the watermark passes it (the next row, here);
+they are put on the row whose value they judged, so the score of a row depends on that row and earlier
+rows only (NAB's rule; ``tests/unit/test_nab_eval.py`` checks it). Values the engine's duration path
+cannot hold (negative numbers; 0 has no logarithm) are records without a duration, as in a log.
 
-* ``findings``: the largest Score of the ``anomalies`` rows (every kind) whose bucket holds the row,
-  0 where there is none -- what the processor alerts on (``anomaly_score`` of the log rows);
-* ``series``: the Score of the duration series' own row in the ``series`` table for that bucket (the
-  engine's tail probability of the bucket, shown in Grafana), max with ``findings``.
-
-A bucket's findings are known when the watermark passes it (the next row, here); they are attributed
-to the row whose value they judged, so the score of a row depends on that row and earlier rows only
-(NAB's rule; ``tests/unit/test_nab_eval.py`` checks it). Values the engine's duration path cannot
-hold (negative numbers; 0 has no logarithm) are records without a duration, as they would be in a log.
-
-Writes ``OUT/<folder>/<file>.csv`` (timestamp,value,anomaly_score; the ``--score`` mapping) and scores
-it with ``nab_score.py`` (``--scorer``, default ../shared/tools/nab_score.py; threshold per profile
-optimised by the scorer, as NAB does). ``--cv`` also runs every configuration of :data:`CV_GRID` and
-reports leave-one-category-out cross-validation: for each NAB folder, the configuration, the score
-mapping and the threshold are chosen on the other folders and applied to that folder's files; the
-pooled held-out outputs are scored at those thresholds (nothing chosen on the files scored).
+Writes ``OUT/<folder>/<file>.csv`` (timestamp,value,anomaly_score) and scores it with ``nab_score.py``
+(``--scorer``, default ../shared/tools/nab_score.py; threshold per profile optimised by the scorer, as
+NAB does). ``--cv`` also runs every configuration of :func:`grid_configs` and reports
+leave-one-category-out cross-validation: for each NAB folder, the configuration and the threshold are
+chosen on the other folders and applied to that folder's files; the pooled held-out outputs are scored at
+those thresholds (nothing chosen on the files scored), beside the best configuration on all files
+(in-sample, optimistic).
 """
 from __future__ import annotations
 
@@ -53,18 +49,23 @@ from otelproc.processors import anomaly as anomaly_processor  # noqa: E402
 from otelproc.processors import patterns as patterns_processor  # noqa: E402
 
 NS = 1_000_000_000
-SCORE_MAPPINGS = ("findings", "series")
 
 # The anomaly processor's YAML keys for NAB: none, i.e. the defaults `otelproc serve` ships with.
 ANOMALY_CONFIG: dict = {}
 
-# Candidates for cross-validation (YAML keys of the anomaly processor; each combination is one
-# configuration). Chosen per held-out NAB folder on the other folders, never on the files scored.
+# Candidates for cross-validation: the shipped defaults plus every combination below (YAML keys of the
+# anomaly processor). The defaults test a duration series only once it has >= 16 values in 5 min and a
+# baseline of >= 100 (decayed) values within 30 min: a series of one value per 5 min (NAB) never is, so the
+# grid holds the settings a user would give a low-rate series. Chosen per held-out NAB folder on the other
+# folders, never on the files scored.
 CV_GRID = {
-    "spot_q": [1e-3, 1e-4, 1e-5],
-    "value_z": [3.0, 4.5, 6.0],
-    "warmup": ["30m", "1d"],
-    "cooldown": ["15m", "2h"],
+    "latency_window": ["30m", "2h"],
+    "latency_min_values": [4],
+    "latency_memory": ["6h", "2d"],
+    "latency_min_history": [20],
+    "latency_min_duration": ["0s", "30s"],
+    "latency_lower": [False, True],
+    "value_z": [3.0, 5.0],
 }
 
 
@@ -93,17 +94,14 @@ def log_records(service: str, event_ns: np.ndarray, values: np.ndarray) -> LogBa
 
 
 class _Collect:
-    """The consumer after the anomaly processor: keeps its anomalies and series tables."""
+    """The consumer after the anomaly processor: keeps its ``anomalies`` tables."""
 
     def __init__(self) -> None:
         self.anomalies: list = []
-        self.series: list = []
 
     def consume(self, batch: LogBatch) -> None:
         if "anomalies" in batch.tables:
             self.anomalies.append(batch.tables["anomalies"])
-        if "series" in batch.tables:
-            self.series.append(batch.tables["series"])
 
 
 def _processor(factory, config: dict, next_consumer):
@@ -115,8 +113,8 @@ def _processor(factory, config: dict, next_consumer):
 
 
 def engine_scores(event_ns: np.ndarray, values: np.ndarray, config: dict | None = None, service: str = "nab",
-                  batch_rows: int = 2000) -> dict[str, np.ndarray]:
-    """Per-row scores (``SCORE_MAPPINGS``) of the shipped processors on one series (see the module doc)."""
+                  batch_rows: int = 2000) -> np.ndarray:
+    """Per-row score of the shipped processors on one series (see the module doc)."""
     sink = _Collect()
     anomaly = _processor(anomaly_processor.factory, {**ANOMALY_CONFIG, **(config or {})}, sink)
     patterns = _processor(patterns_processor.factory, {}, anomaly)
@@ -126,22 +124,16 @@ def engine_scores(event_ns: np.ndarray, values: np.ndarray, config: dict | None 
         patterns.consume(log_records(service, event_ns[i:i + batch_rows], values[i:i + batch_rows]))
     for p in (patterns, anomaly):
         p.shutdown()
-    out = {}
-    found = _bucket_max(event_ns, sink.anomalies, lambda t: np.ones(t.num_rows, dtype=bool))
-    out["findings"] = found
-    out["series"] = np.maximum(found, _bucket_max(
-        event_ns, sink.series, lambda t: np.char.startswith(np.asarray(t["Series"].to_pylist(), dtype=str), "p50_ms")))
-    return out
+    return _bucket_max(event_ns, sink.anomalies)
 
 
-def _bucket_max(event_ns: np.ndarray, tables: list, keep) -> np.ndarray:
-    """Per row, the largest Score of the table rows (selected by ``keep``) whose bucket holds the row."""
+def _bucket_max(event_ns: np.ndarray, tables: list) -> np.ndarray:
+    """Per row, the largest Score of the ``anomalies`` rows whose bucket holds the row (0 where none)."""
     score = np.zeros(len(event_ns))
     for t in tables:
-        sel = keep(t)
-        start = t["Timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)[sel]
-        width = (t["ResolutionSeconds"].to_numpy().astype(np.float64)[sel] * NS).round().astype(np.int64)
-        sc = np.nan_to_num(t["Score"].to_numpy().astype(np.float64)[sel])  # NaN: no score (warm-up)
+        start = t["Timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+        width = (t["ResolutionSeconds"].to_numpy().astype(np.float64) * NS).round().astype(np.int64)
+        sc = np.nan_to_num(t["Score"].to_numpy().astype(np.float64))
         for w in np.unique(width):
             m = width == w
             # rows are in time order: the rows of bucket [start, start + w) are a contiguous range
@@ -153,7 +145,7 @@ def _bucket_max(event_ns: np.ndarray, tables: list, keep) -> np.ndarray:
     return score
 
 
-def score_files(data: Path, names: list[str], config: dict) -> list[dict[str, np.ndarray]]:
+def score_files(data: Path, names: list[str], config: dict) -> list[np.ndarray]:
     out = []
     for name in names:
         _, values, event_ns = read_series(data / name)
@@ -179,8 +171,9 @@ def load_scorer(path: Path):
 
 
 def grid_configs(grid: dict = CV_GRID) -> list[dict]:
+    """The shipped defaults ({}) and every combination of ``grid``."""
     keys = sorted(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    return [{}] + [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def cross_validate(ns, corpus, profiles, candidates: dict[str, list[np.ndarray]]) -> dict:
@@ -217,7 +210,7 @@ def cross_validate(ns, corpus, profiles, candidates: dict[str, list[np.ndarray]]
     return report
 
 
-def _score_config(args: tuple) -> tuple[str, list[dict[str, np.ndarray]]]:
+def _score_config(args: tuple) -> tuple[str, list[np.ndarray]]:
     data, names, config = args
     return json.dumps(config, sort_keys=True), score_files(data, names, config)
 
@@ -229,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="results dir to write")
     ap.add_argument("--profiles", type=Path, help="profiles.json (default: next to the labels' folder)")
     ap.add_argument("--scorer", type=Path, default=REPO.parent / "shared" / "tools" / "nab_score.py")
-    ap.add_argument("--score", choices=SCORE_MAPPINGS, default="findings", help="per-row score written to OUT")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                     help="anomaly processor setting for the OUT run (repeatable), e.g. --set spot_q=1e-3")
     ap.add_argument("--cv", action="store_true", help="also run CV_GRID and report leave-one-folder-out CV")
@@ -257,25 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in zip(names, scores):
         ts, values, _ = read_series(args.data / name)
         points += len(values)
-        write_result(args.out / name, ts, values, s[args.score])
+        write_result(args.out / name, ts, values, s)
     print(f"scored {len(names)} files, {points} points through patterns -> anomaly in "
           f"{time.perf_counter() - t0:.1f} s (incl. CSV I/O); config {json.dumps(config) or '{}'}")
-    report: dict = {"config": config, "all_files": {}}
-    for mapping in SCORE_MAPPINGS:
-        res = ns.score_detector(corpus, [s[mapping] for s in scores], profiles)
-        report["all_files"][mapping] = res
-        print(f"\n== all files, {mapping} score{' (written to OUT)' if mapping == args.score else ''}")
-        print(ns.format_report(res))
+    res = ns.score_detector(corpus, scores, profiles)
+    report: dict = {"config": config, "all_files": res}
+    print(ns.format_report(res))
 
     if args.cv:
         configs = grid_configs()
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max(1, args.jobs)) as pool:
             runs = dict(pool.map(_score_config, [(args.data, names, c) for c in configs]))
-        print(f"\nCV: {len(configs)} configurations x {len(SCORE_MAPPINGS)} score mappings in "
-              f"{time.perf_counter() - t0:.0f} s")
-        candidates = {f"{mapping} {key}": [s[mapping] for s in run]
-                      for key, run in runs.items() for mapping in SCORE_MAPPINGS}
+        print(f"\nCV: {len(configs)} configurations in {time.perf_counter() - t0:.0f} s")
+        candidates = runs
         in_sample = {}
         for name, cand in candidates.items():
             res = ns.score_detector(corpus, cand, profiles)
@@ -283,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         cv = cross_validate(ns, corpus, profiles, candidates)
         report["cv"] = cv
         report["in_sample"] = in_sample
-        print("\n== leave-one-folder-out CV (configuration, mapping and threshold chosen on the other folders)")
+        print("\n== leave-one-folder-out CV (configuration and threshold chosen on the other folders)")
         print(f"{'profile':<20} {'CV NAB':>7} {'best on all files (in-sample)':>30} {'win_P':>6} {'win_R':>6}")
         for p in profiles:
             e = cv["profiles"][p.name]
