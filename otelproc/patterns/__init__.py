@@ -52,7 +52,8 @@ def mine_lines(lines: StringArray, miner: PatternMiner | None = None, service: s
         b = min(n, a + _CHUNK)
         off = lines.off[a:b + 1] - lines.off[a]
         buf = lines.buf[lines.off[a]:lines.off[b]]
-        res = miner.learn(buf, off, np.zeros(b - a, dtype=np.int32), [service])
+        # with the parameters: they are the evidence of which masked words are constant (miner.template)
+        res = miner.learn(buf, off, np.zeros(b - a, dtype=np.int32), [service], with_params=True)
         # patterns merged in this chunk absorbed slots that earlier lines were given: follow them
         for ch in res.changes:
             if ch.kind == ChangeType.MERGED and a:

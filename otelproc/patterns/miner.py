@@ -2,6 +2,9 @@
 
 Per batch (:meth:`PatternMiner.learn`):
 
+0. JSON, OTLP kvlist and logfmt bodies are replaced by their message field, stack traces by their
+   exception and top frames (:mod:`otelproc.patterns.bodies`; plain text is found by one Numba pass
+   and left as it is).
 1. ``hash_and_lookup`` (one fused Numba kernel) tokenises, masks and hashes every body in a
    single pass over its bytes (hash seeded per service) and looks the key up in the exact-key
    cache (an open-addressing table in numpy arrays). Nearly every line stops here.
@@ -20,8 +23,12 @@ Per batch (:meth:`PatternMiner.learn`):
    *merge* into one (their ids become aliases of it, the key cache is remapped). Else the key
    starts a new pattern.
 
-Ids: ``pattern_id = blake2b-64(service NUL template)``, so the same template gets the same
-id on every instance and after restarts. When a pattern generalises, its new template gets
+Templates shown (:meth:`PatternMiner.template`): the mined template with the masked words that
+look like names and never changed on the pattern's lines shown as text (``port <*> ssh2``),
+from the parameters of the lines (:mod:`otelproc.kernels.param_evidence`).
+
+Ids: ``pattern_id = blake2b-64(service NUL mined template)``, so the same template gets the same
+id on every instance and after restarts (what is shown does not change the id). When a pattern generalises, its new template gets
 a new id and the old id is kept in ``aliases`` (history stays joinable).
 
 Memory: at most ``max_patterns_per_service`` patterns per service. When a service is full,
@@ -43,7 +50,10 @@ from pathlib import Path
 import numpy as np
 
 from otelproc.batch import StringArray
+from otelproc.patterns.bodies import DEFAULT_MESSAGE_FIELDS, DEFAULT_TRACE_FRAMES, mining_view
 from otelproc.kernels.cluster import KeyTable, candidate_scores
+from otelproc.kernels.mask import TIME_WORDS
+from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
 from otelproc.kernels.slot_stats import slot_stats
 from otelproc.kernels.tokenize import (FNV_OFFSET, gather_spans, hash_and_lookup, hash_lookup_params, masked_text,
                                       param_spans, params_terminated, replace_strings)
@@ -62,6 +72,12 @@ DEFAULT_MAX_KEYS = 1_000_000
 DEFAULT_MIN_DISTINCT = 3
 # a position whose values all recur, each on more than this many lines on average, is categorical (see _varies)
 DEFAULT_MAX_REPEAT = 100.0
+# a masked word is shown in the template once this many lines showed it unchanged (see template())
+DEFAULT_MIN_CONSTANT_LINES = 2
+# parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
+EVIDENCE_PARAMS = 8
+EVIDENCE_WORDS = 4
+EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
 
 class ChangeType:
@@ -110,7 +126,9 @@ class PatternMiner:
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
                  max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT,
-                 max_repeat: float = DEFAULT_MAX_REPEAT):
+                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES,
+                 message_fields: tuple[str, ...] | list[str] = DEFAULT_MESSAGE_FIELDS,
+                 trace_frames: int = DEFAULT_TRACE_FRAMES):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
@@ -124,6 +142,14 @@ class PatternMiner:
             raise ValueError(f"max_repeat must be >= 1, got {max_repeat}")
         self.min_distinct = int(min_distinct)
         self.max_repeat = float(max_repeat)
+        if min_constant_lines < 2:
+            raise ValueError(f"min_constant_lines must be >= 2, got {min_constant_lines}")
+        self.min_constant_lines = int(min_constant_lines)
+        if trace_frames < 1:
+            raise ValueError(f"trace_frames must be >= 1, got {trace_frames}")
+        # structured and multi-line bodies are mined on their message / exception (patterns.bodies)
+        self.message_fields = tuple(message_fields)
+        self.trace_frames = int(trace_frames)
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -143,6 +169,20 @@ class PatternMiner:
         # bit j: template token j is a variable with text around it, made by a merge (_generalise)
         self.p_genpos = np.zeros(0, dtype=np.uint64)
         self.p_aliases: list[list[int]] = []
+        # the template as shown: p_tokens with the masked words its lines never changed (see template())
+        self.p_display: list[str] = []
+        self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
+        # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
+        # line's parameter values are kept to show a constant word
+        self.ev_seen = np.zeros(0, dtype=np.int64)
+        self.ev_lines = np.zeros(0, dtype=np.int64)
+        self.ev_irregular = np.zeros(0, dtype=np.bool_)
+        self.ev_words = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_hash = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+        self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
+        self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_sample: list[list[str] | None] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
         # patterns per new key made the miss path O(patterns) interpreter steps)
@@ -168,6 +208,16 @@ class PatternMiner:
         return int(self.p_alive.sum())
 
     def template(self, slot: int) -> str:
+        """The template as shown: the mined one (``p_tokens``, whose text gives the id), with every
+        masked word that was the same on all of at least ``min_constant_lines`` lines shown as
+        text (``port <*> ssh2``, ``tty=NODEVssh``, ``jk2_init()``). Only words with a letter that
+        are not month or weekday names are shown (numbers and timestamps stay variables); a
+        variable whose words all stay masked is one ``<*>``. The evidence comes from the lines'
+        parameters (``learn(with_params=True)``)."""
+        return self.p_display[slot]
+
+    def template_mined(self, slot: int) -> str:
+        """The mined template (every masked word ``<*>``): the text the pattern id is made from."""
         return " ".join(self.p_tokens[slot])
 
     def service_of(self, slot: int) -> str:
@@ -177,7 +227,7 @@ class PatternMiner:
         """Template text of every slot (a dead slot: its last template, until the slot is reused),
         cached until a template changes."""
         if self._templates_cache is None:
-            self._templates_cache = StringArray.from_pylist([" ".join(t) for t in self.p_tokens])
+            self._templates_cache = StringArray.from_pylist(self.p_display)
         return self._templates_cache
 
     def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
@@ -214,6 +264,8 @@ class PatternMiner:
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
+        # JSON / kvlist / logfmt bodies: their message; stack traces: exception and top frames
+        buf, off, _ = mining_view(buf, off, self.message_fields, self.trace_frames)
         # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
         if with_params:
             hashes, ntok, slot, vmask, misses, g_used, pbuf, poff = hash_lookup_params(
@@ -271,6 +323,7 @@ class PatternMiner:
                 sbuf, soff = params_terminated(sub.buf, sub.off, genmask[redo])
                 pbuf, poff = replace_strings(pbuf, poff, redo, sbuf, soff)
             params = StringArray(pbuf, poff)
+            self._add_evidence(params, slot)
         # counts and recency
         has_time = time_ns is not None and len(time_ns)
         t = np.asarray(time_ns, dtype=np.int64) if has_time else np.zeros(n, dtype=np.int64)
@@ -294,6 +347,60 @@ class PatternMiner:
         poff, start, end = param_spans(buf, off, genmask)
         vbuf, voff = gather_spans(buf, start, end)
         return poff, StringArray(vbuf, voff)
+
+    def _add_evidence(self, params: StringArray, slot: np.ndarray) -> None:
+        """Compare this batch's parameters with what each slot's lines showed so far, and show the
+        words that stayed constant (see :meth:`template`)."""
+        before = self.ev_lines.copy()
+        first_row, changed = param_evidence(params.buf, params.off, slot, self.p_nvar, self.ev_seen, self.ev_lines,
+                                            self.ev_irregular, self.ev_words, self.ev_hash, self.ev_varied,
+                                            self.ev_head, self.ev_prefix)
+        for s, r in zip(np.flatnonzero(first_row >= 0).tolist(), first_row[first_row >= 0].tolist()):
+            a, b = int(params.off[r]), int(params.off[r + 1])
+            self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
+        # the display changes when a slot reaches min_constant_lines or a word it showed varies
+        m = self.min_constant_lines
+        redo = np.flatnonzero(changed | ((before < m) & (self.ev_lines >= m)))
+        for s in redo.tolist():
+            text = self._shown(s)
+            if text != self.p_display[s]:
+                self.p_display[s] = text
+                self._templates_cache = None
+
+    def _shown(self, slot: int) -> str:
+        tokens = self.p_tokens[slot]
+        values = self.ev_sample[slot]
+        if self.ev_irregular[slot] or self.ev_lines[slot] < self.min_constant_lines or values is None:
+            return " ".join(tokens)
+        out = []
+        k = 0
+        for tok in tokens:
+            parts = tok.split(VAR)
+            text = parts[0]
+            for part in parts[1:]:
+                text += self._shown_value(slot, k, values[k]) + part
+                k += 1
+            out.append(text)
+        return " ".join(out)
+
+    def _shown_value(self, slot: int, k: int, value: str) -> str:
+        if k >= EVIDENCE_PARAMS or self.ev_varied[slot, k] & SHAPE_VARIED:
+            return VAR
+        varied = int(self.ev_varied[slot, k])
+        words = _SPACES.split(value.strip(_SPACE_CHARS))
+        shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
+                 for w, word in enumerate(words)]
+        if all(x == VAR for x in shown):
+            # a varying word with a shared head shows it (node-<*>, core.<*>): letters up to the last
+            # punctuation, no digit (10.250.<*> stays <*>)
+            head = value.encode("utf-8", "surrogateescape")[:int(self.ev_prefix[slot, k])].decode("utf-8", "ignore")
+            head = _WORD_TAIL.sub("", head)
+            if len(words) == 1 and any(c.isalpha() for c in head) and not any(c.isdigit() for c in head) \
+                    and _NOT_A_NAME.search(head) is None:
+                return head + VAR
+            return VAR
+        # neighbouring masked words are one variable, as the key kernel joins them
+        return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
 
     # ------------------------------------------------------------------ slow path
 
@@ -385,6 +492,13 @@ class PatternMiner:
         self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
         self.p_tvmask[slot] = _var_mask(tokens)
+        self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
+        self.p_display[slot] = " ".join(tokens)
+        self.ev_seen[slot] = 0
+        self.ev_lines[slot] = 0
+        self.ev_irregular[slot] = False
+        self.ev_varied[slot] = 0
+        self.ev_sample[slot] = None
         self._templates_cache = None
 
     def _new_pattern(self, svc: int, tokens: tuple[str, ...]) -> int:
@@ -400,6 +514,8 @@ class PatternMiner:
             self.p_service.append(svc)
             self.p_tokens.append(tokens)
             self.p_aliases.append([])
+            self.p_display.append("")
+            self.ev_sample.append(None)
             self._grow_slot_arrays(slot + 1)
         self.p_count[slot] = 0
         self.p_genpos[slot] = 0
@@ -417,7 +533,8 @@ class PatternMiner:
             index = self._by_shape[(svc, ntok)] = _ShapeIndex(ntok)
         return index
 
-    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos")
+    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
+                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -427,7 +544,7 @@ class PatternMiner:
             cur = getattr(self, name)
             buf = store.get(name)
             if buf is None or len(buf) < n or cur.base is not buf:
-                buf = np.zeros(max(64, 2 * n), dtype=cur.dtype)
+                buf = np.zeros((max(64, 2 * n),) + cur.shape[1:], dtype=cur.dtype)
                 buf[:len(cur)] = cur
                 store[name] = buf
             view = buf[:n]
@@ -458,6 +575,7 @@ class PatternMiner:
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "similarity": self.similarity,
                 "min_distinct": self.min_distinct, "max_repeat": self.max_repeat,
+                "min_constant_lines": self.min_constant_lines,
                 "max_patterns_per_service": self.max_patterns_per_service, "seq": self.seq}
         k, v, m = self.table.entries()
         templates = StringArray.from_pylist(["\x1f".join(t) if t else "" for t in self.p_tokens])
@@ -498,7 +616,8 @@ class PatternMiner:
                 raise ValueError(f"{path}: state version {meta['version']} is newer than supported {STATE_VERSION}")
             opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"],
                     "min_distinct": meta.get("min_distinct", DEFAULT_MIN_DISTINCT),
-                    "max_repeat": meta.get("max_repeat", DEFAULT_MAX_REPEAT)}
+                    "max_repeat": meta.get("max_repeat", DEFAULT_MAX_REPEAT),
+                    "min_constant_lines": meta.get("min_constant_lines", DEFAULT_MIN_CONSTANT_LINES)}
             opts.update(kwargs)
             self = cls(**opts)
             for s in StringArray(z["services_buf"], z["services_off"]).to_pylist():
@@ -517,6 +636,19 @@ class PatternMiner:
             # (version 1 files have no p_genpos: their templates have no generalised tokens)
             self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
+            # parameter evidence is not stored: it builds up again from the next lines
+            n = len(self.p_tokens)
+            self.p_display = [" ".join(t) for t in self.p_tokens]
+            self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
+            self.ev_seen = np.zeros(n, dtype=np.int64)
+            self.ev_lines = np.zeros(n, dtype=np.int64)
+            self.ev_irregular = np.zeros(n, dtype=np.bool_)
+            self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+            self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
+            self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_sample = [None] * n
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
             self.table.insert(z["key"], z["key_slot"], z["key_vmask"])
@@ -676,3 +808,21 @@ def _generalise(values: list[str]) -> str:
     while suffix and suffix[0] == VAR:
         suffix.pop(0)
     return "".join(prefix) + VAR + "".join(suffix)
+
+
+_SPACE_CHARS = " \t\n\r\x0b\x0c"   # the key kernel's whitespace (mask.KC_SPACE)
+_SPACES = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
+_TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w in TIME_WORDS.tolist()}
+
+
+_WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
+_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
+
+
+def _is_name(word: str) -> bool:
+    """A masked word that may be shown when constant: it looks like a name (``ssh2``, ``eth1``,
+    ``jk2_init``, ``NODEVssh``): it has a letter, is not a month or weekday name (parts of
+    timestamps) and has no sign of an address or a number: no ``/`` (path, URL), ``:`` (host:port),
+    ``@`` (e-mail), run of 3+ digits (ids, counters) or ``0x`` prefix."""
+    return (any(c.isalpha() for c in word) and word.lower() not in _TIME_WORDS
+            and _NOT_A_NAME.search(word) is None)

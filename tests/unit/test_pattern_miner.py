@@ -321,7 +321,7 @@ def test_a_version_1_state_loads_with_its_ids_and_learns_on(tmp_path):
         arrays = {k: z[k] for k in z.files if k != "p_genpos"}
     meta = json.loads(arrays["meta"].tobytes().decode())
     meta["version"] = 1
-    del meta["max_repeat"]
+    del meta["max_repeat"], meta["min_constant_lines"]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
