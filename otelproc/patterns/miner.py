@@ -193,6 +193,8 @@ class PatternMiner:
         self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
         self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
         self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
         self.ev_sample: list[list[str] | None] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
@@ -371,7 +373,7 @@ class PatternMiner:
         before = self.ev_lines.copy()
         first_row, changed = param_evidence(params.buf, params.off, slot, self.p_nvar, self.ev_seen, self.ev_lines,
                                             self.ev_irregular, self.ev_words, self.ev_hash, self.ev_varied,
-                                            self.ev_head, self.ev_prefix)
+                                            self.ev_head, self.ev_prefix, self.ev_tail, self.ev_suffix)
         for s, r in zip(np.flatnonzero(first_row >= 0).tolist(), first_row[first_row >= 0].tolist()):
             a, b = int(params.off[r]), int(params.off[r + 1])
             self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
@@ -408,14 +410,24 @@ class PatternMiner:
         shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
                  for w, word in enumerate(words)]
         if all(x == VAR for x in shown):
-            # a varying word with a shared head shows it (node-<*>, core.<*>): letters up to the last
-            # punctuation, no digit (10.250.<*> stays <*>)
-            head = value.encode("utf-8", "surrogateescape")[:int(self.ev_prefix[slot, k])].decode("utf-8", "ignore")
-            head = _WORD_TAIL.sub("", head)
-            if len(words) == 1 and any(c.isalpha() for c in head) and not any(c.isdigit() for c in head) \
-                    and _NOT_A_NAME.search(head) is None:
-                return head + VAR
-            return VAR
+            if len(words) != 1 or not varied:   # (a constant value that is not a name: an address, a number)
+                return VAR
+            # a varying word shows the text all its values share around the variable: a head of letters up to
+            # the last punctuation (node-<*>, core.<*>; no digit: 10.250.<*> stays <*>) and a tail of
+            # punctuation ("<*>):"), each only when it ended within the bytes tracked
+            raw = value.encode("utf-8", "surrogateescape")
+            p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
+            head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
+            head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
+            if not any(c.isalpha() for c in head) or ":" in value or "@" in value:   # (host:port, user@host)
+                head = ""
+            tail = raw[len(raw) - q:].decode("utf-8", "ignore") if 0 < q < EVIDENCE_HEAD and q < len(raw) else ""
+            tail = tail[len(_NOT_CLOSING.match(tail).group(0)):]   # from its first closing punctuation
+            if any(c.isalnum() for c in tail):
+                tail = ""
+            if len(head) + len(tail) >= len(raw):
+                return VAR
+            return head + VAR + tail
         # neighbouring masked words are one variable, as the key kernel joins them
         return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
 
@@ -661,7 +673,8 @@ class PatternMiner:
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
                     "p_pinned",
-                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix")
+                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
+                    "ev_tail", "ev_suffix")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -776,6 +789,8 @@ class PatternMiner:
             self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
             self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
             self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
             self.ev_sample = [None] * n
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
@@ -952,7 +967,9 @@ _SPACES = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
 _TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w in TIME_WORDS.tolist()}
 
 
-_WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
+_WORD_TAIL = re.compile(r"\w*$")
+_HEAD_STOP = re.compile(r"[0-9/:@]")
+_NOT_CLOSING = re.compile(r"[^)\]}>:;,'\"]*")   # a head is cut at its last punctuation ('_' is part of a word)
 _NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
 
 
