@@ -17,6 +17,7 @@ COMPONENT_MODULES = (
     "otelproc.exporters.otlphttp",
     "otelproc.exporters.debug",
     "otelproc.extensions.query_endpoint",
+    "otelproc.extensions.loki",
 )
 
 

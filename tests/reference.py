@@ -198,26 +198,86 @@ def ref_cusum(z: list[float], k: float, h: float) -> list[int]:
     return out
 
 
-def ref_extract_durations(body: str) -> list[tuple[int, float]]:
-    """(ordinal, milliseconds) of each number after took/latency/duration/elapsed/time in one body."""
+_REF_UNITS = {
+    "ns": 1e-6, "nsec": 1e-6, "nanos": 1e-6, "nanosecond": 1e-6, "nanoseconds": 1e-6,
+    "us": 1e-3, "usec": 1e-3, "usecs": 1e-3, "micros": 1e-3, "microsecond": 1e-3, "microseconds": 1e-3,
+    "µs": 1e-3, "μs": 1e-3,
+    "ms": 1.0, "msec": 1.0, "msecs": 1.0, "millis": 1.0, "millisecond": 1.0, "milliseconds": 1.0,
+    "s": 1e3, "sec": 1e3, "secs": 1e3, "second": 1e3, "seconds": 1e3,
+    "m": 6e4, "min": 6e4, "mins": 6e4, "minute": 6e4, "minutes": 6e4,
+    "h": 3.6e6, "hr": 3.6e6, "hrs": 3.6e6, "hour": 3.6e6, "hours": 3.6e6,
+}
+
+
+def _ref_unit(word: str, camel: bool = False) -> float:
+    """ms per unit of a whole unit word; 0 when it is none (one-letter units lower case only, not in camelCase)."""
+    if len(word) == 1 and (camel or word.isupper()):
+        return 0.0
+    if camel and not word[:1].isupper():
+        return 0.0
+    return _REF_UNITS.get(word.lower() if not word.startswith(("µ", "μ")) else word[0] + word[1:].lower(), 0.0)
+
+
+def ref_extract_durations(body: str) -> list[tuple[int, float, bool]]:
+    """(ordinal, value, has_unit) of each duration in one body, written with regular expressions: a number
+    after took/latency/duration/elapsed/time/in (whole words or camelCase parts, with an optional key unit
+    suffix such as _ms or Ms), an optional unit (Go compounds too); "in" needs a unit."""
     import re
 
-    unit_ms = {"ms": 1.0, "msec": 1.0, "millis": 1.0, "milliseconds": 1.0, "s": 1000.0, "sec": 1000.0,
-               "secs": 1000.0, "seconds": 1000.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6, "": 1.0}
+    letters = "A-Za-z"
+    word = re.compile(r"(took|latency|duration|elapsed|time|in)", re.I)
     out = []
-    pat = re.compile(r"(?<![A-Za-z])(took|latency|duration|elapsed|time)(?![A-Za-z])[ =:\"'\t]{0,3}(\d+(?:\.\d*)?)"
-                     r"(?: *(µs|[A-Za-z]+))?", re.I)
     pos = 0
     while True:
-        m = pat.search(body, pos)
+        m = word.search(body, pos)
         if not m:
             break
-        unit = (m.group(3) or "").lower()
-        factor = unit_ms.get(unit, None)
-        if factor is None:
-            factor = 1.0
-        out.append((len(out), float(m.group(2)) * factor))
-        pos = m.end() if unit in unit_ms else m.end(2)
+        i, j = m.start(), m.end()
+        prev = body[i - 1] if i > 0 else ""
+        start_ok = not re.match(f"[{letters}]", prev) or (body[i].isupper() and not prev.isupper())
+        # key unit suffix: _ms / -seconds / .us, or camelCase Ms (ending the key)
+        key_f, key_len = 0.0, 0
+        ks = re.match(r"[_.\-]((?:µ|μ)?[A-Za-z]+)", body[j:])
+        if ks:
+            key_f = _ref_unit(ks.group(1))
+            key_len = ks.end() if key_f else 0
+        else:
+            kc = re.match(r"([A-Z][a-z]*)(?![A-Za-z])", body[j:])
+            if kc:
+                key_f = _ref_unit(kc.group(1), camel=True)
+                key_len = kc.end() if key_f else 0
+        end_ok = j == len(body) or not re.match(f"[{letters}]", body[j]) or key_len > 0
+        if not (start_ok and end_ok):
+            pos = i + 1
+            continue
+        needs_unit = m.group(1).lower() == "in"
+        k = j + key_len
+        num = re.match(r"[ =:\"'\t]{0,3}(\d+(?:\.\d*)?)", body[k:])
+        if not num or not re.match(r"\d", num.group(1)):
+            pos = j
+            continue
+        value = float(num.group(1)) if not num.group(1).endswith(".") else float(num.group(1)[:-1])
+        e = k + num.end()
+        unit_m = re.match(r" *((?:µ|μ)?[A-Za-z]+)", body[e:])
+        f = _ref_unit(unit_m.group(1)) if unit_m else 0.0
+        if f:
+            value *= f
+            abut = not unit_m.group(0).startswith(" ")
+            e += unit_m.end()
+            while abut:  # Go compound, parts without spaces: 1m30s
+                part = re.match(r"(\d+(?:\.\d*)?)((?:µ|μ)?[A-Za-z]+)", body[e:])
+                if not part or not _ref_unit(part.group(2)):
+                    break
+                value += float(part.group(1).rstrip(".")) * _ref_unit(part.group(2))
+                e += part.end()
+        elif key_f:
+            value *= key_f
+            f = key_f
+        if not f and needs_unit:
+            pos = j
+            continue
+        out.append((len(out), value, bool(f)))
+        pos = e
     return out
 
 
@@ -289,3 +349,75 @@ def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
     if count_only:
         count_off[n] = q
     return q
+
+
+# --------------------------------------------------------------------------- latency shift
+def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window, min_values, min_weight,
+                      warm_buckets, z_min, min_ratio, clip=3.0, beta_tau=0.02, relevel_buckets=180, state=None):
+    """Plain-Python :func:`otelproc.kernels.latency.latency_shift`, one value at a time.
+
+    points: list of (row, series, value) in row order (ties in input order). Returns (outputs as dict of
+    lists of (row, series, flag, z, ratio, n, run)), state dict)."""
+    import math
+
+    st = state or {s: dict(ring=[], mu=0.0, mad=0.0, w=0.0, last=-1, first=-1, tau2=0.0, run=-1, dir=0)
+                   for s in range(S)}
+    out = []
+    for t in range(n_buckets):
+        bucket = first_bucket + t
+        acc = {}
+        for (r, s, v) in points:
+            if r != t or not v > 0:
+                continue
+            y = math.log(v)
+            x = st[s]
+            if x["first"] < 0:
+                x["first"] = bucket
+                x["mu"] = y
+            x["ring"] = (x["ring"] + [(bucket, y)])[-ring:]
+            sd = max(1.2533 * x["mad"], 0.01)
+            res = y - x["mu"]
+            if x["w"] >= 10.0:
+                res = max(-clip * sd, min(clip * sd, res))
+            a = acc.setdefault(s, [0, 0.0, 0.0])
+            a[0] += 1
+            a[1] += res
+            a[2] += abs(res)
+        for s, (n_b, sum_r, sum_a) in acc.items():
+            x = st[s]
+            w = x["w"] * (decay ** (bucket - x["last"]) if x["last"] >= 0 else 1.0)
+            sd = max(1.2533 * x["mad"], 0.01)
+            win = sorted(y for b, y in x["ring"] if b > bucket - window)
+            nw = len(win)
+            flag, z, ratio = 0, float("nan"), float("nan")
+            if nw >= min_values and w >= min_weight and bucket - x["first"] >= warm_buckets:
+                cut = int(0.2 * nw)
+                loc = sum(win[cut:nw - cut]) / (nw - 2 * cut)
+                var = 1.06 * sd * sd / nw
+                d = loc - x["mu"]
+                z = d / math.sqrt(var + x["tau2"])
+                ratio = math.exp(d)
+                if z >= z_min and d >= math.log(min_ratio):
+                    flag = 1
+                elif z <= -z_min and -d >= math.log(min_ratio):
+                    flag = -1
+                if flag == 0:
+                    x["tau2"] = max(0.0, x["tau2"] + beta_tau * (d * d - var - x["tau2"]))
+            if flag and (x["run"] < 0 or x["dir"] != flag):
+                x["run"], x["dir"] = bucket, flag
+            elif not flag:
+                x["run"], x["dir"] = -1, 0
+            run = bucket - x["run"] + 1 if x["run"] >= 0 else 0
+            out.append((t, s, flag, z, ratio, nw, run))
+            if run >= relevel_buckets:
+                cut = int(0.2 * nw)
+                x["mu"] = sum(win[cut:nw - cut]) / (nw - 2 * cut)
+                w = 0.0
+                x["run"], x["dir"] = -1, 0
+            elif run == 0:
+                x["mu"] += sum_r / (w + n_b)
+                x["mad"] += (sum_a - n_b * x["mad"]) / (w + n_b)
+                w += n_b
+            x["w"] = w
+            x["last"] = bucket
+    return out, st

@@ -12,11 +12,14 @@ Series (per resolution):
              CUSUM (level shift); at the coarsest resolution also presence
              (new / rare / vanished pattern).
   errors     per service: error count (severity >= 17) / total, binomial jump.
-  values     per (service, pattern, parameter position): durations in ms,
-             log(p50) per bucket -> robust baseline (value anomaly) and, at the
-             coarsest resolution, the ramp test on the count-weighted trimmed mean
-             of log(ms) per bucket, less its learnt hour-of-day profile (trend, time
-             to threshold; kernels/trend.py).
+  values     per (service, pattern, parameter position): durations (ms when the
+             unit is written, else the number as written). At the finest resolution
+             the latency shift test (kernels/latency.py: a pooled window of the last
+             values against the series' own baseline, z from the window's size and
+             the series' dispersion; value anomaly, up only unless latency_lower) and,
+             at the coarsest resolution, the ramp test on the count-weighted trimmed
+             mean of log value per bucket, less its learnt hour-of-day profile (trend,
+             time to threshold; kernels/trend.py).
 
 Detection only ever looks at event time, so replaying a day in minutes gives
 the findings live traffic gave.
@@ -31,6 +34,7 @@ import numpy as np
 from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex, summed_cells
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels import detectors as det
+from otelproc.kernels import latency as lat
 from otelproc.kernels import trend as trk
 from otelproc.kernels.series import aggregate_cells
 
@@ -70,8 +74,23 @@ class EngineParams:
     error_min_total: float = 10.0
     error_min_count: float = 5.0
     error_p: float = 1e-7
-    value_z: float = 6.0
+    # latency shift (kernels/latency.py): z of the window location and the least ratio to the baseline
+    value_z: float = 5.0
     value_min_ratio: float = 1.5
+    # ... held this long (event time) before it is reported; critical from this ratio, held this long
+    latency_min_duration_s: float = 30.0
+    latency_critical_ratio: float = 2.0
+    latency_critical_duration_s: float = 60.0
+    # the pooled window reaches back this far; it needs this many values (a handful is not a distribution)
+    latency_window_s: float = 300.0
+    latency_min_values: int = 16
+    # baseline memory (event time) and the decayed number of values it needs before a series is tested
+    latency_memory_s: float = 1800.0
+    latency_min_history: float = 100.0
+    # a shift held this long becomes the new baseline
+    latency_relevel_s: float = 1800.0
+    # report lower-than-usual latency too (off: faster is not an incident)
+    latency_lower: bool = False
     trend_rate: float = 0.02
     trend_window_s: float = 3600.0
     trend_reference_s: float = 7200.0
@@ -96,8 +115,6 @@ class _ResolutionState:
     err_ew_err: np.ndarray
     err_ew_tot: np.ndarray
     err_n: np.ndarray
-    value_base: det.BaselineState
-    value_spot: det.SpotState
     presence: det.PresenceState
     trend: trk.TrendState
     origin_bucket: int = -1
@@ -119,7 +136,8 @@ class AnomalyEngine:
     # 3: trend state adds the hour-of-day profile of log-location (prof, pfit, prof_days, hmean, hstamp,
     #    hfirst, hsum, hw, hour)
     # 4: trend state adds the smoothed load ring (load, load_ew) of the day-1 load adjustment
-    STATE_VERSION = 4
+    # 5: the latency shift state (latency.*, value_unit) replaces the value baseline / SPOT of log p50
+    STATE_VERSION = 5
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
@@ -127,6 +145,9 @@ class AnomalyEngine:
         self._service_code: dict[str, int] = {}
         self.counts = SeriesIndex()   # (service, pattern) and (service, 0) totals
         self.values = SeriesIndex()   # (service, pattern, ordinal)
+        # per value series: its values carry a unit (ms) or are numbers of an unknown unit
+        self.value_unit = np.zeros(0, dtype=np.bool_)
+        self.latency = lat.LatencyState(0)   # at the finest resolution
         self.service_ids = SeriesIndex()  # (service) for error ratio
         self.templates: dict[int, str] = {}
         # a sample body per pattern, for new / rare pattern findings (alert texts show it); not persisted
@@ -134,6 +155,10 @@ class AnomalyEngine:
         self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
         self.last_fired: dict[tuple, int] = {}
         coarsest = max(self.p.resolutions_s)
+        self._finest = int(np.argmin(self.p.resolutions_s))
+        # severity reported so far for the current latency run of each (series key, direction): a run is
+        # reported once, and again only if it escalates
+        self.latency_reported: dict[tuple, tuple[int, int]] = {}
         self.res: list[_ResolutionState] = []
         for r in self.p.resolutions_s:
             width = int(round(r * NS))
@@ -147,7 +172,6 @@ class AnomalyEngine:
                 count_base=det.BaselineState(0, N_SLOTS), count_spot=det.SpotState(0, 64),
                 cusum_up=np.zeros(0), cusum_down=np.zeros(0),
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
-                value_base=det.BaselineState(0, N_SLOTS), value_spot=det.SpotState(0, 64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
 
@@ -165,11 +189,14 @@ class AnomalyEngine:
         return out
 
     def ingest(self, event_ns: np.ndarray, service: np.ndarray, pattern: np.ndarray, severity: np.ndarray,
-               value_line: np.ndarray, value_ordinal: np.ndarray, value_ms: np.ndarray) -> Output:
+               value_line: np.ndarray, value_ordinal: np.ndarray, value_ms: np.ndarray,
+               value_has_unit: np.ndarray | None = None) -> Output:
         """File one batch and run detectors on every bucket that closes.
 
         event_ns int64[n], service int64[n] (global codes), pattern uint64[n], severity uint8[n];
-        value_line int64[m] (row of each duration), value_ordinal int64[m], value_ms float64[m].
+        value_line int64[m] (row of each duration), value_ordinal int64[m], value_ms float64[m] (ms where
+        value_has_unit bool[m], else a number of unknown unit; None = all in ms). A series keeps the kind of
+        its first value: values of the other kind are dropped (ms and unknown units do not mix).
         """
         n = len(event_ns)
         zeros = np.zeros(n, dtype=np.uint64)
@@ -177,6 +204,17 @@ class AnomalyEngine:
         tid = self.counts.lookup(service, zeros, np.full(n, -1, dtype=np.int64))
         sid = self.service_ids.lookup(service, zeros, np.full(n, -2, dtype=np.int64))
         vid = self.values.lookup(service[value_line], pattern[value_line], value_ordinal.astype(np.int64))
+        has_unit = np.ones(len(vid), dtype=np.bool_) if value_has_unit is None else np.asarray(value_has_unit, bool)
+        if len(self.values) > len(self.value_unit):
+            old = len(self.value_unit)
+            self.value_unit = det.grow_rows(self.value_unit, len(self.values), False)
+            new = vid >= old
+            # the first value of each new series decides its kind
+            first = np.unique(vid[new], return_index=True)
+            self.value_unit[first[0]] = has_unit[new][first[1]]
+        same_kind = self.value_unit[vid] == has_unit
+        if not same_kind.all():
+            value_line, vid, value_ms = value_line[same_kind], vid[same_kind], value_ms[same_kind]
         self.pattern_severity = det.grow_rows(self.pattern_severity, len(self.counts))
         if n:
             np.maximum.at(self.pattern_severity, cid, severity.astype(np.int64))
@@ -209,9 +247,8 @@ class AnomalyEngine:
         rs.err_ew_err = det.grow_rows(rs.err_ew_err, ns_, 0.0)
         rs.err_ew_tot = det.grow_rows(rs.err_ew_tot, ns_, 0.0)
         rs.err_n = det.grow_rows(rs.err_n, ns_, 0)
-        rs.value_base.grow(nv)
-        rs.value_spot.grow(nv)
         rs.trend.grow(nv)
+        self.latency.grow(nv)
 
     def _close(self, rs: _ResolutionState, out: Output) -> None:
         w = rs.window
@@ -231,7 +268,8 @@ class AnomalyEngine:
             B = end - start
             cb = ClosedBuckets(first_bucket=start, n_rows=B, width_ns=w.width_ns,
                                counts=summed_cells(*pts["count"], B, len(self.counts))[0],
-                               service_totals=None, service_errors=None, values={}, after_gap=after_gap)
+                               service_totals=None, service_errors=None, values={}, after_gap=after_gap,
+                               value_points=pts["value"])
             cb.service_totals, cb.service_errors = summed_cells(*pts["svc"], B, len(self.service_ids))
             cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
             w.next_bucket = end
@@ -314,37 +352,80 @@ class AnomalyEngine:
                                   np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1),
                                   sc)
 
-        # ---- numeric parameters (durations): value anomaly + creep
+        # ---- numeric parameters (durations): latency shift (finest resolution) + creep (coarsest)
         if len(self.values):
             p50 = cb.values["p50"]
-            lv = np.log(np.where(p50 > 0, p50, np.nan))
-            e_l, s_l, zl = det.robust_baseline(lv, slot, rs.value_base, alpha=p.alpha, gamma=p.season_gamma,
-                                               beta=p.beta, huber_c=3.0, min_scale=0.01, warmup=warmup_pts,
-                                               season_warmup=int(86400 / res_s), relevel_after=0)
-            thr_v, tail_v = det.spot_threshold(np.abs(zl), rs.value_spot, init_threshold=p.spot_init, q=p.spot_q,
-                                               fallback=max(p.value_z, 6.0))
-            exp_v = np.exp(e_l)
-            lo_v = np.exp(e_l - p.band_sigmas * s_l)
-            hi_v = np.exp(e_l + p.band_sigmas * s_l)
-            sc_v = det.spot_score01(tail_v, p.spot_q)
-            with np.errstate(invalid="ignore"):
-                va = (np.abs(zl) >= np.maximum(thr_v, p.value_z)) & \
-                     ((p50 >= p.value_min_ratio * exp_v) | (p50 * p.value_min_ratio <= exp_v))
-            self._emit(out, rs, bucket_ns, va, FindingKind.VALUE_ANOMALY, "p50_ms", p50, exp_v, lo_v, hi_v, sc_v,
-                       index=self.values)
+            if rs is self.res[self._finest]:
+                self._latency(rs, cb, bucket_ns, out)
             if rs.coarsest:
+                # the band of the series table: the latency baseline's spread of single values
+                mu, sd = self.latency.mu[None, :], 1.2533 * np.maximum(self.latency.mad, lat.MIN_SD)[None, :]
+                known = self.latency.weight[None, :] > 0
+                exp_v = np.where(known, np.exp(mu), np.nan)
+                lo_v = np.where(known, np.exp(mu - p.band_sigmas * sd), np.nan)
+                hi_v = np.where(known, np.exp(mu + p.band_sigmas * sd), np.nan)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sc_v = np.clip(np.abs(np.log(p50) - mu) / (2 * p.band_sigmas * sd), 0, 1)
+                exp_v, lo_v, hi_v, sc_v = (np.broadcast_to(a, p50.shape) for a in (exp_v, lo_v, hi_v, sc_v))
                 tr = trk.trend(cb.values["log_tmean"], cb.values["npos"], cb.first_bucket, rs.trend,
                                steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
                                season_gamma=p.season_gamma, ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
-                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50_ms", p50, tr["level"],
+                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50", p50, tr["level"],
                            lo_v, hi_v, sc_t, index=self.values, trend=tr)
                 if p.series_table:
-                    self._series_rows(out, bucket_ns, self.values, "p50_ms", res_s, p50, exp_v, lo_v, hi_v, sc_v)
+                    self._series_rows(out, bucket_ns, self.values, "p50", res_s, p50, exp_v, lo_v, hi_v, sc_v)
         if p.series_table and rs.coarsest and len(self.counts):
             totals = np.flatnonzero(self.counts.pattern == 0)
             self._series_rows(out, bucket_ns, self.counts, "log_count", res_s, c[:, totals], expected[:, totals],
                               lower[:, totals], upper[:, totals], score[:, totals], cols=totals)
+
+    def _latency(self, rs: _ResolutionState, cb: ClosedBuckets, bucket_ns: np.ndarray, out: Output) -> None:
+        """Latency shift test on the value points of the closed buckets; reports runs that are held."""
+        p = self.p
+        step = rs.step_s
+        row, sid, value = cb.value_points
+        res = lat.latency_shift(row, sid, value, cb.first_bucket, cb.n_rows, self.latency,
+                                decay=math.exp(-step / p.latency_memory_s),
+                                window=max(1, int(round(p.latency_window_s / step))),
+                                min_values=p.latency_min_values, min_weight=p.latency_min_history,
+                                warm_buckets=int(p.warmup_s / step), z_min=p.value_z, min_ratio=p.value_min_ratio,
+                                relevel_buckets=max(1, int(round(p.latency_relevel_s / step))))
+        held = res["run"] * step >= p.latency_min_duration_s
+        report = held & ((res["flag"] > 0) | ((res["flag"] < 0) & p.latency_lower))
+        rows, cols = np.nonzero(report)
+        if len(rows) == 0:
+            return
+        exp_v = np.exp(res["expected"])
+        band = np.exp(p.band_sigmas * res["sd"])
+        obs = exp_v * res["ratio"]
+        for r, k in zip(rows.tolist(), cols.tolist()):
+            ratio = float(res["ratio"][r, k])
+            up = ratio > 1
+            big = ratio >= p.latency_critical_ratio if up else ratio <= 1 / p.latency_critical_ratio
+            held_s = float(res["run"][r, k]) * step
+            critical = up and big and held_s >= p.latency_critical_duration_s
+            rank = 2 if critical else 1
+            t = int(bucket_ns[r])
+            run_key = (int(self.values.keys[k]), 1 if up else -1)
+            run_start = t - int(res["run"][r, k] - 1) * cb.width_ns
+            last_start, last_rank = self.latency_reported.get(run_key, (None, 0))
+            if last_start == run_start and rank <= last_rank:
+                continue  # this run was reported at this severity already
+            self.latency_reported[run_key] = (run_start, rank)
+            z = float(res["z"][r, k])
+            labels = {"ratio": f"{ratio:.3g}", "z": f"{z:.2f}", "values": str(int(res["n"][r, k])),
+                      "held_seconds": f"{held_s:g}", "direction": "up" if up else "down"}
+            sev = Severity.CRITICAL if critical else Severity.WARNING
+            score = float(np.clip(0.5 + (z - p.value_z) / (4 * p.value_z), 0.5, 1.0)) if up else \
+                float(np.clip(0.5 + (-z - p.value_z) / (4 * p.value_z), 0.5, 1.0))
+            self._emit(out, rs, bucket_ns, _one_cell(report.shape, r, k), FindingKind.VALUE_ANOMALY, "latency", obs,
+                       np.broadcast_to(exp_v, obs.shape), exp_v / band, exp_v * band, np.full(obs.shape, score),
+                       index=self.values, severity=sev, extra_labels=labels, cooldown=False)
+
+    def _unit(self, k: int) -> str:
+        """Unit of value series k in texts: ms, or none when its values had no unit."""
+        return "ms" if self.value_unit[k] else ""
 
     # ----------------------------------------------------------------- outputs
 
@@ -359,8 +440,12 @@ class AnomalyEngine:
         sids = cols[k]
         svc = np.asarray(self.services, dtype=object)[index.service[sids]]
         ords = index.ordinal[sids]
-        names = np.array([name if o < 0 else f"{name}[{o}]" for o in ords], dtype=object) if (ords >= 0).any() \
-            else np.full(len(r), name, dtype=object)
+        if index is self.values:
+            names = np.array([f"{name}_ms[{o}]" if u else f"{name}[{o}]" for o, u in
+                              zip(ords.tolist(), self.value_unit[sids].tolist())], dtype=object)
+        else:
+            names = np.array([name if o < 0 else f"{name}[{o}]" for o in ords], dtype=object) if (ords >= 0).any() \
+                else np.full(len(r), name, dtype=object)
         s = out.series
         s["time"].append(bucket_ns[r])
         s["service"].append(svc)
@@ -371,18 +456,20 @@ class AnomalyEngine:
             s[col].append(np.asarray(arr[r, k], dtype=np.float64))
 
     def _emit(self, out: Output, rs: _ResolutionState, bucket_ns, mask, kind: FindingKind, series: str, obs, exp,
-              lo, hi, score, index: SeriesIndex | None = None, trend: dict | None = None) -> None:
+              lo, hi, score, index: SeriesIndex | None = None, trend: dict | None = None,
+              severity: Severity | None = None, extra_labels: dict | None = None, cooldown: bool = True) -> None:
         index = index or self.counts
         rows, cols = np.nonzero(mask)
         if len(rows) == 0:
             return
         order = np.lexsort((cols, rows))
+        use_cooldown = cooldown
         cooldown = int(self.p.cooldown_s * NS)
         for r, k in zip(rows[order].tolist(), cols[order].tolist()):
             t = int(bucket_ns[r])
             key = (kind.value, series, int(index.keys[k]))
             last = self.last_fired.get(key)
-            if last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
+            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
                 continue
             self.last_fired[key] = t
             svc = self.services[int(index.service[k])]
@@ -391,9 +478,13 @@ class AnomalyEngine:
             sc = float(np.nan_to_num(score[r, k], nan=0.5))
             sev = Severity.WARNING
             labels = {"resolution": f"{rs.step_s:g}s", "series": series}
+            unit = ""
             if index is self.values:
                 labels["parameter"] = str(int(index.ordinal[k]))
-            desc = _describe(kind, svc, pid, o, e, rs.step_s, series)
+                unit = self._unit(k)
+                labels["unit"] = unit or "unknown"
+            labels.update(extra_labels or {})
+            desc = _describe(kind, svc, pid, o, e, rs.step_s, series, unit, labels)
             if kind == FindingKind.TREND and trend is not None:
                 rate = float(trend["rate_per_hour"][r, k])
                 tth = float(trend["hours_to_threshold"][r, k])
@@ -404,7 +495,7 @@ class AnomalyEngine:
                 labels["t_stat"] = f"{float(trend['t'][r, k]):.2f}"
                 labels["ramp_minutes"] = f"{ramp_min:g}"
                 desc = (f"{svc}: {series} of pattern {pid:016x} param {int(index.ordinal[k])} creeps "
-                        f"{100 * rate:+.1f} %/h over the last {ramp_min:g} min (now {o:.4g} ms)")
+                        f"{100 * rate:+.1f} %/h over the last {ramp_min:g} min (now {o:.4g}{_sp(unit)})")
                 if math.isfinite(tth):
                     desc += f"; {self.p.trend_forecast_ratio:g}x the start level in {tth:.1f} h at this rate"
             if kind in (FindingKind.ERROR_RATIO,) or (kind == FindingKind.NEW_PATTERN and index is self.counts
@@ -414,6 +505,8 @@ class AnomalyEngine:
                 sev = Severity.CRITICAL
             if kind == FindingKind.RARE_PATTERN:
                 sev = Severity.INFO
+            if severity is not None:
+                sev = severity
             sample = self.samples.get(pid, "") if kind in (FindingKind.NEW_PATTERN, FindingKind.RARE_PATTERN) else ""
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
@@ -448,12 +541,18 @@ class AnomalyEngine:
         st.update(self.counts.state("counts"))
         st.update(self.values.state("values"))
         st.update(self.service_ids.state("service_ids"))
+        st["value_unit"] = self.value_unit
+        for f in self.latency.FIELDS:
+            st[f"latency.{f}"] = getattr(self.latency, f)
+        reported = list(self.latency_reported.items())
+        st["latency_reported.key"] = np.asarray([k[0] for k, _ in reported], dtype=np.uint64)
+        st["latency_reported.run"] = np.asarray([[k[1], v[0], v[1]] for k, v in reported], dtype=np.int64
+                                                ).reshape(-1, 3)
         for i, rs in enumerate(self.res):
             pre = f"res{i}"
             st.update(rs.window.state(f"{pre}.window"))
             st[f"{pre}.origin"] = np.array([rs.origin_bucket], dtype=np.int64)
             for name, obj in (("count_base", rs.count_base), ("count_spot", rs.count_spot),
-                              ("value_base", rs.value_base), ("value_spot", rs.value_spot),
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
                     st[f"{pre}.{name}.{f}"] = getattr(obj, f)
@@ -463,9 +562,9 @@ class AnomalyEngine:
 
     def load_state(self, st: dict[str, np.ndarray]) -> None:
         version = int(st["version"][0])
-        if version not in (2, 3, self.STATE_VERSION):
+        if version not in (2, 3, 4, self.STATE_VERSION):
             raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION}, "
-                             f"or 2, 3)")
+                             f"or 2, 3, 4)")
         res = tuple(float(x) for x in st["resolutions_s"])
         if res != tuple(float(x) for x in self.p.resolutions_s):
             raise ValueError(f"anomaly state was written for resolutions {res}, configured {self.p.resolutions_s}")
@@ -478,12 +577,22 @@ class AnomalyEngine:
         self.counts.load("counts", st)
         self.values.load("values", st)
         self.service_ids.load("service_ids", st)
+        if version >= 5:
+            self.value_unit = st["value_unit"].astype(np.bool_).copy()
+            for f in self.latency.FIELDS:
+                setattr(self.latency, f, np.ascontiguousarray(st[f"latency.{f}"]).copy())
+            self.latency_reported = {(int(key), int(d)): (int(start), int(rank)) for key, (d, start, rank) in
+                                     zip(st["latency_reported.key"].tolist(), st["latency_reported.run"].tolist())}
+        else:
+            # before version 5 every value was read as ms, and the value detector kept other state: the latency
+            # baselines start afresh
+            self.value_unit = np.ones(len(self.values), dtype=np.bool_)
+            self.latency = lat.LatencyState(len(self.values))
         for i, rs in enumerate(self.res):
             pre = f"res{i}"
             rs.window.load(f"{pre}.window", st)
             rs.origin_bucket = int(st[f"{pre}.origin"][0])
             for name, obj in (("count_base", rs.count_base), ("count_spot", rs.count_spot),
-                              ("value_base", rs.value_base), ("value_spot", rs.value_spot),
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
                     key = f"{pre}.{name}.{f}"
@@ -502,7 +611,18 @@ class AnomalyEngine:
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
 
 
-def _describe(kind: FindingKind, svc: str, pid: int, obs: float, exp: float, step_s: float, series: str) -> str:
+def _one_cell(shape: tuple, r: int, k: int) -> np.ndarray:
+    m = np.zeros(shape, dtype=bool)
+    m[r, k] = True
+    return m
+
+
+def _sp(unit: str) -> str:
+    return f" {unit}" if unit else ""
+
+
+def _describe(kind: FindingKind, svc: str, pid: int, obs: float, exp: float, step_s: float, series: str,
+              unit: str = "", labels: dict | None = None) -> str:
     what = f"pattern {pid:016x}" if pid else "all logs"
     if kind in (FindingKind.SPIKE, FindingKind.DROP, FindingKind.LEVEL_SHIFT):
         verb = {"spike": "spiked to", "drop": "dropped to", "level_shift": "shifted to"}[kind.value]
@@ -516,5 +636,8 @@ def _describe(kind: FindingKind, svc: str, pid: int, obs: float, exp: float, ste
     if kind == FindingKind.ERROR_RATIO:
         return f"{svc}: error ratio {100 * obs:.1f} % (expected {100 * exp:.1f} %)"
     if kind == FindingKind.VALUE_ANOMALY:
-        return f"{svc}: {series} of {what} is {obs:.4g} ms (expected {exp:.4g} ms)"
+        labels = labels or {}
+        how = f" x{float(labels['ratio']):.2g} for {labels['held_seconds']} s" if "ratio" in labels else ""
+        return (f"{svc}: {series} of {what} param {labels.get('parameter', '?')} is {obs:.4g}{_sp(unit)}{how} "
+                f"(usual {exp:.4g}{_sp(unit)})")
     return f"{svc}: {kind.value} on {what}"

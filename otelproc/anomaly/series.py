@@ -102,7 +102,8 @@ class ClosedBuckets:
     """Dense aggregates of consecutive closed buckets of one resolution.
 
     first_bucket: absolute bucket number (event_ns // width_ns) of row 0
-    count / errors: float64[B, S_count] / float64[B, S_service]; values: dict of float64[B, S_value]
+    count / errors: float64[B, S_count] / float64[B, S_service]; values: dict of float64[B, S_value];
+    value_points: (row int64[m], series id int64[m], value float64[m])
     """
 
     first_bucket: int
@@ -113,6 +114,8 @@ class ClosedBuckets:
     service_errors: np.ndarray
     values: dict
     after_gap: bool  # rows follow a skipped gap (state that assumes continuity must reset)
+    # the value points themselves (row, series id, value), for detectors that pool values across buckets
+    value_points: tuple = ()
 
 
 class BucketWindow:

@@ -25,16 +25,38 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-__all__ = ["extract_durations", "duration_plan", "durations_from_params", "DurationPlan", "aggregate_cells",
-           "DURATION_KEYWORDS", "PLAN_NONE", "PLAN_PARAMS", "PLAN_BODY", "SeriesTable",
+__all__ = ["extract_durations", "duration_plan", "durations_from_params", "DurationPlan", "Durations",
+           "aggregate_cells", "DURATION_KEYWORDS", "DURATION_NEEDS_UNIT", "TIME_UNITS", "PLAN_NONE", "PLAN_PARAMS", "PLAN_BODY", "SeriesTable",
            "distinct_first_rows"]
 
-DURATION_KEYWORDS = ("took", "latency", "duration", "elapsed", "time")
+# Words after which a number is a duration. Those marked True in DURATION_NEEDS_UNIT ("in") count only with
+# an explicit time unit ("done in 12 ms", "in 1.5s"; not "in 3 retries").
+DURATION_KEYWORDS = ("took", "latency", "duration", "elapsed", "time", "in")
+DURATION_NEEDS_UNIT = (False, False, False, False, False, True)
 
 _KW_BYTES = [k.encode() for k in DURATION_KEYWORDS]
 _KW_BUF = np.frombuffer(b"".join(_KW_BYTES), dtype=np.uint8).copy()
 _KW_OFF = np.zeros(len(_KW_BYTES) + 1, dtype=np.int64)
 np.cumsum([len(k) for k in _KW_BYTES], out=_KW_OFF[1:])
+_KW_NEEDS_UNIT = np.array(DURATION_NEEDS_UNIT, dtype=np.bool_)
+
+# Time units (milliseconds per unit), matched as whole words, case-insensitively except the one-letter ones
+# ("s", "m", "h" lower case only: "5M" is more often a count than five minutes). "m" is minutes, as in Go's
+# "1m30s". The micro sign (U+00B5) and the Greek mu (U+03BC) before "s" are microseconds.
+TIME_UNITS = {
+    "ns": 1e-6, "nsec": 1e-6, "nanos": 1e-6, "nanosecond": 1e-6, "nanoseconds": 1e-6,
+    "us": 1e-3, "usec": 1e-3, "usecs": 1e-3, "micros": 1e-3, "microsecond": 1e-3, "microseconds": 1e-3,
+    "ms": 1.0, "msec": 1.0, "msecs": 1.0, "millis": 1.0, "millisecond": 1.0, "milliseconds": 1.0,
+    "s": 1000.0, "sec": 1000.0, "secs": 1000.0, "second": 1000.0, "seconds": 1000.0,
+    "m": 60_000.0, "min": 60_000.0, "mins": 60_000.0, "minute": 60_000.0, "minutes": 60_000.0,
+    "h": 3_600_000.0, "hr": 3_600_000.0, "hrs": 3_600_000.0, "hour": 3_600_000.0, "hours": 3_600_000.0,
+}
+_UNIT_BYTES = [u.encode() for u in TIME_UNITS]
+_UNIT_BUF = np.frombuffer(b"".join(_UNIT_BYTES), dtype=np.uint8).copy()
+_UNIT_OFF = np.zeros(len(_UNIT_BYTES) + 1, dtype=np.int64)
+np.cumsum([len(u) for u in _UNIT_BYTES], out=_UNIT_OFF[1:])
+_UNIT_MS = np.array(list(TIME_UNITS.values()), dtype=np.float64)
+_MAX_UNIT_LEN = max(len(u) for u in _UNIT_BYTES)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -47,46 +69,120 @@ def _is_alpha(c):
     return (97 <= c <= 122) or (65 <= c <= 90)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _is_upper(c):
+    return 65 <= c <= 90
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_digit(c):
+    return 48 <= c <= 57
+
+
+@njit(cache=True, nogil=True)
+def _unit_word(buf, k, end, camel):
+    """A time unit word at buf[k:end] -> (ms per unit, length), (0.0, 0) if none.
+
+    The word is the run of letters at k (the micro sign / Greek mu counts as a letter before "s") and must be
+    a whole word: what follows is not a letter or digit. With ``camel`` the word must start upper case and
+    may be followed by another upper-case letter (``durationMsTotal``); one-letter units do not count there.
+    """
+    start = k
+    micro = False
+    if k + 1 < end and ((buf[k] == 0xC2 and buf[k + 1] == 0xB5) or (buf[k] == 0xCE and buf[k + 1] == 0xBC)):
+        micro = True
+        k += 2
+    ls = k
+    if camel and (micro or not _is_upper(buf[k])):
+        return 0.0, 0
+    k += 1 if k < end and _is_alpha(buf[k]) else 0
+    while k < end and _is_alpha(buf[k]) and not (camel and _is_upper(buf[k])) and k - ls <= _MAX_UNIT_LEN:
+        k += 1
+    n = k - ls
+    if n == 0 or n > _MAX_UNIT_LEN:
+        return 0.0, 0
+    if micro:
+        return (1e-3, k - start) if n == 1 and _lower(buf[ls]) == 115 else (0.0, 0)
+    if n == 1 and (camel or _is_upper(buf[ls])):
+        return 0.0, 0
+    for u in range(len(_UNIT_OFF) - 1):
+        ua = _UNIT_OFF[u]
+        if _UNIT_OFF[u + 1] - ua != n:
+            continue
+        ok = True
+        for q in range(n):
+            if _lower(buf[ls + q]) != _UNIT_BUF[ua + q]:
+                ok = False
+                break
+        if ok:
+            return _UNIT_MS[u], k - start
+    return 0.0, 0
+
+
 @njit(cache=True, nogil=True)
 def _parse_unit(buf, i, end):
-    """Unit at buf[i:] -> (milliseconds per unit, bytes consumed); no unit = ms."""
+    """Unit after a number at buf[i:] (spaces allowed before it) -> (ms per unit, bytes consumed); (0.0, 0)
+    when there is none."""
     j = i
     while j < end and buf[j] == 32:  # "30 ms"
         j += 1
-    # collect up to 12 letters (or the micro sign 0xC2 0xB5)
-    k = j
-    micro = False
-    if k + 1 < end and buf[k] == 0xC2 and buf[k + 1] == 0xB5:
-        micro = True
-        k += 2
-    start = k
-    while k < end and _is_alpha(buf[k]) and k - start < 12:
-        k += 1
-    n = k - start
-    if micro:
-        if n == 1 and _lower(buf[start]) == 115:
-            return 1e-3, k - i
-        return 1.0, 0
+    f, n = _unit_word(buf, j, end, False)
     if n == 0:
-        return 1.0, 0
-    c0 = _lower(buf[start])
-    c1 = _lower(buf[start + 1]) if n > 1 else 0
-    if c0 == 109 and (c1 == 115 or c1 == 105):  # ms, msec, millis, milliseconds
-        return 1.0, k - i
-    if c0 == 117 and c1 == 115 and n == 2:  # us
-        return 1e-3, k - i
-    if c0 == 110 and c1 == 115 and n == 2:  # ns
-        return 1e-6, k - i
-    if c0 == 115 and (n == 1 or c1 == 101):  # s, sec, secs, seconds
-        return 1000.0, k - i
-    return 1.0, 0
+        return 0.0, 0
+    return f, j + n - i
+
+
+@njit(cache=True, nogil=True)
+def _parse_duration(buf, j, b):
+    """A number with its unit at buf[j:b]: ``12``, ``12 ms``, ``1.5s``, Go's ``1m30s`` / ``1h2m3.5s``.
+
+    Returns (value, digits read, ms per unit or 0.0 when there is no unit, index after it); the value is in
+    milliseconds when there is a unit, else the number as written.
+    """
+    v, nd, k = _parse_number(buf, j, b)
+    if nd == 0:
+        return 0.0, 0, 0.0, j
+    f, used = _parse_unit(buf, k, b)
+    if f == 0.0:
+        return v, nd, 0.0, k
+    total = v * f
+    e = k + used
+    # the parts of a compound duration follow each other without spaces ("1m30s")
+    while buf[k] != 32 and e < b and _is_digit(buf[e]):
+        v2, nd2, k2 = _parse_number(buf, e, b)
+        f2, used2 = _unit_word(buf, k2, b, False)
+        if f2 == 0.0:
+            break
+        total += v2 * f2
+        e = k2 + used2
+    return total, nd, f, e
+
+
+@njit(cache=True, nogil=True)
+def _key_unit(buf, i, b):
+    """A unit suffix of a key right after a duration word at buf[i]: ``latency_ms``, ``duration-seconds``,
+    ``time.us``, ``durationMs`` -> (ms per unit, bytes consumed); (0.0, 0) when there is none."""
+    if i >= b:
+        return 0.0, 0
+    c = buf[i]
+    if c == 95 or c == 45 or c == 46:  # _ - .
+        f, n = _unit_word(buf, i + 1, b, False)
+        return (f, n + 1) if n else (0.0, 0)
+    f, n = _unit_word(buf, i, b, True)
+    # camelCase: the unit word must end the key (not "durationMsTotal")
+    if n and (i + n >= b or not _is_alpha(buf[i + n])):
+        return f, n
+    return 0.0, 0
 
 
 @njit(cache=True, nogil=True)
 def _keyword_at(buf, i, a, b, kw_buf, kw_off):
-    """Length of the duration word (case-insensitive, a whole word) starting at buf[i] within buf[a:b], else -1."""
-    if i > a and _is_alpha(buf[i - 1]):
-        return -1
+    """(keyword index, length) of the duration word starting at buf[i] within buf[a:b], else (-1, -1).
+
+    Case-insensitive and a whole word, where a camelCase boundary also starts / ends a word
+    (``responseTime``, ``durationMs``)."""
+    if i > a and _is_alpha(buf[i - 1]) and not (_is_upper(buf[i]) and not _is_upper(buf[i - 1])):
+        return -1, -1
     c = _lower(buf[i])
     for k in range(len(kw_off) - 1):
         ka = kw_off[k]
@@ -97,39 +193,44 @@ def _keyword_at(buf, i, a, b, kw_buf, kw_off):
                 if _lower(buf[i + q]) != kw_buf[ka + q]:
                     ok = False
                     break
-            if ok and (i + kl == b or not _is_alpha(buf[i + kl])):
-                return kl
-    return -1
+            if ok and (i + kl == b or not _is_alpha(buf[i + kl]) or _key_unit(buf, i + kl, b)[1] > 0):
+                return k, kl
+    return -1, -1
 
 
 @njit(cache=True, nogil=True)
-def _scan_line(buf, a, b, r, kw_buf, kw_off, line_out, ord_out, val_out, m):
+def _scan_line(buf, a, b, r, kw_buf, kw_off, kw_needs_unit, line_out, ord_out, val_out, unit_out, m):
     """Durations of the body ``buf[a:b]`` (row r) appended at ``m`` (capacity len(val_out)); returns the new m."""
     cap = len(val_out)
     ordinal = 0
     i = a
     while i < b:
-        matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
-        if matched < 0:
+        k, matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
+        if k < 0:
             i += 1
             continue
         j = i + matched
+        key_f, key_n = _key_unit(buf, j, b)
+        j += key_n
         skipped = 0
         while j < b and skipped < 3 and _is_separator(buf[j]):
             j += 1
             skipped += 1
-        v, nd, j = _parse_number(buf, j, b)
-        if nd == 0:
+        v, nd, f, e = _parse_duration(buf, j, b)
+        if f == 0.0:
+            f = key_f
+            v *= key_f if key_f > 0.0 else 1.0
+        if nd == 0 or (f == 0.0 and kw_needs_unit[k]):
             i += matched
             continue
-        unit, used = _parse_unit(buf, j, b)
         if m < cap:
             line_out[m] = r
             ord_out[m] = ordinal
-            val_out[m] = v * unit
+            val_out[m] = v
+            unit_out[m] = f > 0.0
             m += 1
         ordinal += 1
-        i = j + used
+        i = e
     return m
 
 
@@ -160,41 +261,60 @@ def _parse_number(buf, j, b):
 
 
 @njit(cache=True, nogil=True)
-def _extract_durations(buf, off, kw_buf, kw_off, line_out, ord_out, val_out):
+def _extract_durations(buf, off, kw_buf, kw_off, kw_needs_unit, line_out, ord_out, val_out, unit_out):
     n = len(off) - 1
     m = 0
     for r in range(n):
-        m = _scan_line(buf, off[r], off[r + 1], r, kw_buf, kw_off, line_out, ord_out, val_out, m)
+        m = _scan_line(buf, off[r], off[r + 1], r, kw_buf, kw_off, kw_needs_unit, line_out, ord_out, val_out,
+                       unit_out, m)
     return m
 
 
-def extract_durations(body_buf: np.ndarray, body_off: np.ndarray, max_per_line: int = 4
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Durations after duration words in every body, normalised to milliseconds.
+class Durations(NamedTuple):
+    """Durations found in a batch's lines (see :func:`extract_durations`).
+
+    line : int64[m]       row of each duration
+    ordinal : int32[m]    0 for the first duration of its line, 1 for the next...
+    value : float64[m]    milliseconds when ``has_unit``, else the number as written
+    has_unit : bool[m]    the unit was written: after the number (``12 ms``, ``1.5s``, ``1m30s``) or as the
+                          key's suffix (``latency_ms=12``, ``duration_seconds=0.5``, ``durationMs=12``)
+    """
+
+    line: np.ndarray
+    ordinal: np.ndarray
+    value: np.ndarray
+    has_unit: np.ndarray
+
+
+def _empty_out(n: int, max_per_line: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cap = max(0, n * max_per_line)
+    return (np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int32), np.empty(cap, dtype=np.float64),
+            np.empty(cap, dtype=np.bool_))
+
+
+def extract_durations(body_buf: np.ndarray, body_off: np.ndarray, max_per_line: int = 4) -> Durations:
+    """Durations after duration words in every body, in milliseconds where the unit is written.
+
+    A duration is a number after a duration word (:data:`DURATION_KEYWORDS`, case-insensitive, a whole word or
+    a camelCase part; then at most 3 of `` =:"'\t``), with an optional unit (:data:`TIME_UNITS`, also Go's
+    compound ``1h2m3.5s``); without one, the key's unit suffix (``latency_ms``) is the unit. A number without
+    any unit is kept as written (``has_unit`` False): its unit is unknown, and guessing one would misread
+    seconds as milliseconds or the reverse. After ``in`` only a number with a unit counts.
 
     Parameters
     ----------
     body_buf : uint8[total_bytes]   all bodies, UTF-8
     body_off : int64[n + 1]         body i is ``body_buf[body_off[i]:body_off[i + 1]]``
     max_per_line : int              output capacity is ``n * max_per_line`` (extra matches dropped)
-
-    Returns
-    -------
-    line : int64[m]      row of each match
-    ordinal : int32[m]   0 for the first duration of its line, 1 for the next...
-    value_ms : float64[m]  value in ms (units ms/msec/millis, s/sec/seconds, us/µs, ns; no unit = ms)
     """
     if body_buf.dtype != np.uint8 or body_off.dtype != np.int64:
         raise TypeError(f"body_buf must be uint8 and body_off int64, got {body_buf.dtype} and {body_off.dtype}")
     if body_off.ndim != 1 or len(body_off) < 1:
         raise ValueError("body_off must be int64[n + 1]")
     n = len(body_off) - 1
-    cap = max(0, n * max_per_line)
-    line = np.empty(cap, dtype=np.int64)
-    ordinal = np.empty(cap, dtype=np.int32)
-    value = np.empty(cap, dtype=np.float64)
-    m = _extract_durations(body_buf, body_off, _KW_BUF, _KW_OFF, line, ordinal, value) if n else 0
-    return line[:m].copy(), ordinal[:m].copy(), value[:m].copy()
+    out = _empty_out(n, max_per_line)
+    m = _extract_durations(body_buf, body_off, _KW_BUF, _KW_OFF, _KW_NEEDS_UNIT, *out) if n else 0
+    return Durations(*(a[:m].copy() for a in out))
 
 
 # what a template says about its durations (DurationPlan.kind)
@@ -210,7 +330,9 @@ class DurationPlan(NamedTuple):
     n_params  : int32[T]     ``<*>`` in the template (a line whose parameter count differs is scanned)
     slot_off  : int64[T + 1] template t's duration slots are ``slot_off[t]:slot_off[t + 1]``
     slot_param : int32[s]    parameter index of each slot, ascending within a template
-    slot_unit : float64[s]   ms per unit of the text after the ``<*>`` (used when the parameter is just a number)
+    slot_unit : float64[s]   ms per unit of the text after the ``<*>``, else of the key's suffix; 0 = none
+                             (used when the parameter is just a number)
+    slot_needs_unit : bool[s]  the duration word counts only with a unit ("in"): a bare number is no duration
     """
 
     kind: np.ndarray
@@ -218,6 +340,7 @@ class DurationPlan(NamedTuple):
     slot_off: np.ndarray
     slot_param: np.ndarray
     slot_unit: np.ndarray
+    slot_needs_unit: np.ndarray
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -239,7 +362,7 @@ def _count_vars(buf, i, b):
 
 
 @njit(cache=True, nogil=True)
-def _plan_template(buf, a, b, kw_buf, kw_off, slot_param, slot_unit, s):
+def _plan_template(buf, a, b, kw_buf, kw_off, kw_needs_unit, slot_param, slot_unit, slot_needs_unit, s):
     """The body scan of :func:`_scan_line` run on a template ``buf[a:b]`` whose ``<*>`` stand for
     parameters. Returns (kind, number of ``<*>``, slots written up to); slots go to ``[s:]``."""
     kind = PLAN_NONE
@@ -251,41 +374,47 @@ def _plan_template(buf, a, b, kw_buf, kw_off, slot_param, slot_unit, s):
             var += 1
             i += 3
             continue
-        matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
-        if matched < 0:
+        k, matched = _keyword_at(buf, i, a, b, kw_buf, kw_off)
+        if k < 0:
             i += 1
             continue
-        # a duration word; whether it is one in the body depends on a parameter's bytes when it touches a <*>
-        if (i - 3 >= a and _is_var(buf, i - 3, b)) or _is_var(buf, i + matched, b):
-            return PLAN_BODY, var + _count_vars(buf, i, b), s0
         j = i + matched
+        key_f, key_n = _key_unit(buf, j, b)
+        # a duration word (or its key suffix); whether it is one in the body depends on a parameter's bytes when
+        # it touches a <*>
+        if (i - 3 >= a and _is_var(buf, i - 3, b)) or _is_var(buf, j, b) or (key_n and _is_var(buf, j + key_n, b)):
+            return PLAN_BODY, var + _count_vars(buf, i, b), s0
+        j += key_n
         skipped = 0
         while j < b and skipped < 3 and not _is_var(buf, j, b) and _is_separator(buf[j]):
             j += 1
             skipped += 1
         if _is_var(buf, j, b):
-            # the number is this parameter; the unit is in it or, if it is just a number, after the <*>
+            # the number is this parameter; the unit is in it or, if it is just a number, after the <*> or the key's
             unit, used = _parse_unit(buf, j + 3, b)
             slot_param[s] = var
-            slot_unit[s] = unit
+            slot_unit[s] = unit if unit > 0.0 else key_f
+            slot_needs_unit[s] = kw_needs_unit[k]
             s += 1
             kind = PLAN_PARAMS
             var += 1
-            # resume after the <*>: a unit word (m/u/n/s...) holds no duration word at a word start
+            # resume after the <*>: a unit word holds no duration word at a word start
             i = j + 3
             continue
-        if j < b and 48 <= buf[j] <= 57:
+        if j < b and _is_digit(buf[j]):
             return PLAN_BODY, var + _count_vars(buf, j, b), s0  # a literal number after the word (the miner masks digits: not expected)
         i += matched
     return kind, var, s
 
 
 @njit(cache=True, nogil=True)
-def _duration_plan(buf, off, kw_buf, kw_off, kind, n_params, slot_off, slot_param, slot_unit):
+def _duration_plan(buf, off, kw_buf, kw_off, kw_needs_unit, kind, n_params, slot_off, slot_param, slot_unit,
+                   slot_needs_unit):
     s = 0
     for t in range(len(off) - 1):
         slot_off[t] = s
-        k, nv, s = _plan_template(buf, off[t], off[t + 1], kw_buf, kw_off, slot_param, slot_unit, s)
+        k, nv, s = _plan_template(buf, off[t], off[t + 1], kw_buf, kw_off, kw_needs_unit, slot_param, slot_unit,
+                                  slot_needs_unit, s)
         kind[t] = k
         n_params[t] = nv
     slot_off[len(off) - 1] = s
@@ -304,9 +433,9 @@ def duration_plan(template_buf: np.ndarray, template_off: np.ndarray) -> Duratio
     Returns
     -------
     DurationPlan: a template whose literal text holds no duration word is PLAN_NONE; one whose every
-    duration word is followed (after at most 3 of `` =:"'\t``) by a ``<*>`` is PLAN_PARAMS with that
-    parameter as a slot; any other duration word (touching a ``<*>``, or before a literal digit) makes
-    it PLAN_BODY. Words inside parameters are not seen (see :func:`durations_from_params`).
+    duration word is followed (after its key suffix, if any, and at most 3 of `` =:"'\t``) by a ``<*>`` is
+    PLAN_PARAMS with that parameter as a slot; any other duration word (touching a ``<*>``, or before a literal
+    digit) makes it PLAN_BODY. Words inside parameters are not seen (see :func:`durations_from_params`).
     """
     if template_buf.dtype != np.uint8 or template_off.dtype != np.int64:
         raise TypeError(f"template_buf must be uint8 and template_off int64, got {template_buf.dtype} and "
@@ -321,13 +450,16 @@ def duration_plan(template_buf: np.ndarray, template_off: np.ndarray) -> Duratio
     slot_off = np.zeros(n + 1, dtype=np.int64)
     slot_param = np.empty(cap, dtype=np.int32)
     slot_unit = np.empty(cap, dtype=np.float64)
-    s = _duration_plan(template_buf, template_off, _KW_BUF, _KW_OFF, kind, n_params, slot_off, slot_param, slot_unit)
-    return DurationPlan(kind, n_params, slot_off, slot_param[:s].copy(), slot_unit[:s].copy())
+    slot_needs_unit = np.empty(cap, dtype=np.bool_)
+    s = _duration_plan(template_buf, template_off, _KW_BUF, _KW_OFF, _KW_NEEDS_UNIT, kind, n_params, slot_off,
+                       slot_param, slot_unit, slot_needs_unit)
+    return DurationPlan(kind, n_params, slot_off, slot_param[:s].copy(), slot_unit[:s].copy(),
+                        slot_needs_unit[:s].copy())
 
 
 @njit(cache=True, nogil=True)
-def _durations_from_params(codes, kind, n_params, slot_off, slot_param, slot_unit, pbuf, poff, bbuf, boff, kw_buf,
-                           kw_off, line_out, ord_out, val_out):
+def _durations_from_params(codes, kind, n_params, slot_off, slot_param, slot_unit, slot_needs_unit, pbuf, poff, bbuf,
+                           boff, kw_buf, kw_off, kw_needs_unit, line_out, ord_out, val_out, unit_out):
     n = len(codes)
     cap = len(val_out)
     m = 0
@@ -347,7 +479,8 @@ def _durations_from_params(codes, kind, n_params, slot_off, slot_param, slot_uni
             if cnt != n_params[t]:
                 k = PLAN_BODY
         if k == PLAN_BODY:
-            m = _scan_line(bbuf, boff[r], boff[r + 1], r, kw_buf, kw_off, line_out, ord_out, val_out, m)
+            m = _scan_line(bbuf, boff[r], boff[r + 1], r, kw_buf, kw_off, kw_needs_unit, line_out, ord_out, val_out,
+                           unit_out, m)
             continue
         ordinal = 0
         p = 0   # index of the parameter starting at q
@@ -362,28 +495,32 @@ def _durations_from_params(codes, kind, n_params, slot_off, slot_param, slot_uni
             pe = q
             while pbuf[pe] != 31:
                 pe += 1
-            v, nd, j = _parse_number(pbuf, q, pe)
+            v, nd, f, j = _parse_duration(pbuf, q, pe)
             if nd == 0:
                 continue
-            # unit inside the parameter ("74.1ms"), else the template's text after the <*> ("266.2" + " ms")
-            rest = j
-            while rest < pe and pbuf[rest] == 32:
-                rest += 1
-            unit = slot_unit[s]
-            if rest < pe:
-                unit, _ = _parse_unit(pbuf, j, pe)
+            if f == 0.0:
+                # a bare number: the unit is the template's text after the <*> (or the key's) only when nothing
+                # else follows the number in the parameter (in the body, that text would stand between them)
+                rest = j
+                while rest < pe and pbuf[rest] == 32:
+                    rest += 1
+                if rest == pe:
+                    f = slot_unit[s]
+                    v *= f if f > 0.0 else 1.0
+                if f == 0.0 and slot_needs_unit[s]:
+                    continue
             if m < cap:
                 line_out[m] = r
                 ord_out[m] = ordinal
-                val_out[m] = v * unit
+                val_out[m] = v
+                unit_out[m] = f > 0.0
                 m += 1
             ordinal += 1
     return m
 
 
 def durations_from_params(codes: np.ndarray, plan: DurationPlan, params_buf: np.ndarray, params_off: np.ndarray,
-                          body_buf: np.ndarray, body_off: np.ndarray, max_per_line: int = 4
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          body_buf: np.ndarray, body_off: np.ndarray, max_per_line: int = 4) -> Durations:
     """:func:`extract_durations` from the patterns processor's columns: bodies are read only for
     lines whose template is PLAN_BODY or whose parameter count is not the template's.
 
@@ -398,8 +535,8 @@ def durations_from_params(codes: np.ndarray, plan: DurationPlan, params_buf: np.
 
     Returns
     -------
-    line : int64[m], ordinal : int32[m], value_ms : float64[m]: what ``extract_durations`` returns for the
-    bodies, except that a duration word *inside* a parameter (a generalised word, a path) is not seen.
+    :class:`Durations`: what ``extract_durations`` returns for the bodies, except that a duration word *inside*
+    a parameter (a generalised word, a path) is not seen.
     """
     for name, a, dt in (("codes", codes, np.int32), ("params_buf", params_buf, np.uint8),
                         ("params_off", params_off, np.int64), ("body_buf", body_buf, np.uint8),
@@ -412,14 +549,11 @@ def durations_from_params(codes: np.ndarray, plan: DurationPlan, params_buf: np.
                          f"{len(body_off)}")
     if n and (int(codes.min()) < 0 or int(codes.max()) >= len(plan.kind)):
         raise IndexError(f"codes must index the plan's {len(plan.kind)} templates")
-    cap = max(0, n * max_per_line)
-    line = np.empty(cap, dtype=np.int64)
-    ordinal = np.empty(cap, dtype=np.int32)
-    value = np.empty(cap, dtype=np.float64)
+    out = _empty_out(n, max_per_line)
     m = _durations_from_params(codes, plan.kind, plan.n_params, plan.slot_off, plan.slot_param, plan.slot_unit,
-                               params_buf, params_off, body_buf, body_off, _KW_BUF, _KW_OFF, line, ordinal,
-                               value) if n else 0
-    return line[:m].copy(), ordinal[:m].copy(), value[:m].copy()
+                               plan.slot_needs_unit, params_buf, params_off, body_buf, body_off, _KW_BUF, _KW_OFF,
+                               _KW_NEEDS_UNIT, *out) if n else 0
+    return Durations(*(a[:m].copy() for a in out))
 
 
 # splitmix64 finaliser constants (otelproc.anomaly.series.series_key uses the same)

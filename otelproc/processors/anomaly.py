@@ -7,7 +7,9 @@ watermark = max event time - ``allowed_lateness``; later points are counted in
 
 * lines per (service, pattern) and per service,
 * the error ratio per service (severity_number >= 17),
-* durations after took/latency/duration/elapsed/time (ms, s, us normalised to ms)
+* durations after took/latency/duration/elapsed/time/in with their units (ns, us, ms, s, m, h, Go's
+  ``1m30s``, or the key's suffix ``latency_ms`` / ``duration_seconds``; normalised to ms; a number
+  without a unit is kept as written, its unit unknown)
   per (service, pattern, parameter position): with the patterns processor's
   ``pattern_template`` (a DictStringArray) and ``pattern_params`` columns, decided once
   per distinct template and parsed from that parameter only
@@ -49,8 +51,8 @@ from otelproc.anomaly.persist import load_state, save_state
 from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
-from otelproc.kernels.series import (DurationPlan, distinct_first_rows, duration_plan, durations_from_params,
-                                      extract_durations)
+from otelproc.kernels.series import (DurationPlan, Durations, distinct_first_rows, duration_plan,
+                                      durations_from_params, extract_durations)
 
 log = logging.getLogger("otelproc.processors.anomaly")
 
@@ -105,8 +107,26 @@ class AnomalyProcessorConfig:
     error_min_count: float = _DEFAULTS.error_min_count
     # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
     error_p: float = _DEFAULTS.error_p
-    # duration value anomaly: robust z of log(p50) needed
+    # latency shift (value anomaly): z of the window's location against the series' baseline, with its
+    # standard error from the number of values and the series' own dispersion
     value_z: float = _DEFAULTS.value_z
+    # ... and the least ratio of the window's location to the baseline
+    value_min_ratio: float = _DEFAULTS.value_min_ratio
+    # a shift is reported once it has held this long (event time); critical from latency_critical_ratio held
+    # for latency_critical_duration, else warning
+    latency_min_duration: Duration = Duration(_DEFAULTS.latency_min_duration_s)
+    latency_critical_ratio: float = _DEFAULTS.latency_critical_ratio
+    latency_critical_duration: Duration = Duration(_DEFAULTS.latency_critical_duration_s)
+    # the pooled window of a series' last values reaches back this far and needs latency_min_values values
+    latency_window: Duration = Duration(_DEFAULTS.latency_window_s)
+    latency_min_values: int = _DEFAULTS.latency_min_values
+    # memory of the latency baseline (event time), and the (decayed) values it needs before a series is tested
+    latency_memory: Duration = Duration(_DEFAULTS.latency_memory_s)
+    latency_min_history: float = _DEFAULTS.latency_min_history
+    # a shift held this long becomes the new baseline
+    latency_relevel: Duration = Duration(_DEFAULTS.latency_relevel_s)
+    # report lower-than-usual latency as well (faster is not an incident by default)
+    latency_lower: bool = _DEFAULTS.latency_lower
     # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
     trend_rate: float = _DEFAULTS.trend_rate
     trend_window: Duration = Duration(_DEFAULTS.trend_window_s)
@@ -140,7 +160,8 @@ class AnomalyProcessorConfig:
             v = getattr(self, key)
             if v is None or v < 0:
                 out.append(f"{key}: must be >= 0, got {v}")
-        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min"):
+        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min", "latency_window", "latency_memory",
+                    "latency_relevel"):
             v = getattr(self, key)
             if v is None or v <= 0:
                 out.append(f"{key}: must be > 0, got {v}")
@@ -151,6 +172,16 @@ class AnomalyProcessorConfig:
                 out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.min_ratio < 1:
             out.append(f"min_ratio: must be >= 1, got {self.min_ratio}")
+        for key in ("value_min_ratio", "latency_critical_ratio"):
+            if getattr(self, key) < 1:
+                out.append(f"{key}: must be >= 1 (a ratio to the usual latency), got {getattr(self, key)}")
+        for key in ("latency_min_duration", "latency_critical_duration"):
+            if getattr(self, key) is None or getattr(self, key) < 0:
+                out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.latency_min_values < 2:
+            out.append(f"latency_min_values: must be >= 2, got {self.latency_min_values}")
+        if self.latency_min_history < 0:
+            out.append(f"latency_min_history: must be >= 0, got {self.latency_min_history}")
         if not (0 < self.error_p < 1):
             out.append(f"error_p: must be in (0, 1), got {self.error_p}")
         if not (0 <= self.error_min_jump <= 1):
@@ -178,7 +209,12 @@ class AnomalyProcessorConfig:
             max_gap_s=float(self.max_gap), warmup_s=float(self.warmup), cooldown_s=float(self.cooldown),
             spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
             error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count,
-            error_p=self.error_p, value_z=self.value_z,
+            error_p=self.error_p, value_z=self.value_z, value_min_ratio=self.value_min_ratio,
+            latency_min_duration_s=float(self.latency_min_duration), latency_critical_ratio=self.latency_critical_ratio,
+            latency_critical_duration_s=float(self.latency_critical_duration),
+            latency_window_s=float(self.latency_window), latency_min_values=self.latency_min_values,
+            latency_memory_s=float(self.latency_memory), latency_min_history=self.latency_min_history,
+            latency_relevel_s=float(self.latency_relevel), latency_lower=self.latency_lower,
             trend_rate=self.trend_rate, trend_window_s=float(self.trend_window),
             trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
             trend_forecast_ratio=self.trend_forecast_ratio, vanish_factor=self.vanish_factor,
@@ -235,9 +271,9 @@ class AnomalyProcessor(Processor):
             pattern = np.zeros(n, dtype=np.uint64)
         pattern = np.asarray(pattern, dtype=np.uint64)
         self._learn_templates(batch, pattern)
-        line, ordinal, value_ms = self._durations(batch)
-        out = eng.ingest(batch.event_ns.astype(np.int64), service, pattern, batch.severity_number, line,
-                         ordinal.astype(np.int64), value_ms)
+        d = self._durations(batch)
+        out = eng.ingest(batch.event_ns.astype(np.int64), service, pattern, batch.severity_number, d.line,
+                         d.ordinal.astype(np.int64), d.value, d.has_unit)
         late = eng.late_points
         if self._m_late is not None:
             if late > self._late_reported:
@@ -256,8 +292,8 @@ class AnomalyProcessor(Processor):
             result = result.with_findings(out.findings)
         return result
 
-    def _durations(self, batch: LogBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(line, ordinal, value_ms) of the durations in the batch.
+    def _durations(self, batch: LogBatch) -> Durations:
+        """The durations in the batch (line, ordinal, value, has_unit).
 
         With the patterns processor's columns, where a template's durations are is decided once per
         distinct template and only those parameters are parsed per line (bodies are read only for

@@ -91,6 +91,15 @@ def import_chdb() -> Any:
     return chdb
 
 
+_PARAM_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def _escape_param(value: Any) -> Any:
+    """ClickHouse reads a query parameter in its escaped text form (as clickhouse-connect sends it):
+    a string's backslashes, tabs and newlines must be escaped or they are taken as escapes."""
+    return value.translate(_PARAM_ESCAPES) if isinstance(value, str) else value
+
+
 def _wrap(e: Exception, sql: str) -> StoreError:
     msg = str(e)
     head = " ".join(sql.split())[:200]
@@ -150,7 +159,7 @@ class EmbeddedStore(Store):
     def _run(conn, sql: str, fmt: str = "CSV", params: Mapping[str, Any] | None = None):
         try:
             if params:
-                return conn.query(sql, fmt, params=dict(params))
+                return conn.query(sql, fmt, params={k: _escape_param(v) for k, v in params.items()})
             return conn.query(sql, fmt)
         except Exception as e:  # noqa: BLE001
             raise _wrap(e, sql) from None

@@ -267,8 +267,10 @@ def test_simulator_latency_can_follow_the_daily_load_cycle():
     def latencies(amplitude):
         out = []
         for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude)):
-            _, _, ms = extract_durations(b.body.buf, b.body.off)
-            out.append((b.time_ns, ms))
+            d = extract_durations(b.body.buf, b.body.off)
+            # the request latencies (not the retry back-off "retrying in N ms", which does not follow the cycle)
+            req = np.array(["retrying" not in b.body[i] for i in d.line.tolist()], dtype=bool)
+            out.append((b.time_ns, d.value[req]))
         return out
 
     flat, cyc = latencies(0.0), latencies(0.10)
@@ -313,7 +315,7 @@ def test_engine_learns_the_daily_latency_cycle_and_still_finds_a_creep_on_it():
     assert 1.0 < float(hits[0][1].labels["slope_pct_per_hour"]) < 3.5
 
 
-def test_states_of_versions_2_and_3_load():
+def test_states_of_versions_2_to_4_load():
     from otelproc.anomaly.engine import AnomalyEngine
     from otelproc.kernels import trend as trk
     from otelproc.kernels.trend import TrendState
@@ -321,7 +323,20 @@ def test_states_of_versions_2_and_3_load():
     b = creep_stream(1.0, 5.0, 0.0)
     p, _ = run(slices(b, 5000))
     st = dict(p.engine.state())
-    assert int(st["version"][0]) == 4
+    assert int(st["version"][0]) == 5
+    # version 4 had the value baseline of log p50 instead of the latency state: that starts afresh, values in ms
+    v4 = {k: v for k, v in st.items() if not k.startswith(("latency", "value_unit"))}
+    v4["version"] = np.array([4])
+    eng4 = AnomalyEngine()
+    eng4.load_state(v4)
+    assert eng4.value_unit.all() and len(eng4.value_unit) == len(eng4.values) > 0
+    assert eng4.latency.n_series == len(eng4.values) and (eng4.latency.weight == 0).all()
+    # and version 5 round-trips
+    eng5 = AnomalyEngine()
+    eng5.load_state(st)
+    for f in eng5.latency.FIELDS:
+        np.testing.assert_array_equal(getattr(eng5.latency, f), getattr(p.engine.latency, f))
+    assert eng5.latency_reported == p.engine.latency_reported
     # version 3 had no load ring: it is taken from the bucket counts
     v3 = {k: v for k, v in st.items() if not k.endswith((".trend.load", ".trend.load_ew"))}
     v3["version"] = np.array([3])

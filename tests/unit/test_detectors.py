@@ -210,21 +210,64 @@ def test_error_ratio_jump():
     assert np.nanmax(z[20:250, 0]) < 6
 
 
-def test_extract_durations_units_and_reference():
-    bodies = ["GET /x took 120ms", "Latency=1.5s ok", "elapsed time: 30 us then duration 7", "timeout 5 took",
-              "x took 3µs", "response_time=12.5 msec", "elapsed 2 seconds", "", "done in 5ms"]
-    sa = StringArray.from_pylist(bodies)
-    line, ordinal, val = extract_durations(sa.buf, sa.off)
+def _by_line(d):
     got = {}
-    for r, o, v in zip(line.tolist(), ordinal.tolist(), val.tolist()):
-        got.setdefault(r, []).append((o, v))
+    for r, o, v, u in zip(*(a.tolist() for a in d)):
+        got.setdefault(r, []).append((o, v, u))
+    return got
+
+
+def _assert_as_reference(bodies, d):
+    got = _by_line(d)
     for i, b in enumerate(bodies):
         exp = ref_extract_durations(b)
-        assert [o for o, _ in got.get(i, [])] == [o for o, _ in exp], b
-        np.testing.assert_allclose([v for _, v in got.get(i, [])], [v for _, v in exp], rtol=1e-9, err_msg=b)
-    assert got[0] == [(0, 120.0)] and got[1] == [(0, 1500.0)]
-    assert got[2][0][1] == pytest.approx(0.03) and got[2][1] == (1, 7.0)
-    assert 8 not in got and 3 not in got
+        assert [(o, u) for o, _, u in got.get(i, [])] == [(o, u) for o, _, u in exp], b
+        np.testing.assert_allclose([v for _, v, _ in got.get(i, [])], [v for _, v, _ in exp], rtol=1e-9, err_msg=b)
+
+
+def test_extract_durations_units_and_reference():
+    bodies = ["GET /x took 120ms", "Latency=1.5s ok", "elapsed time: 30 us then duration 7", "timeout 5 took",
+              "x took 3µs", "response_time=12.5 msec", "elapsed 2 seconds", "", "done in 5ms",
+              "GET /api 200 in 123 ms", "request completed in 0.123s", "retrying in 5 attempts", "op=read latency_ms=123",
+              "export duration_seconds=0.532", "rpc durationMs=12", "requestLatencyMs=12.5", "elapsedTime=12",
+              "backup took 2 min", "sync took 1m30s", "sync took 1h2m3.5s", "time: 2 h", "took 5 msgs", "took 5 M",
+              "took 7 μs", "duration=0.5", "took 3 s 4m", "durationMsTotal=4", "latency-us: 40", "took 5 S"]
+    sa = StringArray.from_pylist(bodies)
+    d = extract_durations(sa.buf, sa.off)
+    _assert_as_reference(bodies, d)
+    got = _by_line(d)
+    assert got[0] == [(0, 120.0, True)] and got[1] == [(0, 1500.0, True)]
+    assert got[2][0][1] == pytest.approx(0.03) and got[2][1] == (1, 7.0, False)
+    assert 8 in got and 3 not in got and 7 not in got
+    assert got[9] == [(0, 123.0, True)] and got[10][0][1] == pytest.approx(123.0) and 11 not in got
+    # the key's unit suffix: seconds are not read as milliseconds
+    assert got[12] == [(0, 123.0, True)] and got[13][0][1] == pytest.approx(532.0)
+    assert got[14] == [(0, 12.0, True)] and got[15] == [(0, 12.5, True)] and got[16] == [(0, 12.0, False)]
+    # minutes are minutes (were milliseconds), Go compounds add up
+    assert got[17] == [(0, 120_000.0, True)] and got[18] == [(0, 90_000.0, True)]
+    assert got[19][0][1] == pytest.approx(3_723_500.0) and got[20] == [(0, 7_200_000.0, True)]
+    # a word that only starts like a unit, or an upper-case one-letter unit, is no unit
+    assert got[21] == [(0, 5.0, False)] and got[22] == [(0, 5.0, False)] and got[28] == [(0, 5.0, False)]
+    assert got[23][0][1] == pytest.approx(7e-3) and got[24] == [(0, 0.5, False)]
+    assert got[25] == [(0, 3000.0, True)] and 26 not in got and got[27] == [(0, 0.04, True)]
+
+
+def test_extract_durations_match_the_reference_on_generated_bodies():
+    rng = np.random.default_rng(7)
+    words = ["took", "Took", "latency", "latency_ms", "duration_seconds", "durationMs", "elapsed", "elapsedTime",
+             "time", "in", "In", "login", "timeout", "uptime", "x", "GET", "/api", "200", "ok", "durationMsTotal"]
+    seps = ["", " ", "=", ": ", "  ", "=\"", "    "]
+    nums = ["12", "1.5", "0.123", "7.", "300", "abc", "1m30s", "2h5m"]
+    units = ["", " ms", "ms", "s", " s", "sec", " seconds", "µs", " us", "ns", " min", "m", "h", " hours", "msgs", "S",
+             " items"]
+    bodies = []
+    for _ in range(3000):
+        parts = []
+        for _ in range(int(rng.integers(1, 5))):
+            parts.append(str(rng.choice(words)) + str(rng.choice(seps)) + str(rng.choice(nums)) + str(rng.choice(units)))
+        bodies.append(" ".join(parts))
+    sa = StringArray.from_pylist(bodies)
+    _assert_as_reference(bodies, extract_durations(sa.buf, sa.off, max_per_line=8))
 
 
 def _plan(templates):
@@ -234,23 +277,30 @@ def _plan(templates):
 
 def test_duration_plan_finds_the_parameter_after_each_duration_word():
     plan = _plan(["GET <*> took <*>", "duration: <*> ms", "elapsed <*> s", "heartbeat ok", "timeout <*> ms",
-                  "<*>took <*>", "took <*> then time=<*>s", "elapsed time: <*> us", "took 5 ms", "took N/A ms"])
+                  "<*>took <*>", "took <*> then time=<*>s", "elapsed time: <*> us", "took 5 ms", "took N/A ms",
+                  "done in <*>", "op=<*> latency_ms=<*>", "rpc durationMs=<*>", "latency_ms<*>", "backup took <*> min"])
     assert plan.kind.tolist() == [PLAN_PARAMS, PLAN_PARAMS, PLAN_PARAMS, PLAN_NONE, PLAN_NONE, PLAN_BODY,
-                                  PLAN_PARAMS, PLAN_PARAMS, PLAN_BODY, PLAN_NONE]
-    assert plan.n_params.tolist() == [2, 1, 1, 0, 1, 2, 2, 1, 0, 0]
-    slots = [(plan.slot_param[a:b].tolist(), plan.slot_unit[a:b].tolist())
+                                  PLAN_PARAMS, PLAN_PARAMS, PLAN_BODY, PLAN_NONE, PLAN_PARAMS, PLAN_PARAMS,
+                                  PLAN_PARAMS, PLAN_BODY, PLAN_PARAMS]
+    assert plan.n_params.tolist() == [2, 1, 1, 0, 1, 2, 2, 1, 0, 0, 1, 2, 1, 1, 1]
+    slots = [(plan.slot_param[a:b].tolist(), plan.slot_unit[a:b].tolist(), plan.slot_needs_unit[a:b].tolist())
              for a, b in zip(plan.slot_off[:-1], plan.slot_off[1:])]
-    assert slots[0] == ([1], [1.0]) and slots[1] == ([0], [1.0]) and slots[2] == ([0], [1000.0])
+    # 0 = no unit in the template (the parameter's own, or none)
+    assert slots[0] == ([1], [0.0], [False]) and slots[1] == ([0], [1.0], [False])
+    assert slots[2] == ([0], [1000.0], [False])
     # "then" is no duration word; "time=" is (after "=", unit "s" outside the parameter)
-    assert slots[6] == ([0, 1], [1.0, 1000.0])
+    assert slots[6] == ([0, 1], [0.0, 1000.0], [False, False])
     # "elapsed" is followed by a word, so the number belongs to "time" (as in the body scan)
-    assert slots[7] == ([0], [1e-3])
-    assert slots[3] == slots[5] == slots[8] == ([], [])
+    assert slots[7] == ([0], [1e-3], [False])
+    assert slots[3] == slots[5] == slots[8] == ([], [], [])
+    # "in" needs a unit (in the parameter here); the key's suffix is the unit
+    assert slots[10] == ([0], [0.0], [True]) and slots[11] == ([1], [1.0], [False])
+    assert slots[12] == ([0], [1.0], [False]) and slots[14] == ([0], [60_000.0], [False])
 
 
 def test_durations_from_params_equal_the_body_scan_and_fall_back_per_line():
     templates = ["GET <*> took <*>", "duration: <*> ms", "elapsed <*> s", "heartbeat ok", "<*>took <*>",
-                 "took <*> then time=<*>s"]
+                 "took <*> then time=<*>s", "done in <*>", "export duration_seconds=<*>", "GET <*> in <*> ms"]
     plan = _plan(templates)
     # (template, parameters, body)
     lines = [(0, ["/a HTTP/1.1 200", "74.1ms"], "GET /a HTTP/1.1 200 took 74.1ms"),
@@ -262,7 +312,13 @@ def test_durations_from_params_equal_the_body_scan_and_fall_back_per_line():
              (5, ["2", "1.5"], "took 2 then time=1.5s"),
              (5, ["oops", "4"], "took oops then time=4s"),         # first slot fails, the second is ordinal 0
              (1, ["7", "8"], "duration: 7 ms 8"),                  # parameter count is not the template's: body
-             (0, ["/c", "12 sec"], "GET /c took 12 sec")]          # unit inside a multi-token parameter
+             (0, ["/c", "12 sec"], "GET /c took 12 sec"),          # unit inside a multi-token parameter
+             (6, ["0.25s"], "done in 0.25s"),                      # "in": the unit is in the parameter
+             (6, ["5"], "done in 5"),                              # "in" without a unit: no duration
+             (7, ["0.5"], "export duration_seconds=0.5"),          # the key's unit
+             (8, ["/x 200", "17"], "GET /x 200 in 17 ms"),
+             (1, ["9 x"], "duration: 9 x ms"),                     # text after the number: not the template's unit
+             (0, ["/d", "1m30s"], "GET /d took 1m30s")]
     codes = np.array([t for t, _, _ in lines], dtype=np.int32)
     params = StringArray.from_pylist(["".join(p + "\x1f" for p in ps) for _, ps, _ in lines])
     bodies = StringArray.from_pylist([b for _, _, b in lines])
@@ -270,17 +326,18 @@ def test_durations_from_params_equal_the_body_scan_and_fall_back_per_line():
     exp = extract_durations(bodies.buf, bodies.off)
     for g, e in zip(got, exp):
         np.testing.assert_array_equal(g, e)
-    by_line = {}
-    for r, o, v in zip(*(a.tolist() for a in got)):
-        by_line.setdefault(r, []).append((o, v))
-    assert by_line[0] == [(0, 74.1)] and by_line[1] == [(0, 266.2)] and by_line[2] == [(0, 3000.0)]
+    by_line = _by_line(got)
+    assert by_line[0] == [(0, 74.1, True)] and by_line[1] == [(0, 266.2, True)] and by_line[2] == [(0, 3000.0, True)]
     assert 3 not in by_line and 4 not in by_line
-    assert by_line[5] == [(0, 5e-3)] and by_line[6] == [(0, 2.0), (1, 1500.0)] and by_line[7] == [(0, 4000.0)]
-    assert by_line[8] == [(0, 7.0)] and by_line[9] == [(0, 12000.0)]
+    assert by_line[5] == [(0, 5e-3, True)] and by_line[6] == [(0, 2.0, False), (1, 1500.0, True)]
+    assert by_line[7] == [(0, 4000.0, True)]
+    assert by_line[8] == [(0, 7.0, True)] and by_line[9] == [(0, 12000.0, True)]
+    assert by_line[10] == [(0, 250.0, True)] and 11 not in by_line and by_line[12] == [(0, 500.0, True)]
+    assert by_line[13] == [(0, 17.0, True)] and by_line[14] == [(0, 9.0, False)] and by_line[15] == [(0, 90_000.0, True)]
     with pytest.raises(TypeError, match="codes must be int32"):
         durations_from_params(codes.astype(np.int64), plan, params.buf, params.off, bodies.buf, bodies.off)
-    with pytest.raises(IndexError, match="6 templates"):
-        durations_from_params(codes + 6, plan, params.buf, params.off, bodies.buf, bodies.off)
+    with pytest.raises(IndexError, match="9 templates"):
+        durations_from_params(codes + 9, plan, params.buf, params.off, bodies.buf, bodies.off)
 
 
 def test_series_table_gives_ids_in_order_of_first_appearance_with_the_series_keys():

@@ -70,8 +70,8 @@ def test_two_alternatives_stay_two_templates_and_masked_tokens_merge():
     t = [m.template(s) for s in res.slot]
     assert t[0] == "Block <*> stored as bytes in memory (size <*> KB)"
     assert t[5] == "Block <*> stored as values in memory (size <*> KB)"
-    # "(<*>)" and "()" differ only in the variable: one template
-    assert len(set(res.slot[10:14].tolist())) == 1 and t[10] == "connection from <*> <*> at <*>"
+    # "(<*>)" and "()" differ only in the variable: one template, which keeps the parentheses
+    assert len(set(res.slot[10:14].tolist())) == 1 and t[10] == "connection from <*> (<*>) at <*>"
     # "(uid=<*>)" and "LOGIN(uid=<*>)" differ in literal text: two templates
     assert res.slot[14] != res.slot[17] and t[17] == "session opened for user root by LOGIN(uid=<*>)"
 
@@ -278,3 +278,88 @@ def test_eviction_inside_a_batch_keeps_every_line_on_its_own_pattern():
     before = len(m.p_id)
     learn(m, ["something else entirely here"])
     assert len(m.p_id) == before
+
+
+def test_a_varying_position_keeps_the_text_its_values_share():
+    from otelproc.patterns.miner import _generalise
+    assert _generalise(["(<*>)", "()"]) == "(<*>)"
+    assert _generalise(["<*>,", "LOCAL(<*>),"]) == "<*>,"
+    assert _generalise(["<*>:<*>", "<*>"]) == "<*>"
+    assert _generalise(["alpha", "beta", "gamma"]) == "<*>"
+    assert _generalise(["rhost=<*>", "rhost="]) == "rhost=<*>"
+    assert _generalise(["[a]", "[bb]", "[c]"]) == "[<*>]"
+    m = PatternMiner()
+    lines = [f"synchronized to {h}, stratum {i}" for i, h in enumerate(["10.0.0.1", "LOCAL(0)", "10.0.0.2"])]
+    res = learn(m, lines)
+    assert len(set(res.slot.tolist())) == 1 and m.template(res.slot[0]) == "synchronized to <*>, stratum <*>"
+
+
+def test_categorical_values_that_all_recur_stay_apart_variables_merge():
+    """Cardinality against frequency: three states seen 30 times each are three events; three
+    user names seen once each are one variable."""
+    m = PatternMiner(max_repeat=20)
+    states = [f"job {i} entered the {s} state now" for s in ("Started", "Paused", "Resumed") for i in range(30)]
+    res = learn(m, states)
+    assert sorted({m.template(s) for s in res.slot}) == [f"job <*> entered the {s} state now"
+                                                          for s in ("Paused", "Resumed", "Started")]
+    users = [f"job {i} entered by {u} user now" for i, u in enumerate(["alice", "bob", "carol"])]
+    res = learn(m, users)
+    assert {m.template(s) for s in res.slot} == {"job <*> entered by <*> user now"}
+    # the same states seen once each are no evidence of a category: they merge as before
+    m = PatternMiner(max_repeat=20)
+    res = learn(m, [f"job 1 entered the {s} state now" for s in ("Started", "Paused", "Resumed")])
+    assert {m.template(s) for s in res.slot} == {"job <*> entered the <*> state now"}
+
+
+def test_a_version_1_state_loads_with_its_ids_and_learns_on(tmp_path):
+    """State v2 adds p_genpos and max_repeat; a v1 file (without them) keeps every pattern and id."""
+    import json
+    m = PatternMiner()
+    learn(m, LINES)
+    path = m.save(tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "p_genpos"}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta["version"] = 1
+    del meta["max_repeat"], meta["min_constant_lines"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    back = PatternMiner.load(tmp_path)
+    alive = np.flatnonzero(m.p_alive)
+    assert back.p_id[alive].tolist() == m.p_id[alive].tolist()
+    assert [back.template(s) for s in alive] == [m.template(s) for s in alive]
+    # the same lines find the same ids, a new value generalises as before
+    assert ids_of(back, learn(back, LINES)) == ids_of(m, learn(m, LINES))
+
+
+def test_masking_rules_and_pinned_templates_keep_the_ids_of_the_other_patterns(tmp_path):
+    lines = ["payment p-17 declined: card expired", "payment p-18 declined: insufficient funds",
+             "order order-1a2b3c4d shipped to warehouse 3", "order order-ffee0011 shipped to warehouse 9",
+             "cache warmed in 12 ms", "cache warmed in 15 ms"]
+    m = PatternMiner()
+    before = {m.template(s): int(m.p_id[s]) for s in learn(m, lines).slot.tolist()}
+    m.save(tmp_path)
+    ruled = PatternMiner.load(tmp_path, masking=[(r"order-[0-9a-f]{8}", "ORDER")],
+                              pinned=["payment <*> declined: <*>"])
+    # the pinned template took over the mined payment patterns: their ids are aliases of it
+    pin = [s for s in np.flatnonzero(ruled.p_alive) if ruled.template(s) == "payment <*> declined: <*>"]
+    assert len(pin) == 1 and ruled.p_pinned[pin[0]]
+    assert {before[t] for t in before if t.startswith("payment")} <= set(ruled.p_aliases[pin[0]])
+    res = learn(ruled, lines + ["payment p-19 declined: do not honor"])
+    t = [ruled.template(s) for s in res.slot]
+    assert t[0] == t[1] == t[6] == "payment <*> declined: <*>"
+    # masked lines whose pattern already had <*> there keep that pattern and its id; a fresh miner shows <ORDER>
+    assert int(ruled.p_id[res.slot[2]]) == before["order <*> shipped to warehouse <*>"] and t[2] == t[3]
+    fresh = PatternMiner(masking=[(r"order-[0-9a-f]{8}", "ORDER")])
+    assert {fresh.template(s) for s in learn(fresh, lines[2:4]).slot} == {"order <ORDER> shipped to warehouse <*>"}
+    # a pattern no rule touches keeps its id
+    assert int(ruled.p_id[res.slot[4]]) == before["cache warmed in <*> ms"]
+    # the pinned template is not mined away: a similar line of another shape stays its own pattern
+    assert ruled.template(learn(ruled, ["payment declined for p-20"]).slot[0]) != "payment <*> declined: <*>"
+    # pins survive a restart with the same config, and are released when the config drops them
+    ruled.save(tmp_path)
+    again = PatternMiner.load(tmp_path, pinned=["payment <*> declined: <*>"])
+    assert again.p_pinned[pin[0]] and again.template(learn(again, lines[:1]).slot[0]) == "payment <*> declined: <*>"
+    dropped = PatternMiner.load(tmp_path)
+    assert not dropped.p_pinned.any()

@@ -1,0 +1,351 @@
+"""``loki``: Loki's HTTP read API over otelproc's store, so Grafana's Loki data source (Explore, Logs
+Drilldown with its Patterns tab, alert rules) and any Loki client read otelproc directly.
+
+    extensions:
+      loki:
+        endpoint: 127.0.0.1:3100          # Loki's port; 0.0.0.0:3100 for a Grafana container
+        exporter: clickhouse              # whose store to read (embedded chdb:// or a ClickHouse server)
+        auth: {bearer_token: ${env:OTELPROC_LOKI_TOKEN}}   # optional, as the receivers
+    service:
+      extensions: [loki]
+
+Read-only: it only runs SELECTs it generates from LogQL (values bound as parameters).
+
+Endpoints (GET, or POST with a form body): ``/loki/api/v1/query_range``, ``/query``, ``/labels``,
+``/label/<name>/values``, ``/series``, ``/index/stats``, ``/index/volume``, ``/index/volume_range``,
+``/detected_labels``, ``/detected_fields``, ``/detected_field/<name>/values``, ``/patterns``,
+``/status/buildinfo``, plus ``/ready``. LogQL answered: stream selectors (``= != =~ !~``), line
+filters (``|= != |~ !~``, ``or``), ``| json``, ``| logfmt``, label filters (string and number,
+``and``/``or``/``,``), ``| drop``, ``| keep``; ``count_over_time``, ``rate``, ``bytes_over_time``,
+``bytes_rate`` (with ``offset``); ``sum count min max avg topk bottomk`` with ``by``/``without``;
+``vector()``, numbers and ``+ - * / % ^``. Anything else is answered 400 ``parse error ...`` naming
+what is not supported. How labels map onto the table: :mod:`otelproc.extensions.loki.sql`.
+
+Patterns come from ``pattern_counts`` (every line counted at ingest, per minute, kept as long as
+the store keeps data) with the partial minutes at either end of the range counted from
+``otel_logs``, so counts are exact over any range; selectors on other labels or with pipeline
+stages count ``otel_logs`` by ``PatternId`` directly.
+
+Metrics: otelproc_loki_requests_total{extension,endpoint,status}, otelproc_loki_duration_seconds{extension,endpoint}.
+"""
+from __future__ import annotations
+
+import gzip
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from otelproc.component import Context, Extension, Factory, Kind
+from otelproc.config import ByteSize, Duration
+from otelproc.extensions.loki.api import APIError, Limits, LokiAPI
+from otelproc.extensions.loki.sql import LOKI_INDEX_LABELS
+from otelproc.extensions.query_endpoint import parse_host_port
+from otelproc.receivers.otlp import AuthConfig
+
+__all__ = ["LokiConfig", "LokiExtension", "factory"]
+
+log = logging.getLogger("otelproc.extensions.loki")
+
+DEFAULT_ENDPOINT = "127.0.0.1:3100"
+MAX_REQUEST_BODY = 1 << 20      # form-encoded POST bodies (queries); Loki's are small too
+_PREFIX = "/loki/api/v1/"
+
+
+@dataclass
+class LokiConfig:
+    # host:port to listen on (Loki's port 3100; 0.0.0.0:3100 to reach it from a Grafana container)
+    endpoint: str = DEFAULT_ENDPOINT
+    # id of the clickhouse exporter whose store (embedded or server) is read
+    exporter: str = "clickhouse"
+    # clients must send "Authorization: Bearer <token>" when set (as the receivers' auth)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # most log lines one query may return (Loki's max_entries_limit_per_query)
+    max_entries: int = 5000
+    # most series one metric query, /series or volume may return (Loki's max_query_series)
+    max_series: int = 500
+    # bytes ClickHouse may read for one query (0 = no limit); a larger query fails with a 400
+    max_bytes_read: ByteSize = ByteSize(0)
+    # a query running longer is cancelled and answered 504 (Loki's query_timeout)
+    timeout: Duration = Duration(60.0)
+    # resource attributes that are stream labels (the rest is structured metadata); Loki's default list
+    index_labels: list[str] = field(default_factory=lambda: list(LOKI_INDEX_LABELS))
+
+    def validate(self) -> list[str]:
+        out = []
+        try:
+            parse_host_port(self.endpoint)
+        except ValueError as e:
+            out.append(f"endpoint: {e}")
+        if not self.exporter:
+            out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
+        out += [f"auth::{m}" for m in self.auth.validate()]
+        for key in ("max_entries", "max_series"):
+            if getattr(self, key) < 1:
+                out.append(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.max_bytes_read < 0:
+            out.append(f"max_bytes_read: must be >= 0 (0 = no limit), got {int(self.max_bytes_read)}")
+        if self.timeout <= 0:
+            out.append(f"timeout: must be > 0, got {self.timeout}s")
+        return out
+
+    def limits(self) -> Limits:
+        return Limits(max_entries=self.max_entries, max_series=self.max_series,
+                      max_bytes_read=int(self.max_bytes_read), timeout_s=float(self.timeout))
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json; charset=utf-8"
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _error(status: int, message: str) -> Response:
+    # Loki answers errors as text (Grafana shows the body when it is not JSON with a "message")
+    return Response(status, (message.rstrip() + "\n").encode(), "text/plain; charset=utf-8")
+
+
+class LokiExtension(Extension):
+    """Serves Loki's read API over the store of ``config.exporter``; see the module docstring."""
+
+    def __init__(self, name: str, config: LokiConfig, context: Context | None = None):
+        super().__init__(name)
+        self.config = config
+        self.context = context or Context()
+        self.api: LokiAPI | None = None
+        self._store = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        tel = self.context.telemetry
+        self._m = None
+        if tel is not None:
+            self._m = dict(
+                requests=tel.counter("otelproc_loki_requests", "Requests to the Loki read API",
+                                     ("extension", "endpoint", "status")),
+                latency=tel.histogram("otelproc_loki_duration_seconds", "Time to answer one Loki API request",
+                                      ("extension", "endpoint")),
+            )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError(f"extension {self.name}: not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def _exporter_config(self):
+        whole = self.context.config
+        exporters = getattr(whole, "exporters", {}) or {}
+        exp = exporters.get(self.config.exporter)
+        if exp is None or self.config.exporter.split("/", 1)[0] != "clickhouse":
+            known = ", ".join(sorted(e for e in exporters if e.split("/", 1)[0] == "clickhouse")) or "none"
+            raise ValueError(f"extensions::{self.name}::exporter: {self.config.exporter!r} is not a configured "
+                             f"clickhouse exporter (configured: {known})")
+        return exp
+
+    def start(self) -> None:
+        from otelproc.store import open_store
+
+        exp = self._exporter_config()
+        args = dict(tls=exp.tls_options(), timeout=float(exp.timeout), settings=exp.connection_params or None)
+        if self.context.stores is not None:   # the exporter's own shared store (one chDB engine per process)
+            store = self.context.stores.get(exp.endpoint, exp.database, exp.username, exp.password, **args)
+        else:
+            store = open_store(exp.endpoint, exp.database, exp.username, str(exp.password), **args)
+        host, port = parse_host_port(self.config.endpoint)
+        try:
+            handler = type("_BoundHandler", (_Handler,), {"extension": self})
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as e:
+            store.close()
+            raise OSError(e.errno, f"extension {self.name}: cannot listen on {self.config.endpoint}: "
+                                   f"{e.strerror}") from None
+        self._store = store
+        self.api = LokiAPI(store, logs_table=exp.logs_table_name, limits=self.config.limits(),
+                           index_labels=self.config.index_labels)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"loki-{self.name}", daemon=True)
+        self._thread.start()
+        h, p = self.address
+        log.info("%s: Loki read API on http://%s:%d/loki/api/v1 (store %s, database %s%s)", self.name, h, p,
+                 store.endpoint, store.database, ", bearer token required" if self.config.auth.bearer_token else "")
+
+    def shutdown(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        store, self._store = self._store, None
+        self.api = None
+        if store is not None:
+            store.close()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        token = str(self.config.auth.bearer_token)
+        if not token:
+            return True
+        scheme, _, value = (header or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Answer one request (``headers`` with lower-case names). Never raises."""
+        t0 = time.perf_counter()
+        url = urlsplit(target)
+        path = url.path.rstrip("/") or "/"
+        endpoint = path[len(_PREFIX):] if path.startswith(_PREFIX) else path
+        if endpoint.startswith("label/"):
+            endpoint_name = "label_values"
+        elif endpoint.startswith("detected_field/"):
+            endpoint_name = "detected_field_values"
+        else:
+            endpoint_name = endpoint if path.startswith(_PREFIX) or path == "/ready" else "other"
+        try:
+            resp = self._dispatch(method, path, endpoint, url.query, headers, body)
+        except APIError as e:
+            resp = _error(e.status, str(e))
+        except Exception as e:  # noqa: BLE001 - no traceback reaches a client; the log has it
+            log.exception("%s: %s %s failed", self.name, method, path)
+            resp = _error(500, f"internal error answering {path}: {type(e).__name__}: {e}")
+        if self._m is not None:
+            self._m["requests"].labels(self.name, endpoint_name, str(resp.status)).inc()
+            self._m["latency"].labels(self.name, endpoint_name).observe(time.perf_counter() - t0)
+        return resp
+
+    def _dispatch(self, method: str, path: str, endpoint: str, query: str, headers: Mapping[str, str],
+                  body: bytes) -> Response:
+        if path == "/ready":
+            return Response(200, b"ready\n", "text/plain; charset=utf-8")
+        if not path.startswith(_PREFIX):
+            raise APIError(404, f"404 page not found: {path} (otelproc serves Loki's read API under {_PREFIX})")
+        if not self.authorized(headers.get("authorization")):
+            raise APIError(401, "missing or invalid bearer token (send Authorization: Bearer <token>)")
+        if method not in ("GET", "POST"):
+            raise APIError(405, f"method {method} not allowed; use GET or POST")
+        params = parse_qs(query, keep_blank_values=True)
+        if method == "POST" and body:
+            ctype = headers.get("content-type", "application/x-www-form-urlencoded").lower()
+            if "application/x-www-form-urlencoded" not in ctype:
+                raise APIError(400, f"unsupported Content-Type {ctype!r} for a POST; send the parameters form "
+                                    f"encoded (application/x-www-form-urlencoded)")
+            try:
+                form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            except UnicodeDecodeError:
+                raise APIError(400, "the request body is not UTF-8") from None
+            for k, v in form.items():
+                params.setdefault(k, []).extend(v)
+        api = self.api
+        if api is None:
+            raise APIError(503, "the Loki API is shutting down")
+        categorize = "categorize-labels" in headers.get("x-loki-response-encoding-flags", "")
+        if endpoint == "query_range":
+            return _json(200, api.query_range(params, categorize=categorize))
+        if endpoint == "query":
+            return _json(200, api.query(params, categorize=categorize))
+        if endpoint == "labels":
+            return _json(200, api.labels(params))
+        if endpoint.startswith("label/") and endpoint.endswith("/values"):
+            return _json(200, api.label_values(unquote(endpoint[len("label/"):-len("/values")]), params))
+        if endpoint == "series":
+            return _json(200, api.series(params))
+        if endpoint == "index/stats":
+            return _json(200, api.index_stats(params))
+        if endpoint == "index/volume":
+            return _json(200, api.index_volume(params))
+        if endpoint == "index/volume_range":
+            return _json(200, api.index_volume_range(params))
+        if endpoint == "detected_labels":
+            return _json(200, api.detected_labels(params))
+        if endpoint == "detected_fields":
+            return _json(200, api.detected_fields(params))
+        if endpoint.startswith("detected_field/") and endpoint.endswith("/values"):
+            return _json(200, api.detected_field_values(unquote(endpoint[len("detected_field/"):-len("/values")]),
+                                                        params))
+        if endpoint == "patterns":
+            return _json(200, api.patterns(params))
+        if endpoint == "status/buildinfo":
+            from otelproc import __version__
+
+            return _json(200, LokiAPI.buildinfo(__version__))
+        raise APIError(404, f"{path}: not part of otelproc's Loki read API (push, tail, rules and delete are not "
+                            f"served)")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 framing only; LokiExtension.handle() decides the answer."""
+
+    protocol_version = "HTTP/1.1"
+    extension: LokiExtension
+    server_version = "otelproc-loki"
+    disable_nagle_algorithm = True
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _answer(self, method: str) -> None:
+        body = b""
+        if method == "POST":
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_REQUEST_BODY:
+                self.close_connection = True
+                return self._send(_error(413, f"request body larger than {MAX_REQUEST_BODY} bytes or malformed "
+                                              f"Content-Length"), method)
+            body = self.rfile.read(length) if length else b""
+            if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
+                try:
+                    body = gzip.decompress(body)
+                except (OSError, EOFError):
+                    return self._send(_error(400, "cannot decode the gzip request body"), method)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self._send(self.extension.handle(method, self.path, headers, body), method)
+
+    def _send(self, resp: Response, method: str) -> None:
+        payload = resp.body
+        accepts_gzip = "gzip" in (self.headers.get("Accept-Encoding") or "").lower()
+        compressed = accepts_gzip and len(payload) > 1024
+        if compressed:
+            payload = gzip.compress(payload, compresslevel=3)
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        if compressed:
+            self.send_header("Content-Encoding", "gzip")
+        if resp.status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="otelproc"')
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer("POST")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer("HEAD")
+
+
+def _create(name: str, config: LokiConfig, next_consumer: Any = None, context: Context | None = None) -> LokiExtension:
+    return LokiExtension(name, config, context)
+
+
+factory = Factory(type="loki", kind=Kind.EXTENSION, config_class=LokiConfig, create=_create, stability="alpha")
