@@ -72,7 +72,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer, setup_logging
-
     from otelproc.warmup import warm_up
 
     cfg = _load(args.config, create_home=True)
