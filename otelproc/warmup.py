@@ -100,7 +100,7 @@ def warm_up(say: Callable[[str], None] = _to_stderr, force: bool = False) -> flo
         return 0.0
     t0 = time.monotonic()
     say(f"running the kernel warm-up again (cache {cache_directory()}) ..." if warm else
-        f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
+        f"compiling kernels, first run only (about a minute of CPU time; cached in {cache_directory()}) ...")
     _run_data_path()
     seconds = time.monotonic() - t0
     try:
