@@ -40,6 +40,7 @@ cleared and refills (it is only a cache: a key's pattern is found again by step 
 from __future__ import annotations
 
 import hashlib
+import difflib
 import json
 import logging
 import os
@@ -76,6 +77,9 @@ DEFAULT_MAX_REPEAT = 100.0
 DEFAULT_MIN_CONSTANT_LINES = 2
 # parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
 EVIDENCE_PARAMS = 8
+# a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
+MAX_SPAN = 3
+_SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
 EVIDENCE_WORDS = 4
 EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
@@ -189,6 +193,8 @@ class PatternMiner:
         self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
         self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
         self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
         self.ev_sample: list[list[str] | None] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
@@ -204,6 +210,7 @@ class PatternMiner:
         # lines of this batch's new keys given to each slot so far (p_count is updated after the batch):
         # the evidence of how often a value occurs includes the batch being learnt
         self._pending: dict[int, int] = {}
+        self._spanned = False   # the last _assign joined the key to a template of another token count
         self._templates_cache: StringArray | None = None
         # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
         self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
@@ -306,7 +313,8 @@ class PatternMiner:
                 s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]), raw)
                 changes.extend(ch)
                 new_slots[i] = s
-                new_vmask[i] = _var_mask(tokens)
+                # a key joined to a template of another length: no key token is a generalised one
+                new_vmask[i] = np.uint64(0xFFFFFFFFFFFFFFFF) if self._spanned else _var_mask(tokens)
                 # insert at once, so a later merge or eviction in this batch also moves this key
                 self.table.insert(uniq[i:i + 1], new_slots[i:i + 1], new_vmask[i:i + 1])
                 for c in ch:
@@ -365,7 +373,7 @@ class PatternMiner:
         before = self.ev_lines.copy()
         first_row, changed = param_evidence(params.buf, params.off, slot, self.p_nvar, self.ev_seen, self.ev_lines,
                                             self.ev_irregular, self.ev_words, self.ev_hash, self.ev_varied,
-                                            self.ev_head, self.ev_prefix)
+                                            self.ev_head, self.ev_prefix, self.ev_tail, self.ev_suffix)
         for s, r in zip(np.flatnonzero(first_row >= 0).tolist(), first_row[first_row >= 0].tolist()):
             a, b = int(params.off[r]), int(params.off[r + 1])
             self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
@@ -402,14 +410,24 @@ class PatternMiner:
         shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
                  for w, word in enumerate(words)]
         if all(x == VAR for x in shown):
-            # a varying word with a shared head shows it (node-<*>, core.<*>): letters up to the last
-            # punctuation, no digit (10.250.<*> stays <*>)
-            head = value.encode("utf-8", "surrogateescape")[:int(self.ev_prefix[slot, k])].decode("utf-8", "ignore")
-            head = _WORD_TAIL.sub("", head)
-            if len(words) == 1 and any(c.isalpha() for c in head) and not any(c.isdigit() for c in head) \
-                    and _NOT_A_NAME.search(head) is None:
-                return head + VAR
-            return VAR
+            if len(words) != 1 or not varied:   # (a constant value that is not a name: an address, a number)
+                return VAR
+            # a varying word shows the text all its values share around the variable: a head of letters up to
+            # the last punctuation (node-<*>, core.<*>; no digit: 10.250.<*> stays <*>) and a tail of
+            # punctuation ("<*>):"), each only when it ended within the bytes tracked
+            raw = value.encode("utf-8", "surrogateescape")
+            p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
+            head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
+            head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
+            if not any(c.isalpha() for c in head) or ":" in value or "@" in value:   # (host:port, user@host)
+                head = ""
+            tail = raw[len(raw) - q:].decode("utf-8", "ignore") if 0 < q < EVIDENCE_HEAD and q < len(raw) else ""
+            tail = tail[len(_NOT_CLOSING.match(tail).group(0)):]   # from its first closing punctuation
+            if any(c.isalnum() for c in tail):
+                tail = ""
+            if len(head) + len(tail) >= len(raw):
+                return VAR
+            return head + VAR + tail
         # neighbouring masked words are one variable, as the key kernel joins them
         return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
 
@@ -506,11 +524,54 @@ class PatternMiner:
                         made = sum(1 << j for j in diff if j < 64 and merged[j] != VAR)
                         slot, changes = best, self._merge(best, merged, group)
                         self.p_genpos[best] |= np.uint64(made)
+        self._spanned = False
+        if slot < 0:
+            slot, changes = self._span_merge(svc, tokens)
+            self._spanned = slot >= 0
         if slot < 0:
             slot = self._new_pattern(svc, tokens)
             changes = [PatternChange(slot, ChangeType.CREATED, 0)]
         self._pending[slot] = self._pending.get(slot, 0) + lines
         return slot, changes
+
+    def _span_merge(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
+        """A pattern (mostly of another token count) that the key matches but for spans of at most
+        ``MAX_SPAN`` tokens that hold a variable on each side (a size with or without its converted
+        unit ``<*> bytes (<*> KB)`` / ``<*> bytes``, a duration ``<*>`` / ``<<*> sec``): each span
+        becomes one ``<*>`` and the key joins the pattern. The tokens outside the spans are equal (a
+        ``<*>`` matches only a ``<*>``), start with the first token and cover at least
+        ``similarity`` of the shorter side."""
+        cands = self._span_candidates(svc, tokens)
+        best = None
+        for c in cands:
+            merged = _span_template(self.p_tokens[c], tokens, self.similarity)
+            if merged is not None and (best is None or merged[0] > best[0]):
+                best = (merged[0], c, merged[1])
+        if best is None:
+            return -1, []
+        _, target, merged = best
+        # the patterns the new template covers join it as well (one of the other form seen before)
+        group = [target] + [c for c in self._span_candidates(svc, merged)
+                            if c != target and _covers(merged, self.p_tokens[c], self.similarity)]
+        return target, self._merge(target, merged, group)
+
+    def _span_candidates(self, svc: int, tokens: tuple[str, ...]) -> list[int]:
+        """Patterns of the service within 2 * MAX_SPAN tokens of ``tokens``' count with the same first
+        token that share the most token values with it (at most _SPAN_CANDIDATES)."""
+        n = len(tokens)
+        if n == 0:
+            return []
+        key = self._token_ids(tokens)
+        cands: list[tuple[int, int]] = []
+        for m in range(max(1, n - MAX_SPAN * 2), n + MAX_SPAN * 2 + 1):
+            index = self._by_shape.get((svc, m))
+            if index is None or not index.n:
+                continue
+            rows = index.tokens[:index.n]
+            shared = np.isin(rows, key).sum(axis=1)
+            ok = np.flatnonzero((rows[:, 0] == key[0]) & (shared >= self.similarity * (min(m, n) - MAX_SPAN)))
+            cands.extend((int(shared[r]), int(index.slots[r])) for r in ok.tolist())
+        return [c for _, c in sorted(cands, reverse=True)[:_SPAN_CANDIDATES]]
 
     def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
         """Token ids of a key or template (``<*>`` = -1; with ``add=False`` an unknown token is -2,
@@ -556,6 +617,11 @@ class PatternMiner:
         return changes
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
+        old = self.p_tokens[slot]
+        if len(old) != len(tokens) and not self.p_pinned[slot]:   # (a span merge changes the token count)
+            index = self._by_shape.get((self.p_service[slot], len(old)))
+            if index is not None and slot in index._row:
+                index.remove(slot)
         self.p_tokens[slot] = tokens
         if not self.p_pinned[slot]:   # a pinned template is matched by its regex, never by similarity
             self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
@@ -607,7 +673,8 @@ class PatternMiner:
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
                     "p_pinned",
-                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix")
+                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
+                    "ev_tail", "ev_suffix")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -722,6 +789,8 @@ class PatternMiner:
             self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
             self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
             self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
             self.ev_sample = [None] * n
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
@@ -898,7 +967,9 @@ _SPACES = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
 _TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w in TIME_WORDS.tolist()}
 
 
-_WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
+_WORD_TAIL = re.compile(r"\w*$")
+_HEAD_STOP = re.compile(r"[0-9/:@]")
+_NOT_CLOSING = re.compile(r"[^)\]}>:;,'\"]*")   # a head is cut at its last punctuation ('_' is part of a word)
 _NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
 
 
@@ -915,3 +986,60 @@ def _template_regex(template: str) -> re.Pattern:
     """A pinned template as a regex over a body: ``<*>`` matches any text, a run of spaces any whitespace."""
     parts = [r"\s+".join(re.escape(x) for x in re.split(r"\s+", part)) for part in template.strip().split(VAR)]
     return re.compile(".*?".join(parts), re.S)
+
+
+def _span_template(t: tuple[str, ...], k: tuple[str, ...], similarity: float) -> tuple[int, tuple[str, ...]] | None:
+    """(equal tokens, template) when ``t`` and ``k`` differ only in spans of at most MAX_SPAN tokens
+    with a variable on each side that has tokens (see PatternMiner._span_merge), else None."""
+    if not t or not k or t[0] != k[0]:
+        return None
+    ops = difflib.SequenceMatcher(None, t, k, autojunk=False).get_opcodes()
+    out: list[str] = []
+    equal = 0
+    shifted = False   # a span of different lengths on the two sides (else positions line up: _varies decides)
+    for op, a0, a1, b0, b1 in ops:
+        if op == "equal":
+            out.extend(t[a0:a1])
+            equal += a1 - a0
+            continue
+        ts, ks = t[a0:a1], k[b0:b1]
+        shifted = shifted or len(ts) != len(ks)
+        if len(ts) > MAX_SPAN or len(ks) > MAX_SPAN:
+            return None
+        if not all(any(VAR in x for x in side) for side in (ts, ks) if side):
+            return None
+        if ts and ks:
+            # a variable written in more tokens on one side: the other side is a plain variable
+            # ("<*>" / "<<*> sec"); literal text on both sides ("Node card(<*>)" / "NodeCard(<*>)") is two events
+            if any(x != VAR for x in ts) and any(x != VAR for x in ks):
+                return None
+        else:
+            # a span on one side only, between equal tokens: an aside in brackets (a converted unit
+            # "(<*> KB)") or a variable that may be empty (a template's span); not an optional field at the
+            # end ("user=<*>", "(bus <*>)") nor other text ("**** <*>")
+            span = ts or ks
+            if a0 == 0 or b0 == 0 or a1 == len(t) or b1 == len(k):
+                return None
+            if not _bracketed(span) and any(x != VAR for x in span):
+                return None
+        if not (out and out[-1] == VAR):
+            out.append(VAR)
+    if not shifted or equal < max(1, similarity * (min(len(t), len(k)) - MAX_SPAN)):
+        return None
+    return equal, tuple(out)
+
+
+def _covers(template: tuple[str, ...], t: tuple[str, ...], similarity: float) -> bool:
+    """Does ``template`` (with span variables) already describe the tokens ``t``?"""
+    if len(template) == len(t) and all(a == b or a == VAR for a, b in zip(template, t)):
+        return True
+    merged = _span_template(template, t, similarity)
+    return merged is not None and merged[1] == template
+
+
+_CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _bracketed(span: tuple[str, ...]) -> bool:
+    text = " ".join(span).rstrip(",;:.")
+    return len(text) >= 2 and text[0] in _CLOSING and text[-1] == _CLOSING[text[0]]

@@ -363,3 +363,21 @@ def test_masking_rules_and_pinned_templates_keep_the_ids_of_the_other_patterns(t
     assert again.p_pinned[pin[0]] and again.template(learn(again, lines[:1]).slot[0]) == "payment <*> declined: <*>"
     dropped = PatternMiner.load(tmp_path)
     assert not dropped.p_pinned.any()
+
+
+def test_variables_that_span_a_varying_number_of_tokens_do_not_split_an_event():
+    lines = ["proxy:5070 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime 00:01",
+             "proxy:5070 close, 403 bytes sent, 426 bytes received, lifetime <1 sec",
+             "proxy:5070 close, 451 bytes sent, 18578 bytes (18.1 KB) received, lifetime 00:02",
+             "proxy:5070 close, 7 bytes sent, 9 bytes received, lifetime 00:03"]
+    for order in (lines, lines[::-1]):
+        m = PatternMiner()
+        res = learn(m, order)
+        assert len(set(res.slot.tolist())) == 1, [m.template(s) for s in res.slot]
+        assert m.template(res.slot[0]) == "proxy:<*> close, <*> bytes <*> sent, <*> bytes <*> received, lifetime <*>"
+    # an optional field or a word after a variable is another event, not a varying span
+    m = PatternMiner()
+    res = learn(m, [f"failure; rhost=10.0.0.{i}" for i in range(3)] + [f"failure; rhost=10.0.0.{i} user=u{i}" for i in range(3)]
+                + [f"Connection closed by 10.0.0.{i}" for i in range(3)] + [f"Connection closed by 10.0.0.{i} [preauth]"
+                                                                           for i in range(3)])
+    assert len(set(res.slot.tolist())) == 4
