@@ -37,14 +37,22 @@ def _check_home(create: bool) -> None:
         except OSError as e:
             problem = f"cannot be created ({e.strerror})"
     if problem:
-        raise SystemExit(f"otelproc: $OTELPROC_HOME={home} {problem}: set it to a directory otelproc may write, "
-                         "or unset it to keep the data under ./data")
+        print(f"otelproc: $OTELPROC_HOME={home} {problem}: set it to a directory otelproc may write, "
+              "or unset it to keep the data under ./data", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _load(path: str, create_home: bool = False):
     from otelproc.config import ConfigError, load_config
 
     _check_home(create_home)
+    config = Path(path)
+    if not config.is_file():
+        what = "is a directory, not a config file" if config.is_dir() else \
+            "not found" + ("" if config.is_absolute() else f" in {os.getcwd()}")
+        print(f"otelproc: config file {path} {what}; leave --config out to run the embedded default config",
+              file=sys.stderr)
+        raise SystemExit(2)
     try:
         return load_config(path)
     except ConfigError as e:
@@ -64,7 +72,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer, setup_logging
-
     from otelproc.warmup import warm_up
 
     cfg = _load(args.config, create_home=True)
@@ -125,16 +132,28 @@ def _store_from_config(path: str, exporter: str | None):
         raise SystemExit(f"otelproc: {e}") from None
 
 
+def _open_store(open_store, who: str):
+    """``open_store()``, or exit 1 with one line saying why the store cannot be opened."""
+    try:
+        return open_store()
+    except SystemExit:
+        raise
+    except Exception as e:  # unreachable server, bad endpoint (a busy embedded store is reached through
+        # its otelproc's query endpoint, otelproc.store.running)
+        print(f"{who}: cannot open the store: {one_line_error(str(e))}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from otelproc.store import output_format_clause
 
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc sql")
     if output_format_clause(args.query):  # `... FORMAT JSONEachRow`: the engine's bytes, as clickhouse-local
         try:
             try:
                 out = store.query_bytes(args.query)
             except Exception as e:
-                print(f"otelproc: query failed: {one_line_error(str(e))}", file=sys.stderr)
+                print(_query_failure("otelproc sql", e), file=sys.stderr)
                 return 1
             sys.stdout.buffer.write(out)
             sys.stdout.flush()
@@ -164,12 +183,25 @@ def _print_query(store, run, fmt: str, who: str) -> int:
         try:
             rows = run()
         except Exception as e:
-            print(f"{who}: query failed: {one_line_error(str(e))}", file=sys.stderr)
+            print(_query_failure(who, e), file=sys.stderr)
             return 1
         print_rows(list(rows.column_names), rows, fmt)
     finally:
         store.close()
     return 0
+
+
+_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series")
+
+
+def _query_failure(who: str, e: Exception) -> str:
+    """One line for a failed query; a store without otelproc's tables says how to fill it."""
+    message = one_line_error(str(e))
+    missing = re.search(r"Unknown (?:table|database)[^']*'([^']+)'", message)
+    if missing and missing.group(1).split(".")[-1] in _OTELPROC_TABLES + ("otel",):
+        return (f"{who}: the store holds no otelproc data yet ({missing.group(0)}): run `otelproc serve` "
+                "or `otelproc demo` first, or name another store with --config")
+    return f"{who}: query failed: {message}"
 
 
 def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", out=None) -> None:
@@ -263,11 +295,7 @@ def _view(args: argparse.Namespace, name: str) -> int:
     except ValueError as e:
         print(f"otelproc {args.command}: {e}", file=sys.stderr)
         return 2
-    try:
-        store = _view_store(args)
-    except Exception as e:  # unreachable server, bad endpoint
-        print(f"otelproc {args.command}: cannot open the store: {one_line_error(str(e))}", file=sys.stderr)
-        return 1
+    store = _open_store(lambda: _view_store(args), f"otelproc {args.command}")
     return _print_query(store, lambda: getattr(views, name)(store, **kwargs), args.format, f"otelproc {args.command}")
 
 
@@ -319,17 +347,21 @@ def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") ->
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
-    except ImportError as e:
-        print(f"otelproc: report needs matplotlib ({e}); pip install 'otelproc[report]'", file=sys.stderr)
+    import importlib.util
+
+    from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
+    from otelproc.store import StoreError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print("otelproc report: needs matplotlib, which is not installed: pip install 'otelproc[report]'",
+              file=sys.stderr)
         return 1
     names = [d.strip() for d in args.dashboards.split(",")] if args.dashboards else list(MAIN_DASHBOARDS)
     unknown = sorted(set(names) - set(MAIN_DASHBOARDS))
     if unknown:
         print(f"otelproc: unknown dashboards {', '.join(unknown)}; known: {', '.join(MAIN_DASHBOARDS)}", file=sys.stderr)
         return 2
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc report")
     try:
         if args.demo:
             from otelproc.warmup import warm_up
@@ -338,6 +370,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             counts = load_demo(store)
             print("demo data loaded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
         paths = render_report(store, args.out, names)
+    except OSError as e:
+        print(f"otelproc report: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(_query_failure("otelproc report", e), file=sys.stderr)
+        return 1
     finally:
         store.close()
     for p in paths:
@@ -408,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("warmup", help="compile the Numba kernels now (otherwise the first serve/demo does it, "
-                                      "a minute or two; the compiled code is cached)")
+                                      "about a minute of CPU time; the compiled code is cached)")
     s.add_argument("--force", action="store_true", help="run the warm-up even if this version already did")
     s.set_defaults(fn=cmd_warmup)
 

@@ -7,7 +7,7 @@ Calling the kernels one by one would have to repeat every argument type the prod
 :func:`warm_up` runs the real data path on a short simulated run with incidents: OTLP protobuf and
 JSON requests decoded by the receiver's decoders, then the ``patterns`` and ``anomaly`` processors
 built from their config classes (detectors past their warm-up, so every detector runs), so whatever
-the product calls is compiled here. A stamp (hash of the package's sources, the Numba and Python
+the product calls is compiled here. A stamp (hash of the kernels' sources, the Numba and Python
 versions) in the cache directory records a finished warm-up: later runs skip it at no cost.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Callable
 
 __all__ = ["configure_cache", "cache_directory", "is_warm", "warm_up"]
 
-PACKAGE = Path(__file__).resolve().parent
-KERNELS = PACKAGE / "kernels"
+KERNELS = Path(__file__).resolve().parent / "kernels"
 NS = 1_000_000_000
 # event time of the warm-up run and the anomaly warm-up inside it: long enough that every detector
 # runs on closed buckets after its warm-up, short enough to take a few seconds once compiled
@@ -51,9 +50,13 @@ def configure_cache() -> None:
         return
     if _writable_dir(KERNELS / "__pycache__"):
         return
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    for candidate in (Path(base) / "otelproc" / "numba",
-                      Path(tempfile.gettempdir()) / f"otelproc-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+    candidates = [Path(tempfile.gettempdir()) / f"otelproc-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        candidates.insert(0, base / "otelproc" / "numba")
+    except RuntimeError:  # no home directory
+        pass
+    for candidate in candidates:
         if _writable_dir(candidate):
             os.environ["NUMBA_CACHE_DIR"] = str(candidate)
             return
@@ -67,15 +70,18 @@ def cache_directory() -> Path:
 def _stamp() -> Path:
     import numba
 
-    h = hashlib.sha256(f"{numba.__version__} {sys.version}".encode())
-    for p in sorted(PACKAGE.rglob("*.py")):
-        h.update(p.relative_to(PACKAGE).as_posix().encode())
+    # the kernels' sources decide what is compiled (a caller passing new argument types compiles that
+    # signature on first use, as without a warm-up); their directory too, as Numba keys its cache entries
+    # by source directory and installations may share a NUMBA_CACHE_DIR
+    h = hashlib.sha256(f"{numba.__version__} {sys.version} {KERNELS}".encode())
+    for p in sorted(KERNELS.glob("*.py")):
+        h.update(p.name.encode())
         h.update(p.read_bytes())
     return cache_directory() / f"otelproc-warm-{h.hexdigest()[:16]}"
 
 
 def is_warm() -> bool:
-    """True when a warm-up of this exact package finished with this cache directory."""
+    """True when a warm-up of these kernels (this installation) finished with this cache directory."""
     return _stamp().is_file()
 
 
@@ -94,7 +100,7 @@ def warm_up(say: Callable[[str], None] = _to_stderr, force: bool = False) -> flo
         return 0.0
     t0 = time.monotonic()
     say(f"running the kernel warm-up again (cache {cache_directory()}) ..." if warm else
-        f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
+        f"compiling kernels, first run only (about a minute of CPU time; cached in {cache_directory()}) ...")
     _run_data_path()
     seconds = time.monotonic() - t0
     try:
