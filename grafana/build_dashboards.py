@@ -354,12 +354,12 @@ def anomalies() -> Dashboard:
             f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 500", FORMAT_TABLE,
             links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW)
     d.row("Trends")
-    # the regression's x is seconds from the start of the range: raw unix seconds (~1.8e9, squared ~3e18)
-    # lose the slope to rounding, and the result then depends on the order the threads sum in
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "
-            "round(3600 * tupleElement(simpleLinearRegression(toFloat64(toUnixTimestamp(Timestamp) - toUnixTimestamp($__fromTime)), "
-            "Observed), 1), 4) "
+            # x in seconds since the range start: raw epoch seconds (~1.8e9, squares ~3e18) lose the slope's
+            # digits in Float64 sums, so the result changed with the engine's summation order between runs
+            "round(3600 * tupleElement(simpleLinearRegression(toFloat64(toUnixTimestamp(Timestamp) - "
+            "toUnixTimestamp($__fromTime)), Observed), 1), 4) "
             "AS slope_per_hour, round(100 * slope_per_hour / greatest(abs(argMin(Observed, Timestamp)), 1e-9), 2) "
             "AS slope_pct_per_hour, argMax(Observed, Timestamp) AS last_value, argMax(Upper, Timestamp) AS upper_band, "
             "if(slope_per_hour > 0 AND upper_band > last_value, round((upper_band - last_value) / slope_per_hour, 1), "
