@@ -72,7 +72,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer, setup_logging
-
     from otelproc.warmup import warm_up
 
     cfg = _load(args.config, create_home=True)
@@ -409,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("warmup", help="compile the Numba kernels now (otherwise the first serve/demo does it, "
-                                      "a minute or two; the compiled code is cached)")
+                                      "about a minute of CPU time; the compiled code is cached)")
     s.add_argument("--force", action="store_true", help="run the warm-up even if this version already did")
     s.set_defaults(fn=cmd_warmup)
 
