@@ -218,8 +218,9 @@ class LokiExtension(Extension):
             resp = self._dispatch(method, path, endpoint, url.query, headers, body)
         except APIError as e:
             resp = _error(e.status, str(e))
-        except Exception as e:  # noqa: BLE001 - no traceback reaches a client; the log has it
-            log.exception("%s: %s %s failed", self.name, method, path)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the server down or show a traceback
+            log.error("%s: %s %s failed: %s: %s", self.name, method, path, type(e).__name__, e)
+            log.debug("%s: traceback", self.name, exc_info=True)
             resp = _error(500, f"internal error answering {path}: {type(e).__name__}: {e}")
         if self._m is not None:
             self._m["requests"].labels(self.name, endpoint_name, str(resp.status)).inc()
