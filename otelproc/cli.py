@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -36,14 +37,22 @@ def _check_home(create: bool) -> None:
         except OSError as e:
             problem = f"cannot be created ({e.strerror})"
     if problem:
-        raise SystemExit(f"otelproc: $OTELPROC_HOME={home} {problem}: set it to a directory otelproc may write, "
-                         "or unset it to keep the data under ./data")
+        print(f"otelproc: $OTELPROC_HOME={home} {problem}: set it to a directory otelproc may write, "
+              "or unset it to keep the data under ./data", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _load(path: str, create_home: bool = False):
     from otelproc.config import ConfigError, load_config
 
     _check_home(create_home)
+    config = Path(path)
+    if not config.is_file():
+        what = "is a directory, not a config file" if config.is_dir() else \
+            "not found" + ("" if config.is_absolute() else f" in {os.getcwd()}")
+        print(f"otelproc: config file {path} {what}; leave --config out to run the embedded default config",
+              file=sys.stderr)
+        raise SystemExit(2)
     try:
         return load_config(path)
     except ConfigError as e:
@@ -121,8 +130,22 @@ def _store_from_config(path: str, exporter: str | None):
     return open_exporter_store(next(iter(chs.values())))
 
 
+def _open_store(open_store, who: str):
+    """``open_store()``, or exit 1 with one line saying why the store cannot be opened."""
+    try:
+        return open_store()
+    except SystemExit:
+        raise
+    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
+        print(f"{who}: cannot open the store: {e}", file=sys.stderr)
+        if "lock" in str(e).lower():
+            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
+                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc sql")
     return _print_query(store, lambda: store.query_rows(args.query), args.format, "otelproc")
 
 
@@ -132,12 +155,21 @@ def _print_query(store, run, fmt: str, who: str) -> int:
         try:
             rows = run()
         except Exception as e:
-            print(f"{who}: query failed: {e}", file=sys.stderr)
+            print(_query_failure(who, e), file=sys.stderr)
             return 1
         print_rows(list(rows.column_names), rows, fmt)
     finally:
         store.close()
     return 0
+
+
+def _query_failure(who: str, e: Exception) -> str:
+    """One line for a failed query; an empty store (no otelproc tables) says how to fill it."""
+    missing = re.search(r"Unknown (?:table|database)[^.]*", str(e))
+    if missing:
+        return (f"{who}: the store holds no otelproc data yet ({missing.group(0)}): run `otelproc serve` "
+                "or `otelproc demo` first, or name another store with --config")
+    return f"{who}: query failed: {e}"
 
 
 def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", out=None) -> None:
@@ -178,14 +210,30 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     from otelproc.patterns import mine_file
     from otelproc.warmup import warm_up
 
+    settings = _patterns_settings(args.config, args.processor)
     warm_up()
     try:
-        templates = mine_file(args.target, csv_out=args.csv)
+        templates = mine_file(args.target, csv_out=args.csv, settings=settings)
     except OSError as e:
         print(f"otelproc: {e}", file=sys.stderr)
         return 1
     print_rows(["count", "template"], [(c, t) for t, c in templates], args.format)
     return 0
+
+
+def _patterns_settings(path: str, processor: str | None) -> dict:
+    """The miner settings of the config's patterns processor (``--processor``, else the first one;
+    the defaults when the config has none), validated like any config."""
+    from otelproc.processors.patterns import PatternsProcessorConfig
+
+    cfg = _load(path)
+    procs = {k: v for k, v in cfg.processors.items() if k.split("/", 1)[0] == "patterns"}
+    if processor is not None:
+        if processor not in procs:
+            raise SystemExit(f"otelproc: {path} has no processor {processor!r}; patterns processors: "
+                             f"{', '.join(procs) or 'none'}")
+        return procs[processor].miner_kwargs()
+    return (next(iter(procs.values())) if procs else PatternsProcessorConfig()).miner_kwargs()
 
 
 def _view_store(args: argparse.Namespace):
@@ -215,14 +263,7 @@ def _view(args: argparse.Namespace, name: str) -> int:
     except ValueError as e:
         print(f"otelproc {args.command}: {e}", file=sys.stderr)
         return 2
-    try:
-        store = _view_store(args)
-    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
-        print(f"otelproc {args.command}: cannot open the store: {e}", file=sys.stderr)
-        if "lock" in str(e).lower():
-            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
-                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
-        return 1
+    store = _open_store(lambda: _view_store(args), f"otelproc {args.command}")
     return _print_query(store, lambda: getattr(views, name)(store, **kwargs), args.format, f"otelproc {args.command}")
 
 
@@ -258,8 +299,9 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 
 def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") -> None:
-    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read "
-                                                           "(default: the embedded default config's)")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read, and for "
+                                                           "`patterns FILE` whose patterns processor settings to mine "
+                                                           "with (default: the embedded default config's)")
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
     s.add_argument("--endpoint", help="read this ClickHouse HTTP endpoint instead (a server, or a running "
                                       "otelproc's clickhouse_query extension, e.g. http://127.0.0.1:8123)")
@@ -273,17 +315,21 @@ def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") ->
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
-    except ImportError as e:
-        print(f"otelproc: report needs matplotlib ({e}); pip install 'otelproc[report]'", file=sys.stderr)
+    import importlib.util
+
+    from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
+    from otelproc.store import StoreError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print("otelproc report: needs matplotlib, which is not installed: pip install 'otelproc[report]'",
+              file=sys.stderr)
         return 1
     names = [d.strip() for d in args.dashboards.split(",")] if args.dashboards else list(MAIN_DASHBOARDS)
     unknown = sorted(set(names) - set(MAIN_DASHBOARDS))
     if unknown:
         print(f"otelproc: unknown dashboards {', '.join(unknown)}; known: {', '.join(MAIN_DASHBOARDS)}", file=sys.stderr)
         return 2
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc report")
     try:
         if args.demo:
             from otelproc.warmup import warm_up
@@ -292,6 +338,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             counts = load_demo(store)
             print("demo data loaded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
         paths = render_report(store, args.out, names)
+    except OSError as e:
+        print(f"otelproc report: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(_query_failure("otelproc report", e), file=sys.stderr)
+        return 1
     finally:
         store.close()
     for p in paths:
@@ -327,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", metavar="FILE|top")
     s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
     s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
+    s.add_argument("--processor", help="FILE mode: mine with the settings of this patterns processor of --config "
+                                       "(masking rules, pinned templates, message fields...; default: the first)")
     _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
 

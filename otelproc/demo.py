@@ -130,6 +130,10 @@ class DemoOptions:
                        f"raise --speed or leave it at 0 (automatic)")
         if not Path(self.rules_file).is_file():
             out.append(f"--rules: alert rules file not found: {self.rules_file}")
+        try:
+            Path(self.directory).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            out.append(f"--dir: cannot create the demo directory {self.directory}: {e.strerror}")
         return out
 
 

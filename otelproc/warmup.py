@@ -7,7 +7,7 @@ Calling the kernels one by one would have to repeat every argument type the prod
 :func:`warm_up` runs the real data path on a short simulated run with incidents: OTLP protobuf and
 JSON requests decoded by the receiver's decoders, then the ``patterns`` and ``anomaly`` processors
 built from their config classes (detectors past their warm-up, so every detector runs), so whatever
-the product calls is compiled here. A stamp (hash of the package's sources, the Numba and Python
+the product calls is compiled here. A stamp (hash of the kernels' sources, the Numba and Python
 versions) in the cache directory records a finished warm-up: later runs skip it at no cost.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Callable
 
 __all__ = ["configure_cache", "cache_directory", "is_warm", "warm_up"]
 
-PACKAGE = Path(__file__).resolve().parent
-KERNELS = PACKAGE / "kernels"
+KERNELS = Path(__file__).resolve().parent / "kernels"
 NS = 1_000_000_000
 # event time of the warm-up run and the anomaly warm-up inside it: long enough that every detector
 # runs on closed buckets after its warm-up, short enough to take a few seconds once compiled
@@ -67,9 +66,11 @@ def cache_directory() -> Path:
 def _stamp() -> Path:
     import numba
 
+    # the kernels' sources decide what is compiled (a caller passing new argument types compiles
+    # that signature on first use, as without a warm-up)
     h = hashlib.sha256(f"{numba.__version__} {sys.version}".encode())
-    for p in sorted(PACKAGE.rglob("*.py")):
-        h.update(p.relative_to(PACKAGE).as_posix().encode())
+    for p in sorted(KERNELS.glob("*.py")):
+        h.update(p.name.encode())
         h.update(p.read_bytes())
     return cache_directory() / f"otelproc-warm-{h.hexdigest()[:16]}"
 
@@ -89,10 +90,12 @@ def warm_up(say: Callable[[str], None] = _to_stderr, force: bool = False) -> flo
     Does nothing when :func:`is_warm` (unless ``force``). Otherwise it says so first (``say``: one
     line, stderr by default), as the first run on a machine takes a minute or more, and when done.
     """
-    if not force and is_warm():
+    warm = is_warm()
+    if warm and not force:
         return 0.0
     t0 = time.monotonic()
-    say(f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
+    say(f"running the kernel warm-up again (cache {cache_directory()}) ..." if warm else
+        f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
     _run_data_path()
     seconds = time.monotonic() - t0
     try:

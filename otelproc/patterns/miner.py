@@ -2,6 +2,9 @@
 
 Per batch (:meth:`PatternMiner.learn`):
 
+0. JSON, OTLP kvlist and logfmt bodies are replaced by their message field, stack traces by their
+   exception and top frames (:mod:`otelproc.patterns.bodies`; plain text is found by one Numba pass
+   and left as it is).
 1. ``hash_and_lookup`` (one fused Numba kernel) tokenises, masks and hashes every body in a
    single pass over its bytes (hash seeded per service) and looks the key up in the exact-key
    cache (an open-addressing table in numpy arrays). Nearly every line stops here.
@@ -47,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from otelproc.batch import StringArray
+from otelproc.patterns.bodies import DEFAULT_MESSAGE_FIELDS, DEFAULT_TRACE_FRAMES, mining_view
 from otelproc.kernels.cluster import KeyTable, candidate_scores
 from otelproc.kernels.mask import TIME_WORDS
 from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
@@ -122,7 +126,10 @@ class PatternMiner:
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
                  max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT,
-                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES):
+                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES,
+                 message_fields: tuple[str, ...] | list[str] = DEFAULT_MESSAGE_FIELDS,
+                 trace_frames: int = DEFAULT_TRACE_FRAMES,
+                 masking: list[tuple[str, str]] | tuple = (), pinned: list[str] | tuple = ()):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
@@ -139,6 +146,16 @@ class PatternMiner:
         if min_constant_lines < 2:
             raise ValueError(f"min_constant_lines must be >= 2, got {min_constant_lines}")
         self.min_constant_lines = int(min_constant_lines)
+        if trace_frames < 1:
+            raise ValueError(f"trace_frames must be >= 1, got {trace_frames}")
+        # structured and multi-line bodies are mined on their message / exception (patterns.bodies)
+        self.message_fields = tuple(message_fields)
+        self.trace_frames = int(trace_frames)
+        # user rules: (regex, name) masking rules applied in order before mining (a match becomes <name>), and
+        # pinned templates (a body matching one belongs to it, whatever mining would say)
+        self.masking = [(re.compile(rx), f"<{name}>") for rx, name in masking]
+        self.pinned = [(t, _template_regex(t)) for t in pinned]
+        self._pin_slot: dict[tuple[int, int], int] = {}   # (service, pinned index) -> slot
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -157,6 +174,7 @@ class PatternMiner:
         self.p_tvmask = np.zeros(0, dtype=np.uint64)   # bit j: template token j is <*>
         # bit j: template token j is a variable with text around it, made by a merge (_generalise)
         self.p_genpos = np.zeros(0, dtype=np.uint64)
+        self.p_pinned = np.zeros(0, dtype=np.bool_)    # a user's pinned template: never merged, never evicted
         self.p_aliases: list[list[int]] = []
         # the template as shown: p_tokens with the masked words its lines never changed (see template())
         self.p_display: list[str] = []
@@ -253,6 +271,10 @@ class PatternMiner:
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
+        # JSON / kvlist / logfmt bodies: their message; stack traces: exception and top frames
+        buf, off, _ = mining_view(buf, off, self.message_fields, self.trace_frames)
+        if self.masking:
+            buf, off = self._mask(buf, off)
         # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
         if with_params:
             hashes, ntok, slot, vmask, misses, g_used, pbuf, poff = hash_lookup_params(
@@ -279,7 +301,9 @@ class PatternMiner:
             new_vmask = np.empty(len(uniq), dtype=np.uint64)
             for i, text in enumerate(keys_text):  # once per distinct new key, not per line
                 tokens = tuple(text.split(" ")) if text else ()
-                s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]))
+                raw = (buf[off[rows[i]]:off[rows[i] + 1]].tobytes().decode("utf-8", "surrogateescape")
+                       if self.pinned else "")
+                s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]), raw)
                 changes.extend(ch)
                 new_slots[i] = s
                 new_vmask[i] = _var_mask(tokens)
@@ -400,11 +424,62 @@ class PatternMiner:
             self.seeds = np.append(self.seeds, np.uint64(service_seed(service)))
         return c
 
-    def _assign(self, svc: int, tokens: tuple[str, ...], lines: int = 1) -> tuple[int, list[PatternChange]]:
+    def _mask(self, buf: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bodies with the user's masking rules applied (Python regexes: ~1-2 us per line and rule)."""
+        out = []
+        for r in range(len(off) - 1):
+            text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
+            for rx, repl in self.masking:
+                text = rx.sub(repl, text)
+            out.append(text.encode("utf-8", "surrogateescape"))
+        sa = StringArray.from_pylist(out)
+        return sa.buf, sa.off
+
+    def _pinned_for(self, svc: int, raw: str) -> tuple[int, list[PatternChange]]:
+        """The pinned pattern whose template ``raw`` matches (the first in the list), or -1."""
+        for i, (_, rx) in enumerate(self.pinned):
+            if rx.fullmatch(raw.strip()):
+                return self._pin(svc, i)
+        return -1, []
+
+    def _pin(self, svc: int, i: int) -> tuple[int, list[PatternChange]]:
+        """The slot of pinned template i for service svc, created on first use; a mined pattern of
+        the service that the pinned template covers is absorbed into it (its id becomes an alias)."""
+        slot = self._pin_slot.get((svc, i))
+        if slot is not None and self.p_alive[slot]:
+            return slot, []
+        text, rx = self.pinned[i]
+        slot = self._new_pattern(svc, tuple(text.split()), pinned=True)
+        self._pin_slot[(svc, i)] = slot
+        changes = [PatternChange(slot, ChangeType.CREATED, 0)]
+        covered = [c for c in np.flatnonzero(self.p_alive & ~self.p_pinned).tolist()
+                   if self.p_service[c] == svc and (rx.fullmatch(self.template(c)) or rx.fullmatch(self.template_mined(c)))]
+        return slot, changes + self._absorb(slot, covered)
+
+    def apply_pins(self) -> list[PatternChange]:
+        """Pinned templates that cover patterns already mined (a state saved before they were
+        configured) take them over now: each such pattern's id becomes an alias of the pinned one."""
+        changes: list[PatternChange] = []
+        for c in np.flatnonzero(self.p_alive & ~self.p_pinned).tolist():
+            if not self.p_alive[c]:
+                continue
+            for i, (_, rx) in enumerate(self.pinned):
+                if rx.fullmatch(self.template(c)) or rx.fullmatch(self.template_mined(c)):
+                    changes.extend(self._pin(self.p_service[c], i)[1])
+                    break
+        self._free.extend(self._released)
+        self._released.clear()
+        return changes
+
+    def _assign(self, svc: int, tokens: tuple[str, ...], lines: int = 1, raw: str = "") -> tuple[int, list[PatternChange]]:
         """Pattern slot of a new key seen on ``lines`` lines of the batch (creating or merging
-        patterns) and what changed."""
+        patterns) and what changed. ``raw``: the key's first line (for the pinned templates)."""
         index = self._by_shape.get((svc, len(tokens)))
         slot, changes = -1, []
+        if self.pinned:
+            slot, changes = self._pinned_for(svc, raw)
+        if slot >= 0:
+            index = None
         if index is not None and index.n:
             key = self._token_ids(tokens)
             cands = index.slots[:index.n]
@@ -453,9 +528,14 @@ class PatternMiner:
             self._set_template(target, template)
             self.p_aliases[target].append(old)
             changes.append(PatternChange(target, ChangeType.GENERALISED, old))
-        absorbed = [c for c in group if c != target]
+        return changes + self._absorb(target, [c for c in group if c != target])
+
+    def _absorb(self, target: int, absorbed: list[int]) -> list[PatternChange]:
+        """Merge the slots ``absorbed`` into ``target``: their ids become its aliases, their counts and
+        cached keys move to it."""
         if not absorbed:
-            return changes
+            return []
+        changes = []
         svc = self.p_service[target]
         for c in absorbed:
             self.p_aliases[target].append(int(self.p_id[c]))
@@ -467,7 +547,8 @@ class PatternMiner:
                 self.p_first_ns[target] = self.p_first_ns[c]
             self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
             self.p_alive[c] = False
-            self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
+            if not self.p_pinned[c]:
+                self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
             self._released.append(c)
             changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
         self._alive_per_service[svc] -= len(absorbed)
@@ -476,9 +557,11 @@ class PatternMiner:
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
         self.p_tokens[slot] = tokens
-        self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
+        if not self.p_pinned[slot]:   # a pinned template is matched by its regex, never by similarity
+            self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
-        self.p_tvmask[slot] = _var_mask(tokens)
+        # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
+        self.p_tvmask[slot] = 0 if self.p_pinned[slot] else _var_mask(tokens)
         self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
         self.p_display[slot] = " ".join(tokens)
         self.ev_seen[slot] = 0
@@ -486,9 +569,10 @@ class PatternMiner:
         self.ev_irregular[slot] = False
         self.ev_varied[slot] = 0
         self.ev_sample[slot] = None
+        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # shown as the user wrote it
         self._templates_cache = None
 
-    def _new_pattern(self, svc: int, tokens: tuple[str, ...]) -> int:
+    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
             self._evict(svc)
         if self._free:
@@ -506,6 +590,7 @@ class PatternMiner:
             self._grow_slot_arrays(slot + 1)
         self.p_count[slot] = 0
         self.p_genpos[slot] = 0
+        self.p_pinned[slot] = pinned
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
         self.p_last_seq[slot] = self.seq
@@ -521,6 +606,7 @@ class PatternMiner:
         return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
+                    "p_pinned",
                     "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix")
 
     def _grow_slot_arrays(self, n: int) -> None:
@@ -540,7 +626,7 @@ class PatternMiner:
 
     def _evict(self, svc: int) -> None:
         """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
-        slots = np.flatnonzero(self.p_alive & (np.asarray(self.p_service) == svc))
+        slots = np.flatnonzero(self.p_alive & ~self.p_pinned & (np.asarray(self.p_service) == svc))
         k = max(1, self.max_patterns_per_service // 16)
         order = np.lexsort((self.p_count[slots], self.p_last_seq[slots]))
         victims = slots[order[:k]]
@@ -578,7 +664,7 @@ class PatternMiner:
                      key=k, key_slot=v, key_vmask=m,
                      p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
                      p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
-                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
                      alias_off=alias_off, alias_val=alias_val)
         os.replace(tmp, d / STATE_FILE)
         log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
@@ -622,6 +708,7 @@ class PatternMiner:
             self.p_alive = z["p_alive"].copy()
             # (version 1 files have no p_genpos: their templates have no generalised tokens)
             self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
+            stored_pins = z["p_pinned"].copy() if "p_pinned" in z.files else np.zeros(len(self.p_alive), np.bool_)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
             n = len(self.p_tokens)
@@ -639,11 +726,21 @@ class PatternMiner:
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
             self.table.insert(z["key"], z["key_slot"], z["key_vmask"])
+        # a pattern pinned before stays pinned while its template is still configured, else it is a mined one
+        pin_index = {" ".join(t.split()): i for i, (t, _) in enumerate(self.pinned)}
+        self.p_pinned = np.zeros(len(self.p_tokens), dtype=np.bool_)
         for slot in range(len(self.p_tokens)):
             if self.p_alive[slot]:
                 svc = self.p_service[slot]
-                self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
-                                                                                           add=True))
+                i = pin_index.get(" ".join(self.p_tokens[slot])) if stored_pins[slot] else None
+                if i is not None:
+                    self.p_pinned[slot] = True
+                    self.p_tvmask[slot] = 0
+                    self.ev_irregular[slot] = True
+                    self._pin_slot[(svc, i)] = slot
+                else:
+                    self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
+                                                                                               add=True))
                 self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
             else:
                 self._free.append(slot)
@@ -651,8 +748,7 @@ class PatternMiner:
         for svc, alive in list(self._alive_per_service.items()):
             while self._alive_per_service[svc] > self.max_patterns_per_service:
                 self._evict(svc)
-        self._free.extend(self._released)
-        self._released.clear()
+        self.apply_pins()
         return self
 
 
@@ -803,7 +899,7 @@ _TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w 
 
 
 _WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
-_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|^0[xX]")
+_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
 
 
 def _is_name(word: str) -> bool:
@@ -813,3 +909,9 @@ def _is_name(word: str) -> bool:
     ``@`` (e-mail), run of 3+ digits (ids, counters) or ``0x`` prefix."""
     return (any(c.isalpha() for c in word) and word.lower() not in _TIME_WORDS
             and _NOT_A_NAME.search(word) is None)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """A pinned template as a regex over a body: ``<*>`` matches any text, a run of spaces any whitespace."""
+    parts = [r"\s+".join(re.escape(x) for x in re.split(r"\s+", part)) for part in template.strip().split(VAR)]
+    return re.compile(".*?".join(parts), re.S)

@@ -51,3 +51,30 @@ def test_relative_rules_file_is_relative_to_the_config_file(tmp_path, monkeypatc
     # the same text without a file: relative to the working directory
     with pytest.raises(ConfigError, match="rules_file: rules.yaml: cannot read"):
         parse_config(text)
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """What otelproc imports at run time is installed with it: `dependencies`, or the `report` extra
+    (matplotlib, imported only by `otelproc report`)."""
+    import ast
+    import importlib.metadata
+    import re
+    import sys
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["report"]
+    names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.\-]+", d).group(0)).lower() for d in declared}
+    modules = set()
+    for path in (REPO / "otelproc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    # `compression` is the standard library's from Python 3.14 (zstd; the backport below it otherwise)
+    third_party = sorted(modules - set(sys.stdlib_module_names) - {"otelproc", "__future__", "compression"})
+    providers = importlib.metadata.packages_distributions()
+    missing = [m for m in third_party
+               if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(m, [])} & names]
+    assert not missing, f"imported by otelproc/ but not declared in pyproject.toml: {missing}"
