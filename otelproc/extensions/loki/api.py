@@ -87,8 +87,8 @@ def parse_step_ns(value: str | None, name: str = "step") -> int | None:
     except ValueError:
         raise APIError(400, f"invalid {name} {value!r}: use a duration such as 30s or 1m, or seconds") from None
     if ns <= 0:
-        raise APIError(400, f"zero or negative query resolution step widths are not accepted. Try a positive "
-                            f"integer")
+        raise APIError(400, "zero or negative query resolution step widths are not accepted. Try a positive "
+                            "integer")
     return ns
 
 
@@ -171,9 +171,7 @@ def parse_logfmt_line(line: str) -> dict[str, str]:
 def parse_pattern_line(line: str, expression: str) -> dict[str, str]:
     """Loki's ``| pattern``: the named captures of a line that matches the pattern."""
     names = [n for kind, n in logql.pattern_parts(expression) if kind == "capture"]
-    regex = "(?s)^" + "".join(re.escape(text) if kind == "literal" else "(.*?)"
-                              for kind, text in logql.pattern_parts(expression)) + "$"
-    m = re.match(regex, line)
+    m = re.match(logql.pattern_regex(expression), line)
     if not m:
         return {}
     out: dict[str, str] = {}
