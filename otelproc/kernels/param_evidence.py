@@ -17,7 +17,9 @@ that evidence from the ``pattern_params`` of a batch, in one pass, per pattern s
   (``seen`` counts them all): the evidence settles within the first lines, and comparing every line
   of a frequent pattern forever cost ~30 % of the miner's time with parameters;
 * per parameter k: its first ``ev_head.shape[2]`` bytes on the slot's first line (``ev_head``) and
-  how many of them every line since shared (``prefix``): ``node-<*>`` for ``node-12``, ``node-7``.
+  how many of them every line since shared (``prefix``): ``node-<*>`` for ``node-12``, ``node-7``;
+  the same for its last bytes (``ev_tail``, right-aligned, and ``suffix``): ``<*>):`` for
+  ``(node1):``, ``(n7):``.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _note_word(ev_hash, varied, s, k, w, h, first) -> bool:
 
 @njit(cache=True, nogil=True)
 def _param_evidence(pbuf, poff, slot, nvar, kc, seen, lines, irregular, words, ev_hash, varied, ev_head, prefix,
-                    first_row, changed):
+                    ev_tail, suffix, first_row, changed):
     kmax = ev_hash.shape[1]
     hmax = ev_head.shape[2]
     for r in range(len(poff) - 1):
@@ -108,6 +110,21 @@ def _param_evidence(pbuf, poff, slot, nvar, kc, seen, lines, irregular, words, e
                 if _note_word(ev_hash, varied, s, k, w, h, first):
                     changed[s] = True
                 w += 1
+            # the shared tail, compared from the value's last byte (i is at its terminator)
+            if first:
+                m = 0
+                while m < hmax and i - 1 - m >= vs:
+                    ev_tail[s, k, hmax - 1 - m] = pbuf[i - 1 - m]
+                    m += 1
+                suffix[s, k] = m
+            else:
+                m = 0
+                p = suffix[s, k]
+                while m < p and i - 1 - m >= vs and pbuf[i - 1 - m] == ev_tail[s, k, hmax - 1 - m]:
+                    m += 1
+                if m < p:
+                    suffix[s, k] = m
+                    changed[s] = True
             i += 1
             if first:
                 words[s, k] = w
@@ -120,7 +137,8 @@ def _param_evidence(pbuf, poff, slot, nvar, kc, seen, lines, irregular, words, e
 def param_evidence(pbuf: np.ndarray, poff: np.ndarray, slot: np.ndarray, nvar: np.ndarray, seen: np.ndarray,
                    lines: np.ndarray,
                    irregular: np.ndarray, words: np.ndarray, ev_hash: np.ndarray, varied: np.ndarray,
-                   ev_head: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   ev_head: np.ndarray, prefix: np.ndarray, ev_tail: np.ndarray, suffix: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Add a batch's parameters to the per-slot evidence (arrays updated in place).
 
     Parameters
@@ -134,7 +152,8 @@ def param_evidence(pbuf: np.ndarray, poff: np.ndarray, slot: np.ndarray, nvar: n
     seen : int64[slots]
         Lines of each slot so far, compared or not (see :data:`FULL_LINES`).
     lines : int64[slots], irregular : bool[slots], words : int32[slots, K],
-    ev_hash : uint64[slots, K, W], varied : uint16[slots, K], ev_head : uint8[slots, K, H], prefix : int32[slots, K]
+    ev_hash : uint64[slots, K, W], varied : uint16[slots, K], ev_head : uint8[slots, K, H], prefix : int32[slots, K],
+    ev_tail : uint8[slots, K, H], suffix : int32[slots, K]
         The evidence (see the module docstring); a slot with ``lines == 0`` takes its values
         from its first line in this batch.
 
@@ -144,7 +163,7 @@ def param_evidence(pbuf: np.ndarray, poff: np.ndarray, slot: np.ndarray, nvar: n
         Row of the line whose values a slot took in this batch, -1 where none.
     changed : bool[slots]
         Slots that became irregular, showed a new varying word or word count, or a shorter shared
-        head in this batch.
+        head or tail in this batch.
     """
     n_slots = len(lines)
     if len(seen) != n_slots:
@@ -156,5 +175,5 @@ def param_evidence(pbuf: np.ndarray, poff: np.ndarray, slot: np.ndarray, nvar: n
     first_row = np.full(n_slots, -1, dtype=np.int64)
     changed = np.zeros(n_slots, dtype=np.bool_)
     _param_evidence(pbuf, poff, np.ascontiguousarray(slot, dtype=np.int32), nvar, KEY_CLASS, seen, lines, irregular,
-                    words, ev_hash, varied, ev_head, prefix, first_row, changed)
+                    words, ev_hash, varied, ev_head, prefix, ev_tail, suffix, first_row, changed)
     return first_row, changed

@@ -40,6 +40,7 @@ cleared and refills (it is only a cache: a key's pattern is found again by step 
 from __future__ import annotations
 
 import hashlib
+import difflib
 import json
 import logging
 import os
@@ -76,6 +77,9 @@ DEFAULT_MAX_REPEAT = 100.0
 DEFAULT_MIN_CONSTANT_LINES = 2
 # parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
 EVIDENCE_PARAMS = 8
+# a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
+MAX_SPAN = 3
+_SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
 EVIDENCE_WORDS = 4
 EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
@@ -175,6 +179,11 @@ class PatternMiner:
         # bit j: template token j is a variable with text around it, made by a merge (_generalise)
         self.p_genpos = np.zeros(0, dtype=np.uint64)
         self.p_pinned = np.zeros(0, dtype=np.bool_)    # a user's pinned template: never merged, never evicted
+        # a pattern refined from the template without text ("<*>") by its line's words (see _refine): found
+        # through (service, text) in _refined, not by similarity
+        self.p_refined = np.zeros(0, dtype=np.bool_)
+        self._refined: dict[tuple[int, str], int] = {}
+        self._textless: set[int] = set()   # slots whose template is "<*>" alone
         self.p_aliases: list[list[int]] = []
         # the template as shown: p_tokens with the masked words its lines never changed (see template())
         self.p_display: list[str] = []
@@ -189,6 +198,8 @@ class PatternMiner:
         self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
         self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
         self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
         self.ev_sample: list[list[str] | None] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
@@ -204,6 +215,7 @@ class PatternMiner:
         # lines of this batch's new keys given to each slot so far (p_count is updated after the batch):
         # the evidence of how often a value occurs includes the batch being learnt
         self._pending: dict[int, int] = {}
+        self._spanned = False   # the last _assign joined the key to a template of another token count
         self._templates_cache: StringArray | None = None
         # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
         self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
@@ -306,7 +318,8 @@ class PatternMiner:
                 s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]), raw)
                 changes.extend(ch)
                 new_slots[i] = s
-                new_vmask[i] = _var_mask(tokens)
+                # a key joined to a template of another length: no key token is a generalised one
+                new_vmask[i] = np.uint64(0xFFFFFFFFFFFFFFFF) if self._spanned else _var_mask(tokens)
                 # insert at once, so a later merge or eviction in this batch also moves this key
                 self.table.insert(uniq[i:i + 1], new_slots[i:i + 1], new_vmask[i:i + 1])
                 for c in ch:
@@ -323,6 +336,8 @@ class PatternMiner:
                 learned_now = uniq[pos] == hashes[still]
                 slot[still] = np.where(learned_now, new_slots[pos], slot0[still])
                 vmask[still] = np.where(learned_now, new_vmask[pos], vmask0[still])
+        if self._textless and len(self._textless & set(np.unique(slot).tolist())):
+            self._refine(buf, off, slot, line_svc, changes)
         genmask = self.p_tvmask[slot] & ~vmask
         params = None
         if with_params:
@@ -365,7 +380,7 @@ class PatternMiner:
         before = self.ev_lines.copy()
         first_row, changed = param_evidence(params.buf, params.off, slot, self.p_nvar, self.ev_seen, self.ev_lines,
                                             self.ev_irregular, self.ev_words, self.ev_hash, self.ev_varied,
-                                            self.ev_head, self.ev_prefix)
+                                            self.ev_head, self.ev_prefix, self.ev_tail, self.ev_suffix)
         for s, r in zip(np.flatnonzero(first_row >= 0).tolist(), first_row[first_row >= 0].tolist()):
             a, b = int(params.off[r]), int(params.off[r + 1])
             self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
@@ -402,14 +417,24 @@ class PatternMiner:
         shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
                  for w, word in enumerate(words)]
         if all(x == VAR for x in shown):
-            # a varying word with a shared head shows it (node-<*>, core.<*>): letters up to the last
-            # punctuation, no digit (10.250.<*> stays <*>)
-            head = value.encode("utf-8", "surrogateescape")[:int(self.ev_prefix[slot, k])].decode("utf-8", "ignore")
-            head = _WORD_TAIL.sub("", head)
-            if len(words) == 1 and any(c.isalpha() for c in head) and not any(c.isdigit() for c in head) \
-                    and _NOT_A_NAME.search(head) is None:
-                return head + VAR
-            return VAR
+            if len(words) != 1 or not varied:   # (a constant value that is not a name: an address, a number)
+                return VAR
+            # a varying word shows the text all its values share around the variable: a head of letters up to
+            # the last punctuation (node-<*>, core.<*>; no digit: 10.250.<*> stays <*>) and a tail of
+            # punctuation ("<*>):"), each only when it ended within the bytes tracked
+            raw = value.encode("utf-8", "surrogateescape")
+            p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
+            head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
+            head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
+            if not any(c.isalpha() for c in head) or ":" in value or "@" in value:   # (host:port, user@host)
+                head = ""
+            tail = raw[len(raw) - q:].decode("utf-8", "ignore") if 0 < q < EVIDENCE_HEAD and q < len(raw) else ""
+            tail = tail[len(_NOT_CLOSING.match(tail).group(0)):]   # from its first closing punctuation
+            if any(c.isalnum() for c in tail):
+                tail = ""
+            if len(head) + len(tail) >= len(raw):
+                return VAR
+            return head + VAR + tail
         # neighbouring masked words are one variable, as the key kernel joins them
         return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
 
@@ -484,7 +509,11 @@ class PatternMiner:
             key = self._token_ids(tokens)
             cands = index.slots[:index.n]
             literals, sims = index.scores(key)
-            if literals.max() >= 0:   # the pattern with the most literal tokens that all equal the key's
+            # the pattern with the most literal tokens that all equal the key's; a template without text
+            # ("<*>") takes only keys without text: "name(<*>)" is not an instance of "<*>"
+            if any(t != VAR for t in tokens):
+                literals[literals == 0] = -1
+            if literals.max() >= 0:
                 slot = int(cands[int(np.argmax(literals))])
             else:
                 b = int(np.argmax(sims))
@@ -506,11 +535,57 @@ class PatternMiner:
                         made = sum(1 << j for j in diff if j < 64 and merged[j] != VAR)
                         slot, changes = best, self._merge(best, merged, group)
                         self.p_genpos[best] |= np.uint64(made)
+        self._spanned = False
+        if slot < 0:
+            slot, changes = self._span_merge(svc, tokens)
+            self._spanned = slot >= 0
         if slot < 0:
             slot = self._new_pattern(svc, tokens)
             changes = [PatternChange(slot, ChangeType.CREATED, 0)]
         self._pending[slot] = self._pending.get(slot, 0) + lines
         return slot, changes
+
+    def _span_merge(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
+        """A pattern (mostly of another token count) that the key matches but for spans of at most
+        ``MAX_SPAN`` tokens that hold a variable on each side (a size with or without its converted
+        unit ``<*> bytes (<*> KB)`` / ``<*> bytes``, a duration ``<*>`` / ``<<*> sec``): each span
+        becomes one ``<*>`` and the key joins the pattern. The tokens outside the spans are equal (a
+        ``<*>`` matches only a ``<*>``), start with the first token and cover at least
+        ``similarity`` of the shorter side."""
+        cands = self._span_candidates(svc, tokens)
+        best = None
+        for c in cands:
+            merged = _span_template(self.p_tokens[c], tokens, self.similarity)
+            if merged is not None and (best is None or merged[0] > best[0]):
+                best = (merged[0], c, merged[1])
+        if best is None:
+            return -1, []
+        _, target, merged = best
+        # the patterns the new template covers join it as well (one of the other form seen before)
+        group = [target] + [c for c in self._span_candidates(svc, merged)
+                            if c != target and _covers(merged, self.p_tokens[c], self.similarity)]
+        return target, self._merge(target, merged, group)
+
+    def _span_candidates(self, svc: int, tokens: tuple[str, ...]) -> list[int]:
+        """Patterns of the service within 2 * MAX_SPAN tokens of ``tokens``' count with the same first
+        token that share the most token values with it (at most _SPAN_CANDIDATES)."""
+        n = len(tokens)
+        key = self._token_ids(tokens)
+        if n == 0 or key[0] == -2:   # (a first token no pattern has)
+            return []
+        cands: list[tuple[int, int]] = []
+        for m in range(max(1, n - MAX_SPAN * 2), n + MAX_SPAN * 2 + 1):
+            index = self._by_shape.get((svc, m))
+            if index is None or not index.n:
+                continue
+            same_first = np.flatnonzero(index.tokens[:index.n, 0] == key[0])   # cheap first: most rows differ
+            if not len(same_first):
+                continue
+            rows = index.tokens[same_first]
+            shared = (rows[:, :, None] == key[None, None, :]).any(axis=2).sum(axis=1)
+            ok = np.flatnonzero(shared >= self.similarity * (min(m, n) - MAX_SPAN))
+            cands.extend((int(shared[r]), int(index.slots[same_first[r]])) for r in ok.tolist())
+        return [c for _, c in sorted(cands, reverse=True)[:_SPAN_CANDIDATES]]
 
     def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
         """Token ids of a key or template (``<*>`` = -1; with ``add=False`` an unknown token is -2,
@@ -546,22 +621,28 @@ class PatternMiner:
             if self.p_first_ns[c] and (not self.p_first_ns[target] or self.p_first_ns[c] < self.p_first_ns[target]):
                 self.p_first_ns[target] = self.p_first_ns[c]
             self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
-            self.p_alive[c] = False
-            if not self.p_pinned[c]:
-                self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
-            self._released.append(c)
+            self._kill(c)
             changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
         self._alive_per_service[svc] -= len(absorbed)
         self.table.remap(np.asarray(absorbed, dtype=np.int32), target)
         return changes
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
+        old = self.p_tokens[slot]
+        if tokens == (VAR,) and not self.p_refined[slot]:
+            self._textless.add(slot)
+        else:
+            self._textless.discard(slot)
+        if len(old) != len(tokens) and not self.p_pinned[slot]:   # (a span merge changes the token count)
+            index = self._by_shape.get((self.p_service[slot], len(old)))
+            if index is not None and slot in index._row:
+                index.remove(slot)
         self.p_tokens[slot] = tokens
-        if not self.p_pinned[slot]:   # a pinned template is matched by its regex, never by similarity
+        if not (self.p_pinned[slot] or self.p_refined[slot]):   # pinned / refined: never found by similarity
             self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
         # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
-        self.p_tvmask[slot] = 0 if self.p_pinned[slot] else _var_mask(tokens)
+        self.p_tvmask[slot] = 0 if self.p_pinned[slot] or self.p_refined[slot] else _var_mask(tokens)
         self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
         self.p_display[slot] = " ".join(tokens)
         self.ev_seen[slot] = 0
@@ -572,7 +653,7 @@ class PatternMiner:
         self.ev_irregular[slot] = bool(self.p_pinned[slot])   # shown as the user wrote it
         self._templates_cache = None
 
-    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False) -> int:
+    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False, refined: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
             self._evict(svc)
         if self._free:
@@ -591,6 +672,7 @@ class PatternMiner:
         self.p_count[slot] = 0
         self.p_genpos[slot] = 0
         self.p_pinned[slot] = pinned
+        self.p_refined[slot] = refined
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
         self.p_last_seq[slot] = self.seq
@@ -606,8 +688,9 @@ class PatternMiner:
         return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
-                    "p_pinned",
-                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix")
+                    "p_pinned", "p_refined",
+                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
+                    "ev_tail", "ev_suffix")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -624,6 +707,36 @@ class PatternMiner:
             view[len(cur):] = 0
             setattr(self, name, view)
 
+    def _kill(self, slot: int) -> None:
+        """Mark a slot dead (merged away or evicted) and drop it from the indexes that find it."""
+        self.p_alive[slot] = False
+        if self.p_refined[slot]:
+            self._refined.pop((self.p_service[slot], " ".join(self.p_tokens[slot])), None)
+        elif not self.p_pinned[slot]:
+            self._by_shape[(self.p_service[slot], len(self.p_tokens[slot]))].remove(slot)
+        self._textless.discard(slot)
+        self._released.append(slot)
+
+    def _refine(self, buf: np.ndarray, off: np.ndarray, slot: np.ndarray, line_svc: np.ndarray,
+                changes: list[PatternChange]) -> None:
+        """Lines of a template without text (``<*>``: every token masked, e.g. ``name2``,
+        ``onResume3``) go to a pattern of their words' text (``name<*>``), per line: the key alone
+        cannot tell ``name2`` from ``other7``. A word keeps its letters when it has a run of three
+        (not a month or weekday name), with its digit runs masked; other words are ``<*>``. Lines
+        whose text is all ``<*>`` (numbers, ids) stay in the template without text."""
+        rows = np.flatnonzero(np.isin(slot, np.fromiter(self._textless, dtype=np.int64)))
+        for r in rows.tolist():
+            text = _refined_text(buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape"))
+            if text == VAR:
+                continue
+            svc = int(line_svc[r])
+            s = self._refined.get((svc, text))
+            if s is None:
+                s = self._new_pattern(svc, tuple(text.split(" ")), refined=True)
+                self._refined[(svc, text)] = s
+                changes.append(PatternChange(s, ChangeType.CREATED, 0))
+            slot[r] = s
+
     def _evict(self, svc: int) -> None:
         """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
         slots = np.flatnonzero(self.p_alive & ~self.p_pinned & (np.asarray(self.p_service) == svc))
@@ -631,9 +744,7 @@ class PatternMiner:
         order = np.lexsort((self.p_count[slots], self.p_last_seq[slots]))
         victims = slots[order[:k]]
         for v in victims.tolist():
-            self.p_alive[v] = False
-            self._by_shape[(svc, len(self.p_tokens[v]))].remove(v)
-            self._released.append(v)
+            self._kill(v)
         self._alive_per_service[svc] -= len(victims)
         self.table.rebuild_without(victims.astype(np.int32))
         self._templates_cache = None
@@ -664,7 +775,8 @@ class PatternMiner:
                      key=k, key_slot=v, key_vmask=m,
                      p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
                      p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
-                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_refined=self.p_refined,
+                     p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
                      alias_off=alias_off, alias_val=alias_val)
         os.replace(tmp, d / STATE_FILE)
         log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
@@ -709,6 +821,7 @@ class PatternMiner:
             # (version 1 files have no p_genpos: their templates have no generalised tokens)
             self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
             stored_pins = z["p_pinned"].copy() if "p_pinned" in z.files else np.zeros(len(self.p_alive), np.bool_)
+            self.p_refined = z["p_refined"].copy() if "p_refined" in z.files else np.zeros(len(self.p_alive), np.bool_)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
             n = len(self.p_tokens)
@@ -722,6 +835,8 @@ class PatternMiner:
             self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
             self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
             self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
             self.ev_sample = [None] * n
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
@@ -738,7 +853,12 @@ class PatternMiner:
                     self.p_tvmask[slot] = 0
                     self.ev_irregular[slot] = True
                     self._pin_slot[(svc, i)] = slot
+                elif self.p_refined[slot]:
+                    self.p_tvmask[slot] = 0
+                    self._refined[(svc, " ".join(self.p_tokens[slot]))] = slot
                 else:
+                    if self.p_tokens[slot] == (VAR,):
+                        self._textless.add(slot)
                     self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
                                                                                                add=True))
                 self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
@@ -898,7 +1018,9 @@ _SPACES = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
 _TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w in TIME_WORDS.tolist()}
 
 
-_WORD_TAIL = re.compile(r"\w*$")   # a head is cut at its last punctuation ('_' is part of a word)
+_WORD_TAIL = re.compile(r"\w*$")
+_HEAD_STOP = re.compile(r"[0-9/:@]")
+_NOT_CLOSING = re.compile(r"[^)\]}>:;,'\"]*")   # a head is cut at its last punctuation ('_' is part of a word)
 _NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
 
 
@@ -915,3 +1037,77 @@ def _template_regex(template: str) -> re.Pattern:
     """A pinned template as a regex over a body: ``<*>`` matches any text, a run of spaces any whitespace."""
     parts = [r"\s+".join(re.escape(x) for x in re.split(r"\s+", part)) for part in template.strip().split(VAR)]
     return re.compile(".*?".join(parts), re.S)
+
+
+def _span_template(t: tuple[str, ...], k: tuple[str, ...], similarity: float) -> tuple[int, tuple[str, ...]] | None:
+    """(equal tokens, template) when ``t`` and ``k`` differ only in spans of at most MAX_SPAN tokens
+    with a variable on each side that has tokens (see PatternMiner._span_merge), else None."""
+    if not t or not k or t[0] != k[0]:
+        return None
+    ops = difflib.SequenceMatcher(None, t, k, autojunk=False).get_opcodes()
+    out: list[str] = []
+    equal = 0
+    shifted = False   # a span of different lengths on the two sides (else positions line up: _varies decides)
+    for op, a0, a1, b0, b1 in ops:
+        if op == "equal":
+            out.extend(t[a0:a1])
+            equal += a1 - a0
+            continue
+        ts, ks = t[a0:a1], k[b0:b1]
+        shifted = shifted or len(ts) != len(ks)
+        if len(ts) > MAX_SPAN or len(ks) > MAX_SPAN:
+            return None
+        if not all(any(VAR in x for x in side) for side in (ts, ks) if side):
+            return None
+        if ts and ks:
+            # a variable written in more tokens on one side: the other side is a plain variable
+            # ("<*>" / "<<*> sec"); literal text on both sides ("Node card(<*>)" / "NodeCard(<*>)") is two events
+            if any(x != VAR for x in ts) and any(x != VAR for x in ks):
+                return None
+        else:
+            # a span on one side only, between equal tokens: an aside in brackets (a converted unit
+            # "(<*> KB)") or a variable that may be empty (a template's span); not an optional field at the
+            # end ("user=<*>", "(bus <*>)") nor other text ("**** <*>")
+            span = ts or ks
+            if a0 == 0 or b0 == 0 or a1 == len(t) or b1 == len(k):
+                return None
+            if not _bracketed(span) and any(x != VAR for x in span):
+                return None
+        if not (out and out[-1] == VAR):
+            out.append(VAR)
+    if not shifted or equal < max(1, similarity * (min(len(t), len(k)) - MAX_SPAN)):
+        return None
+    return equal, tuple(out)
+
+
+def _covers(template: tuple[str, ...], t: tuple[str, ...], similarity: float) -> bool:
+    """Does ``template`` (with span variables) already describe the tokens ``t``?"""
+    if len(template) == len(t) and all(a == b or a == VAR for a, b in zip(template, t)):
+        return True
+    merged = _span_template(template, t, similarity)
+    return merged is not None and merged[1] == template
+
+
+_CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _bracketed(span: tuple[str, ...]) -> bool:
+    text = " ".join(span).rstrip(",;:.")
+    return len(text) >= 2 and text[0] in _CLOSING and text[-1] == _CLOSING[text[0]]
+
+
+_LETTERS3 = re.compile(r"[A-Za-z]{3}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _refined_text(text: str) -> str:
+    """The words of a line without text as a template (see PatternMiner._refine)."""
+    out: list[str] = []
+    for word in _SPACES.split(text.strip(_SPACE_CHARS)):
+        if _LETTERS3.search(word) and word.lower() not in _TIME_WORDS:
+            w = _DIGITS.sub(VAR, word)
+        else:
+            w = VAR
+        if not (w == VAR and out and out[-1] == VAR):
+            out.append(w)
+    return " ".join(out) if out else VAR

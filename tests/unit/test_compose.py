@@ -286,9 +286,7 @@ def test_alert_receivers_are_reachable_from_the_containers():
 
     for service in ("otelproc", "otelproc-embedded"):
         cfg, _ = _load_service_config(service)
-        rules_path = Path(str(cfg.processors["alerting"].rules_file))
-        if not rules_path.is_absolute():
-            rules_path = REPO / rules_path
+        rules_path = cfg.processors["alerting"].rules_path()
         monkey = pytest.MonkeyPatch()
         try:
             for k, v in _env(service).items():

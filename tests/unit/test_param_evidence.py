@@ -41,6 +41,8 @@ def _reference(lines: list[list[bytes]], slot: list[int], nvar: list[int], state
                 state["hash"][s][k] = [_fnv(w) for w in words[:W]] + [0] * (W - len(words[:W]))
                 state["head"][s][k] = v[:H]
                 state["prefix"][s][k] = len(v[:H])
+                state["tail"][s][k] = v[-H:] if v else b""
+                state["suffix"][s][k] = len(v[-H:]) if v else 0
                 continue
             for w, word in enumerate(words[:W]):
                 if state["hash"][s][k][w] != _fnv(word) and not state["varied"][s][k] >> w & 1:
@@ -55,6 +57,12 @@ def _reference(lines: list[list[bytes]], slot: list[int], nvar: list[int], state
             if p < state["prefix"][s][k]:
                 state["prefix"][s][k] = p
                 changed[s] = True
+            q, tail = 0, state["tail"][s][k]
+            while q < state["suffix"][s][k] and q < len(v) and v[len(v) - 1 - q] == tail[len(tail) - 1 - q]:
+                q += 1
+            if q < state["suffix"][s][k]:
+                state["suffix"][s][k] = q
+                changed[s] = True
         state["lines"][s] += 1
     return first_row, changed
 
@@ -66,7 +74,8 @@ def test_kernel_agrees_with_the_reference_on_random_parameters():
     nvar = rng.integers(0, 5, n_slots).tolist()
     ref = {"seen": [0] * n_slots, "lines": [0] * n_slots, "irregular": [False] * n_slots, "words": [[0] * K for _ in range(n_slots)],
            "hash": [[[0] * W for _ in range(K)] for _ in range(n_slots)], "varied": [[0] * K for _ in range(n_slots)],
-           "head": [[b""] * K for _ in range(n_slots)], "prefix": [[0] * K for _ in range(n_slots)]}
+           "head": [[b""] * K for _ in range(n_slots)], "prefix": [[0] * K for _ in range(n_slots)],
+           "tail": [[b""] * K for _ in range(n_slots)], "suffix": [[0] * K for _ in range(n_slots)]}
     seen = np.zeros(n_slots, np.int64)
     lines_ = np.zeros(n_slots, np.int64)
     irregular = np.zeros(n_slots, np.bool_)
@@ -75,6 +84,8 @@ def test_kernel_agrees_with_the_reference_on_random_parameters():
     varied = np.zeros((n_slots, K), np.uint16)
     head = np.zeros((n_slots, K, H), np.uint8)
     prefix = np.zeros((n_slots, K), np.int32)
+    tail = np.zeros((n_slots, K, H), np.uint8)
+    suffix = np.zeros((n_slots, K), np.int32)
     for _batch in range(4):
         n = 300
         slot = rng.integers(0, n_slots, n).tolist()
@@ -86,17 +97,21 @@ def test_kernel_agrees_with_the_reference_on_random_parameters():
                           if rng.random() < 0.3 else b"ab 1" for _ in range(count)])
         sa = StringArray.from_pylist([b"".join(v + b"\x1f" for v in vals) for vals in batch])
         got_first, got_changed = param_evidence(sa.buf, sa.off, np.asarray(slot, np.int32), np.asarray(nvar, np.int32),
-                                                seen, lines_, irregular, words, ev_hash, varied, head, prefix)
+                                                seen, lines_, irregular, words, ev_hash, varied, head, prefix,
+                                                tail, suffix)
         want_first, want_changed = _reference(batch, slot, nvar, ref)
         assert got_first.tolist() == want_first and got_changed.tolist() == want_changed
         assert seen.tolist() == ref["seen"] and lines_.tolist() == ref["lines"] and irregular.tolist() == ref["irregular"]
         assert varied.tolist() == ref["varied"] and prefix.tolist() == ref["prefix"]
+        assert suffix.tolist() == ref["suffix"]
         for s in range(n_slots):
             if ref["lines"][s] and not ref["irregular"][s]:
                 for k in range(min(nvar[s], K)):
                     assert words[s, k] == ref["words"][s][k]
                     assert ev_hash[s, k].tolist() == ref["hash"][s][k]
                     assert bytes(head[s, k, :ref["prefix"][s][k]]) == ref["head"][s][k][:ref["prefix"][s][k]]
+                    q = ref["suffix"][s][k]
+                    assert bytes(tail[s, k, H - q:]) == ref["tail"][s][k][len(ref["tail"][s][k]) - q:]
 
 
 def _templates(lines: list[str]) -> list[str]:
@@ -118,6 +133,10 @@ def test_constant_names_are_shown_numbers_addresses_and_timestamps_stay_variable
     # a word that varies is a variable again; a shared head of letters is kept (node-<*>)
     lines = [f"served by node node-{i}" for i in range(5)] + [f"link tty=eth{i} up" for i in (1, 1, 2)]
     assert _templates(lines)[0] == "served by node node-<*>" and _templates(lines)[-1] == "link tty=<*> up"
+    # ... and a shared closing tail: a masked path that swallowed its punctuation
+    lines = [f"Error loading /apps/run{i}/prog{i}: no such file" for i in range(4)]
+    lines += [f"LOGIN chdir(/home/u{i}/work) failed" for i in range(4)]
+    assert set(_templates(lines)) == {"Error loading <*>: no such file", "LOGIN chdir(<*>) failed"}
 
 
 def test_the_shown_template_does_not_change_the_pattern_id():

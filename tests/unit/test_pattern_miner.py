@@ -363,3 +363,42 @@ def test_masking_rules_and_pinned_templates_keep_the_ids_of_the_other_patterns(t
     assert again.p_pinned[pin[0]] and again.template(learn(again, lines[:1]).slot[0]) == "payment <*> declined: <*>"
     dropped = PatternMiner.load(tmp_path)
     assert not dropped.p_pinned.any()
+
+
+def test_variables_that_span_a_varying_number_of_tokens_do_not_split_an_event():
+    lines = ["proxy:5070 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime 00:01",
+             "proxy:5070 close, 403 bytes sent, 426 bytes received, lifetime <1 sec",
+             "proxy:5070 close, 451 bytes sent, 18578 bytes (18.1 KB) received, lifetime 00:02",
+             "proxy:5070 close, 7 bytes sent, 9 bytes received, lifetime 00:03"]
+    for order in (lines, lines[::-1]):
+        m = PatternMiner()
+        res = learn(m, order)
+        assert len(set(res.slot.tolist())) == 1, [m.template(s) for s in res.slot]
+        assert m.template(res.slot[0]) == "proxy:<*> close, <*> bytes <*> sent, <*> bytes <*> received, lifetime <*>"
+    # an optional field or a word after a variable is another event, not a varying span
+    m = PatternMiner()
+    res = learn(m, [f"failure; rhost=10.0.0.{i}" for i in range(3)] + [f"failure; rhost=10.0.0.{i} user=u{i}" for i in range(3)]
+                + [f"Connection closed by 10.0.0.{i}" for i in range(3)] + [f"Connection closed by 10.0.0.{i} [preauth]"
+                                                                           for i in range(3)])
+    assert len(set(res.slot.tolist())) == 4
+
+
+def test_single_token_messages_are_not_one_pattern():
+    """A template without text ("<*>") takes no key with text, and its lines are told apart by their
+    words: name2 / name7 are one event, other3 another, a bare number stays "<*>"."""
+    lines = ["name(true)", "name2", "name3,index:4", "name(false)", "name7", "other3", "12345", "67890",
+             "name5,index:6"]
+    for order in (lines, lines[::-1]):
+        m = PatternMiner()
+        res = learn(m, order)
+        got = {line: m.template(s) for line, s in zip(order, res.slot.tolist())}
+        assert got == {"name(true)": "name(<*>)", "name(false)": "name(<*>)", "name2": "name<*>", "name7": "name<*>",
+                       "other3": "other<*>", "12345": "<*>", "67890": "<*>", "name3,index:4": "<*>,index:<*>",
+                       "name5,index:6": "<*>,index:<*>"}, got
+        # the refined patterns are found again after a restart, with the same ids
+        ids = {line: int(m.p_id[s]) for line, s in zip(order, res.slot.tolist())}
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            m.save(d)
+            back = PatternMiner.load(d)
+            assert {line: int(back.p_id[s]) for line, s in zip(order, learn(back, order).slot.tolist())} == ids
