@@ -71,6 +71,7 @@ def test_port_in_use(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         proc = _otelproc(tmp_path, "serve", OTELPROC_GRPC_ENDPOINT="127.0.0.1:0", OTELPROC_LOKI_ENDPOINT="127.0.0.1:0",
+                         OTELPROC_QUERY_ENDPOINT="127.0.0.1:0",
                          OTELPROC_METRICS_ENDPOINT="127.0.0.1:0", OTELPROC_HTTP_ENDPOINT=f"127.0.0.1:{port}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
