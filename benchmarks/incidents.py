@@ -161,8 +161,10 @@ def run_one(args: tuple) -> dict:
 
 
 def _post(conn, data: bytes) -> None:
-    """One OTLP/HTTP protobuf request; retries while the receiver answers 429/503 (queue full)."""
-    for _ in range(1000):
+    """One OTLP/HTTP protobuf request; retries while the receiver answers 429/503 (queue full), for up to
+    10 minutes (a loaded box can keep the queue full for minutes)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
         conn.request("POST", "/v1/logs", body=data, headers={"Content-Type": "application/x-protobuf"})
         resp = conn.getresponse()
         body = resp.read()

@@ -102,7 +102,7 @@ class EngineParams:
     vanish_max_dispersion: float = 0.5
     steady_min: int = 10
     drop_min_s: float = 180.0
-    new_error_min_lines: float = 3.0
+    new_error_min_buckets: int = 3
     band_sigmas: float = 3.0
     series_table: bool = True
 
@@ -450,22 +450,25 @@ class AnomalyEngine:
         return "ms" if self.value_unit[k] else ""
 
     def _new_error_repeats(self, out: Output, rs: _ResolutionState, bucket_ns, c, expected, lower, upper) -> None:
-        """A new ERROR pattern is a warning at first sight; when it comes back in a later bucket within
-        ``cooldown`` of its first line, with ``new_error_min_lines`` lines in all, it is reported again as
-        critical (a new error that keeps coming, not one burst of a retry loop), in the same incident."""
+        """A new ERROR pattern is a warning at first sight; when it is present in ``new_error_min_buckets``
+        buckets out of its first ``new_error_min_buckets + 2`` it is reported again as critical (a new error
+        that keeps coming: not one burst of a retry loop, nor a rare error first seen after warm-up that
+        comes back some minutes later), in the same incident."""
         B = c.shape[0]
+        need = self.p.new_error_min_buckets
+        window = (need + 1) * int(rs.step_s * NS)
         lines = np.zeros_like(c)
         fire = np.zeros(c.shape, dtype=bool)
         for k, t0 in list(self._new_errors.items()):
-            # lines since first seen, at each row: the total now less what came in later rows
-            cum = rs.presence.total[k] - (np.cumsum(c[::-1, k])[::-1] - c[:, k])
-            ok = np.flatnonzero((cum >= self.p.new_error_min_lines) & (bucket_ns > t0) & (c[:, k] > 0) &
-                                (bucket_ns - t0 <= self.p.cooldown_s * NS))
+            # at each row: buckets with lines (and lines) since first seen = the totals now less later rows
+            later_buckets = np.cumsum((c[::-1, k] > 0))[::-1] - (c[:, k] > 0)
+            present = rs.presence.present[k] - later_buckets
+            ok = np.flatnonzero((present >= need) & (bucket_ns > t0) & (c[:, k] > 0) & (bucket_ns - t0 <= window))
             if len(ok):
                 fire[ok[0], k] = True
-                lines[:, k] = cum
+                lines[:, k] = rs.presence.total[k] - (np.cumsum(c[::-1, k])[::-1] - c[:, k])
                 del self._new_errors[k]
-            elif bucket_ns[B - 1] - t0 > self.p.cooldown_s * NS:
+            elif bucket_ns[B - 1] - t0 > window:
                 del self._new_errors[k]
         if fire.any():
             self._emit(out, rs, bucket_ns, fire, FindingKind.NEW_PATTERN, "counts", lines, expected, lower, upper,

@@ -588,10 +588,14 @@ def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma,
                         # per-step counts and gaps (their mean and dispersion, learnt per series)?
                         phi_c, cv2 = _dispersions(step - first_step[s] - zero_run[s] + 1.0, rate[s], rate_sq[s],
                                                   present[s] - 1.0, gap_ewma[s], gap_sq[s], prior, 0.05)
+                        # gaps of one or two steps say little (a Poisson line present in most steps has
+                        # small gap CV from the step grid alone): the gaps count only from 3 steps
+                        if gap_ewma[s] < 3.0:
+                            cv2 = 1.0
                         if min(phi_c, cv2) <= max_dispersion:
                             L = float(zero_run[s])
                             lp = L * rate[s] * _log_p_zero_per_event(phi_c)
-                            if gap_ewma[s] > 0:
+                            if cv2 <= max_dispersion:
                                 lp2 = (L / gap_ewma[s]) * _log_p_zero_per_event(cv2)
                                 if lp2 < lp:
                                     lp = lp2

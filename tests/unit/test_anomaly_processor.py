@@ -50,7 +50,7 @@ def stream(seconds: int, seed: int = 0, spike_at: int | None = None, errors_at: 
             recs.append(dict(time_ns=T0 + sec * NS + 700 + j, service="web", severity_number=17,
                              body="connection reset by peer"))
             pids.append(13)
-        if new_at is not None and new_at <= sec < new_at + 30:
+        if new_at is not None and new_at <= sec < new_at + 180:
             recs.append(dict(time_ns=T0 + sec * NS + 900, service="web", severity_number=17,
                              body="FATAL disk full"))
             pids.append(14)

@@ -420,3 +420,13 @@ def test_log_trimmed_mean_ignores_zero_durations_and_extremes():
     with pytest.raises(ValueError, match="trim"):
         aggregate_cells(np.zeros(1), np.zeros(1), np.ones(1), 1, 1, trim=0.5)
 
+
+
+def test_presence_a_busy_poisson_line_has_no_cadence():
+    """A Poisson line at ~1 per step is present in most steps: its gaps (1-2 steps) look regular on the step
+    grid alone, but its counts are Poisson; a long silence of it is not reported as vanished."""
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(1.1, (3000, 1)).astype(np.float64)
+    counts[2000:2030, 0] = 0.0
+    ev = det.presence(counts, 0, det.PresenceState(1), warmup_steps=60)
+    assert not (ev == det.EVENT_VANISHED).any()
