@@ -96,6 +96,7 @@ class EngineParams:
     trend_reference_s: float = 7200.0
     trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
+    trend_critical_t: float = 5.0
     vanish_factor: float = 5.0
     vanish_min_s: float = 180.0
     steady_min: int = 10
@@ -154,6 +155,7 @@ class AnomalyEngine:
         self.samples: dict[int, str] = {}
         self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
         self.last_fired: dict[tuple, int] = {}
+        self._last_rank: dict[tuple, int] = {}  # severity rank of the last finding per key (not persisted)
         coarsest = max(self.p.resolutions_s)
         self._finest = int(np.argmin(self.p.resolutions_s))
         # severity reported so far for the current latency run of each (series key, direction): a run is
@@ -371,8 +373,12 @@ class AnomalyEngine:
                                steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
                                season_gamma=p.season_gamma, ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
-                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50", p50, tr["level"],
-                           lo_v, hi_v, sc_t, index=self.values, trend=tr)
+                # a creep the data show beyond doubt (t >= trend_critical_t: it has held for a while) is critical
+                strong = np.nan_to_num(tr["t"]) >= p.trend_critical_t
+                for mask, sev in (((tr["flag"] == 1) & ~strong, Severity.WARNING),
+                                  ((tr["flag"] == 1) & strong, Severity.CRITICAL)):
+                    self._emit(out, rs, bucket_ns, mask, FindingKind.TREND, "p50", p50, tr["level"], lo_v, hi_v, sc_t,
+                               index=self.values, trend=tr, severity=sev)
                 if p.series_table:
                     self._series_rows(out, bucket_ns, self.values, "p50", res_s, p50, exp_v, lo_v, hi_v, sc_v)
         if p.series_table and rs.coarsest and len(self.counts):
@@ -469,9 +475,13 @@ class AnomalyEngine:
             t = int(bucket_ns[r])
             key = (kind.value, series, int(index.keys[k]))
             last = self.last_fired.get(key)
-            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
+            # within the cooldown only an escalation (a higher explicit severity) is reported again
+            rank = _RANK[severity] if severity is not None else 0
+            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,) \
+                    and rank <= self._last_rank.get(key, 0):
                 continue
             self.last_fired[key] = t
+            self._last_rank[key] = rank
             svc = self.services[int(index.service[k])]
             pid = int(index.pattern[k])
             o, e, l, u = (float(a[r, k]) for a in (obs, exp, lo, hi))
@@ -609,6 +619,9 @@ class AnomalyEngine:
                 rs.trend.init_load_from_counts()
             for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 def _one_cell(shape: tuple, r: int, k: int) -> np.ndarray:

@@ -225,6 +225,10 @@ def test_latency_creep_gives_one_trend_with_structured_labels():
     last = trends[-1]
     assert 6.0 < float(last.labels["slope_pct_per_hour"]) < 15.0
     assert 0 < float(last.labels["hours_to_threshold"]) < 12
+    # severity: warning while the evidence is t < trend_critical_t (5), then critical (an escalation is reported
+    # within the cooldown)
+    assert all((f.severity == Severity.CRITICAL) == (float(f.labels["t_stat"]) >= 5) for f in trends)
+    assert trends[-1].severity == Severity.CRITICAL
     # the same stream without the creep: no trend
     _, flat = run(slices(creep_stream(3.0, 1.8, 0.0), 5000))
     assert not [f for f in flat.findings if f.kind == FindingKind.TREND]
