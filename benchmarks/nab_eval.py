@@ -1,33 +1,40 @@
 #!/usr/bin/env python3
-"""Run otelproc's streaming detectors over a NAB-layout directory and score them.
+"""Score the shipped anomaly engine on a NAB-layout directory (the ``patterns`` -> ``anomaly`` processors).
 
     python benchmarks/nab_eval.py --data ../shared/data/nab/data \
-        --labels ../shared/data/nab/labels/combined_windows.json --out /tmp/nab_results
+        --labels ../shared/data/nab/labels/combined_windows.json --out /tmp/nab_res [--cv]
 
-Writes ``OUT/<folder>/<file>.csv`` (timestamp,value,anomaly_score) for every CSV
-under DATA, then scores them with ``nab_score.py`` (``--scorer``; by default
-../shared/tools/nab_score.py) and the profiles next to the labels
-(``--profiles``), printing the standard / low-FP / low-FN scores and window F1.
+Every NAB row becomes one log record of a service named after the file, timestamped with the row's
+time, whose body carries the value as a duration (``took <value> ms``). The records go, in batches,
+through the same two processors ``otelproc serve`` runs (``patterns`` -> ``anomaly``, built from their
+factories with a YAML-style config: :data:`ANOMALY_CONFIG`, the shipped defaults unless ``--set`` or
+``--cv`` says otherwise). The engine turns them into a duration series of that template and runs its
+own detectors; the harness adds no detector and no post-processing. The score of a row is the largest
+Score of the ``anomalies`` rows (every kind) whose bucket holds the row, 0 where there is none: what the
+processor alerts on. A bucket's findings are known when the watermark passes it (the next row, here);
+they are put on the row whose value they judged, so the score of a row depends on that row and earlier
+rows only (NAB's rule; ``tests/unit/test_nab_eval.py`` checks it). Values the engine's duration path
+cannot hold (negative numbers; 0 has no logarithm) are records without a duration, as in a log.
 
-The detector is causal (a row's score uses that row and earlier rows only) and
-uses the same parameters for every file (``DETECTOR_PARAMS``); it never reads
-the labels. It is the same kernel code the ``anomaly`` processor runs:
-robust seasonal baseline -> DSPOT tail probability (time scales in
-``scales``), plus a CUSUM change-point term, max-combined with the DSPOT score of the
-sustained error of a seasonal (daily / weekly, detected) Holt-Winters forecast; a point whose |z| is no larger
-than what the same time of day showed on earlier days (``recurrence``: a
-daily job, not an anomaly) has its score damped; a 2-hour window whose mean
-|z| is a record (twice anything seen before: ``multiscale.window_evidence`` +
-``record_high``) scores too.
+Writes ``OUT/<folder>/<file>.csv`` (timestamp,value,anomaly_score) and scores it with ``nab_score.py``
+(``--scorer``, default ../shared/tools/nab_score.py; threshold per profile optimised by the scorer, as
+NAB does). ``--cv`` also runs every configuration of :func:`grid_configs` and reports
+leave-one-category-out cross-validation: for each NAB folder, the configuration and the threshold are
+chosen on the other folders and applied to that folder's files; the pooled held-out outputs are scored at
+those thresholds (nothing chosen on the files scored), beside the best configuration on all files
+(in-sample, optimistic).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import importlib.util
+import itertools
+import json
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,69 +43,34 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
-from otelproc.kernels.detectors import (BaselineState, RecurrenceState, SpotState, cusum, recurrence,  # noqa: E402
-                                        robust_baseline, spot_threshold)
-from otelproc.kernels.forecast import ForecastState, detect_period, seasonal_forecast  # noqa: E402
-from otelproc.kernels.multiscale import RecordState, WindowEvidenceState, record_high, window_evidence  # noqa: E402
+from otelproc.batch import LogBatch  # noqa: E402
+from otelproc.config import decode  # noqa: E402
+from otelproc.processors import anomaly as anomaly_processor  # noqa: E402
+from otelproc.processors import patterns as patterns_processor  # noqa: E402
 
-# One configuration for every file (NAB rule: no per-file tuning).
-DETECTOR_PARAMS = dict(
-    scales=((0.02, 0.005),),  # (alpha, beta) of the robust baseline(s); several = max over time scales
-    huber_c=4.0,              # residuals beyond 4 scales are clipped before updating the baseline
-    gamma=0.05,               # seasonal (hour-of-day) offset learning rate
-    season_warmup=300,        # points before the seasonal offsets are used
-    warmup=30,                # points before z-scores are emitted
-    relevel_after=5,          # 5 consecutive same-side outliers = new level (accepted)
-    spot_init=2.5,            # SPOT peaks are |z| excesses over 2.5
-    spot_q=1e-4,              # SPOT tail probability of the threshold; score 0.5 at z_q
-    cusum_k=1.0,
-    cusum_h=12.0,
-    cusum_score=0.0,          # CUSUM alarms did not help on NAB (kept for experiments)
-    # after a row at or above this score, later rows are damped (one alarm per event):
-    # NAB charges every alerting row outside a window
-    suppress_level=0.6,
-    suppress_rows=0.1,        # damping lasts 10 % of the rows seen so far ...
-    suppress_cap=1000,        # ... at most 1000 rows
-    suppress_factor=0.5,
-    novelty_margin=0.02,      # a value 2 % of the range outside everything seen before ...
-    novelty_warmup=750,       # ... after 750 rows (NAB's longest probation) ...
-    novelty_score=0.8,        # ... scores 0.8
-    # a spike no larger than 1/0.7 x the largest |z| seen at the same time of day (+-30 min) on earlier
-    # days (memory decays by 0.8 per day) recurs daily (backup, cron job): its score is damped
-    recur_period_s=86400,
-    recur_tol_s=1800,
-    recur_decay=0.8,
-    recur_ratio=0.7,
-    recur_factor=0.5,
-    # seasonal forecaster (round 4): a period of one day or one week is looked for in the first 750 rows
-    # (lag correlation >= 0.3, at least 2 cycles seen); with one, a robust Holt-Winters model forecasts
-    # every row and the EW mean of its z-scores over ~48 rows, in units of its own typical size, is a
-    # second |z| -> SPOT -> 0-1 score (the SPOT tail model starts after the 750 learning rows, so the
-    # model's start-up transient is not in it), max-combined with the one above (no weight). Catches a
-    # day that has the wrong shape for its weekday (holidays) and long modest deviations. 0 rows = off.
-    forecast_learn=750,
-    forecast_periods_s=(86400, 7 * 86400),
-    forecast_min_corr=0.3,
-    forecast_alpha=0.01,      # level memory ~100 rows: a day-long deviation is not absorbed before it is seen
-    forecast_gamma=0.2,       # seasonal offset weight per visit of a phase step
-    forecast_acc_rows=48,     # time scale (rows) of the accumulated forecast error
-    # multi-scale evidence (kernels/multiscale): over the last ms_window rows (2 h at 5 min), the mean |z|
-    # (clipped at ms_clip), standardised to N(0, 1) for independent N(0, 1) residuals ("spread": the
-    # residuals became larger -- a burst of spikes, a variance change -- although no single point is
-    # extreme); a record of it, more than (1 + ms_record_margin) x the largest value of the earlier,
-    # non-overlapping windows (after novelty_warmup values), scores ms_weight. ms_level adds the same for
-    # |sqrt(k) x mean z| (drift / shift): it found no new window on NAB and added one FP, so off.
-    # ms_window=0 disables the term.
-    ms_window=24,
-    ms_clip=4.0,
-    ms_record_margin=1.0,
-    ms_weight=0.75,
-    ms_level=False,
-)
+NS = 1_000_000_000
+
+# The anomaly processor's YAML keys for NAB: none, i.e. the defaults `otelproc serve` ships with.
+ANOMALY_CONFIG: dict = {}
+
+# Candidates for cross-validation: the shipped defaults plus every combination below (YAML keys of the
+# anomaly processor). The defaults test a duration series only once it has >= 16 values in 5 min and a
+# baseline of >= 100 (decayed) values within 30 min: a series of one value per 5 min (NAB) never is, so the
+# grid holds the settings a user would give a low-rate series. Chosen per held-out NAB folder on the other
+# folders, never on the files scored.
+CV_GRID = {
+    "latency_window": ["30m", "2h"],
+    "latency_min_values": [4],
+    "latency_memory": ["6h", "2d"],
+    "latency_min_history": [20],
+    "latency_min_duration": ["0s", "30s"],
+    "latency_lower": [False, True],
+    "value_z": [3.0, 5.0],
+}
 
 
-def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """timestamps (as written), values float64[n], hour-of-day int64[n], seconds since the epoch int64[n]."""
+def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """timestamps (as written), values float64[n], event time int64[n] ns (the timestamps read as UTC)."""
     ts, vals = [], []
     with open(path, newline="") as fh:
         r = csv.reader(fh)
@@ -109,124 +81,75 @@ def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarr
                 continue
             ts.append(row[it])
             vals.append(float(row[iv]))
-    t64 = np.array([t.strip().replace(" ", "T") for t in ts], dtype="datetime64[s]")
-    hour = ((t64 - t64.astype("datetime64[D]")).astype(np.int64) // 3600).astype(np.int64)
-    return ts, np.asarray(vals, dtype=np.float64), hour, t64.astype(np.int64)
+    t64 = np.array([t.strip().replace(" ", "T") for t in ts], dtype="datetime64[ns]")
+    return ts, np.asarray(vals, dtype=np.float64), t64.astype(np.int64)
 
 
-def phase_slots(seconds: np.ndarray, period_s: int, warmup: int) -> tuple[np.ndarray, int]:
-    """Phase slot of every row within ``period_s`` at the sampling interval of the first ``warmup`` rows
-    (causal): (slot int64[n], number of slots). One slot when the period is under 4 samples."""
-    step = float(np.median(np.diff(seconds[: warmup + 1]))) if len(seconds) > 1 else 0.0
-    if step <= 0 or period_s / step < 4:
-        return np.zeros(len(seconds), dtype=np.int64), 1
-    n_slots = int(round(period_s / step))
-    return ((seconds % period_s) // step).astype(np.int64) % n_slots, n_slots
+def log_records(service: str, event_ns: np.ndarray, values: np.ndarray) -> LogBatch:
+    """One INFO log record per row: ``took <value> ms`` (the value written out in full, no exponent)."""
+    return LogBatch.from_records([
+        {"time_ns": int(t), "observed_ns": int(t), "service": service, "severity_number": 9,
+         "body": f"took {np.format_float_positional(v, trim='-')} ms"}
+        for t, v in zip(event_ns.tolist(), values.tolist())])
 
 
-def score_series(values: np.ndarray, hour: np.ndarray, p: dict = DETECTOR_PARAMS,
-                 seconds: np.ndarray | None = None) -> np.ndarray:
-    """Anomaly score in [0, 1] per row (causal). ``seconds`` (epoch seconds per row) enables the
-    periodic-recurrence damping."""
-    n = len(values)
-    x = values.reshape(n, 1).copy()
-    # scale-free input: divide by a robust spread of the data seen in warm-up only (causal)
-    w = min(n, p["warmup"])
-    spread = np.nanmedian(np.abs(x[:w] - np.nanmedian(x[:w]))) * 1.4826
-    rng = np.nanmax(x[:w]) - np.nanmin(x[:w])
-    unit = spread if spread > 0 else (rng if rng > 0 else max(1.0, abs(float(np.nanmedian(x[:w])))))
-    x = x / unit
-    combined = np.zeros(n)
-    for alpha, beta in p["scales"]:
-        st = BaselineState(1, 24)
-        _, _, z = robust_baseline(x, hour, st, alpha=alpha, gamma=p["gamma"], beta=beta, huber_c=p["huber_c"],
-                                  min_scale=0.05, warmup=p["warmup"], season_warmup=p["season_warmup"],
-                                  relevel_after=p["relevel_after"])
-        a = np.abs(z)
-        sp = SpotState(1, 128)
-        _, tail = spot_threshold(a, sp, init_threshold=p["spot_init"], q=p["spot_q"])
-        with np.errstate(divide="ignore"):
-            s = np.clip(np.log(np.maximum(tail[:, 0], 1e-300)) / np.log(p["spot_q"]) * 0.5, 0, 1)
-        s = np.nan_to_num(s)
-        if seconds is not None and p["recur_factor"] < 1.0:
-            slot, n_slots = phase_slots(seconds, p["recur_period_s"], p["warmup"])
-            if n_slots > 1:
-                step = p["recur_period_s"] / n_slots
-                tol = min(n_slots - 1, int(round(p["recur_tol_s"] / step)))
-                mem = recurrence(np.nan_to_num(a), slot, RecurrenceState(1, n_slots), tol=tol,
-                                 decay=p["recur_decay"])[:, 0]
-                recurring = (a[:, 0] > 0) & (mem >= p["recur_ratio"] * a[:, 0])
-                s = np.where(recurring, s * p["recur_factor"], s)
-        combined = np.maximum(combined, s)
-        if p["ms_window"] > 0:
-            level, spread = window_evidence(z, WindowEvidenceState(1, p["ms_window"]), clip=p["ms_clip"])
-            for stat_k in ([spread, np.abs(level)] if p["ms_level"] else [spread]):
-                record = record_high(stat_k, RecordState(1, delay=p["ms_window"]), margin=p["ms_record_margin"],
-                                     warmup=p["novelty_warmup"])
-                combined = np.maximum(combined, p["ms_weight"] * np.nan_to_num(record[:, 0]))
-        gu, gd = np.zeros(1), np.zeros(1)
-        stat, alarm = cusum(np.nan_to_num(z), gu, gd, k=p["cusum_k"], h=p["cusum_h"])
-        combined = np.maximum(combined, p["cusum_score"] * (alarm[:, 0] != 0))
-    if seconds is not None and p["forecast_learn"] > 0:
-        combined = np.maximum(combined, forecast_score(values, seconds, p))
-    if p["novelty_margin"] >= 0:
-        combined = np.maximum(combined, p["novelty_score"] * range_novelty(values, p["novelty_warmup"],
-                                                                           p["novelty_margin"]))
-    # one alarm per event: NAB charges every alerting row outside a window
-    out = np.zeros(n)
-    quiet_until = -1
-    for i in range(n):
-        sc = combined[i]
-        if i < quiet_until:
-            sc *= p["suppress_factor"]
-        elif sc >= p["suppress_level"]:
-            quiet_until = i + int(min(p["suppress_cap"], max(10, p["suppress_rows"] * i)))
-        out[i] = sc
-    return out
+class _Collect:
+    """The consumer after the anomaly processor: keeps its ``anomalies`` tables."""
+
+    def __init__(self) -> None:
+        self.anomalies: list = []
+
+    def consume(self, batch: LogBatch) -> None:
+        if "anomalies" in batch.tables:
+            self.anomalies.append(batch.tables["anomalies"])
 
 
-def forecast_score(values: np.ndarray, seconds: np.ndarray, p: dict = DETECTOR_PARAMS) -> np.ndarray:
-    """0-1 score of a sustained seasonal-forecast error per row (causal): 0 for the first
-    ``forecast_learn`` rows (they choose the period, ``detect_period``, and fit the model) and for a series
-    without a period; after that the tail probability (DSPOT, fitted from row ``forecast_learn`` on) of
-    |sustained deviation| of ``seasonal_forecast``, mapped to 0-1 like the main score."""
-    n = len(values)
-    learn = min(n, int(p["forecast_learn"]))
-    out = np.zeros(n)
-    if learn < 8:
-        return out
-    step_s = float(np.median(np.diff(seconds[:learn])))
-    if step_s <= 0:
-        return out
-    cands = np.array(sorted({int(round(ps / step_s)) for ps in p["forecast_periods_s"]}), dtype=np.int64)
-    x = values.reshape(n, 1).astype(np.float64)
-    period, _ = detect_period(x[:learn], cands, min_corr=p["forecast_min_corr"])
-    if period[0] < 2:
-        return out
-    step = ((seconds - seconds[0]) + step_s / 2) // step_s
-    st = ForecastState(period)
-    _, _, sustained = seasonal_forecast(x, step.astype(np.int64), st, alpha=p["forecast_alpha"],
-                                        gamma=p["forecast_gamma"], acc_alpha=1.0 / p["forecast_acc_rows"])
-    a = np.abs(sustained)
-    a[:learn] = np.nan        # the tail model starts after the learning rows (no start-up transient in it)
-    _, tail = spot_threshold(a, SpotState(1, 128), init_threshold=p["spot_init"], q=p["spot_q"])
-    with np.errstate(divide="ignore"):
-        s = np.clip(np.log(np.maximum(tail[:, 0], 1e-300)) / np.log(p["spot_q"]) * 0.5, 0, 1)
-    out[learn:] = np.nan_to_num(s[learn:])
-    return out
+def _processor(factory, config: dict, next_consumer):
+    errors: list[str] = []
+    cfg = decode(factory.config_class, config, f"processors::{factory.type}", errors)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return factory.create(factory.type, cfg, next_consumer, None)
 
 
-def range_novelty(values: np.ndarray, warmup: int, margin: float) -> np.ndarray:
-    """1.0 where a value leaves the range of everything seen before by more than ``margin`` x that range
-    (causal; 0 during the first ``warmup`` rows)."""
-    n = len(values)
-    v = np.where(np.isnan(values), np.nan, values)
-    hi = np.fmax.accumulate(np.concatenate([[-np.inf], v[:-1]]))
-    lo = np.fmin.accumulate(np.concatenate([[np.inf], v[:-1]]))
-    span = hi - lo
-    with np.errstate(invalid="ignore"):
-        out = ((v > hi + margin * span) | (v < lo - margin * span)).astype(np.float64)
-    out[: min(n, warmup)] = 0.0
+def engine_scores(event_ns: np.ndarray, values: np.ndarray, config: dict | None = None, service: str = "nab",
+                  batch_rows: int = 2000) -> np.ndarray:
+    """Per-row score of the shipped processors on one series (see the module doc)."""
+    sink = _Collect()
+    anomaly = _processor(anomaly_processor.factory, {**ANOMALY_CONFIG, **(config or {})}, sink)
+    patterns = _processor(patterns_processor.factory, {}, anomaly)
+    for p in (anomaly, patterns):
+        p.start()
+    for i in range(0, len(values), batch_rows):
+        patterns.consume(log_records(service, event_ns[i:i + batch_rows], values[i:i + batch_rows]))
+    for p in (patterns, anomaly):
+        p.shutdown()
+    return _bucket_max(event_ns, sink.anomalies)
+
+
+def _bucket_max(event_ns: np.ndarray, tables: list) -> np.ndarray:
+    """Per row, the largest Score of the ``anomalies`` rows whose bucket holds the row (0 where none)."""
+    score = np.zeros(len(event_ns))
+    for t in tables:
+        start = t["Timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+        width = (t["ResolutionSeconds"].to_numpy().astype(np.float64) * NS).round().astype(np.int64)
+        sc = np.nan_to_num(t["Score"].to_numpy().astype(np.float64))
+        for w in np.unique(width):
+            m = width == w
+            # rows are in time order: the rows of bucket [start, start + w) are a contiguous range
+            lo = np.searchsorted(event_ns, start[m], side="left")
+            hi = np.searchsorted(event_ns, start[m] + w, side="left")
+            for a, b, s in zip(lo.tolist(), hi.tolist(), sc[m].tolist()):
+                if b > a:
+                    np.maximum(score[a:b], s, out=score[a:b])
+    return score
+
+
+def score_files(data: Path, names: list[str], config: dict) -> list[np.ndarray]:
+    out = []
+    for name in names:
+        _, values, event_ns = read_series(data / name)
+        out.append(engine_scores(event_ns, values, config, service=Path(name).stem))
     return out
 
 
@@ -247,6 +170,51 @@ def load_scorer(path: Path):
     return mod
 
 
+def grid_configs(grid: dict = CV_GRID) -> list[dict]:
+    """The shipped defaults ({}) and every combination of ``grid``."""
+    keys = sorted(grid)
+    return [{}] + [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def cross_validate(ns, corpus, profiles, candidates: dict[str, list[np.ndarray]]) -> dict:
+    """Leave-one-category-out over the corpus' folders, per profile.
+
+    candidates: name -> per-file scores (corpus file order). For each folder the candidate and its
+    threshold with the best normalised score on the *other* folders are applied to the folder's files;
+    the pooled held-out scores are then scored (the scorer's fixed-threshold mode, each folder at its
+    own threshold: scores are shifted by it so that "score >= threshold" is "shifted >= 0").
+    """
+    files = corpus.files
+    folders = sorted({f.name.split("/")[0] for f in files})
+    report: dict = {"profiles": {}, "picks": {}}
+    for prof in profiles:
+        pooled: list = [None] * len(files)
+        for folder in folders:
+            test = [i for i, f in enumerate(files) if f.name.split("/")[0] == folder]
+            train = [i for i in range(len(files)) if i not in test]
+            sub = ns.Corpus([files[i] for i in train], corpus.probation_percent).build()
+            null, perfect = ns.null_score(sub, prof), ns.perfect_score(sub, prof)
+            best = None
+            for name, scores in candidates.items():
+                thr, raw = ns.sweep(sub, ns.scorable_scores(sub, [scores[i] for i in train]), prof).best()
+                norm = ns.normalize(raw, null, perfect)
+                if best is None or norm > best[0] + 1e-9:
+                    best = (norm, name, thr)
+            norm, name, thr = best
+            report["picks"].setdefault(prof.name, {})[folder] = {"candidate": name, "threshold": thr,
+                                                                  "train_score": round(norm, 2)}
+            for i in test:
+                pooled[i] = candidates[name][i] - thr
+        res = ns.score_detector(corpus, pooled, [prof], threshold=0.0)
+        report["profiles"][prof.name] = res["profiles"][prof.name]
+    return report
+
+
+def _score_config(args: tuple) -> tuple[str, list[np.ndarray]]:
+    data, names, config = args
+    return json.dumps(config, sort_keys=True), score_files(data, names, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="NAB data dir (<folder>/<file>.csv)")
@@ -254,35 +222,68 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="results dir to write")
     ap.add_argument("--profiles", type=Path, help="profiles.json (default: next to the labels' folder)")
     ap.add_argument("--scorer", type=Path, default=REPO.parent / "shared" / "tools" / "nab_score.py")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                    help="anomaly processor setting for the OUT run (repeatable), e.g. --set spot_q=1e-3")
+    ap.add_argument("--cv", action="store_true", help="also run CV_GRID and report leave-one-folder-out CV")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for --cv")
     ap.add_argument("--json", help="write the full score report here")
     args = ap.parse_args(argv)
 
-    files = sorted(args.data.rglob("*.csv"))
-    if not files:
-        print(f"no CSV files under {args.data}", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    points = 0
-    for f in files:
-        ts, values, hour, seconds = read_series(f)
-        score = score_series(values, hour, seconds=seconds)
-        points += len(values)
-        write_result(args.out / f.relative_to(args.data), ts, values, score)
-    dt = time.perf_counter() - t0
-    print(f"scored {len(files)} files, {points} points in {dt:.2f} s (incl. CSV I/O)")
+    import yaml
 
-    profiles = args.profiles or args.labels.parent.parent / "profiles.json"
+    config = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     if not args.scorer.exists():
-        print(f"scorer {args.scorer} not found; results written to {args.out}", file=sys.stderr)
-        return 0
+        print(f"scorer {args.scorer} not found (--scorer PATH)", file=sys.stderr)
+        return 2
     ns = load_scorer(args.scorer)
     corpus = ns.load_corpus(str(args.data), str(args.labels))
-    res = ns.score_detector(corpus, ns.load_results(str(args.out), corpus), ns.load_profiles(str(profiles)))
-    print(ns.format_report(res))
-    if args.json:
-        import json
+    profiles = ns.load_profiles(str(args.profiles or args.labels.parent.parent / "profiles.json"))
+    names = [f.name for f in corpus.files]
+    if not names:
+        print(f"no files named in {args.labels}", file=sys.stderr)
+        return 2
 
-        Path(args.json).write_text(json.dumps(res, indent=2))
+    t0 = time.perf_counter()
+    scores = score_files(args.data, names, config)
+    points = 0
+    for name, s in zip(names, scores):
+        ts, values, _ = read_series(args.data / name)
+        points += len(values)
+        write_result(args.out / name, ts, values, s)
+    print(f"scored {len(names)} files, {points} points through patterns -> anomaly in "
+          f"{time.perf_counter() - t0:.1f} s (incl. CSV I/O); config {json.dumps(config) or '{}'}")
+    res = ns.score_detector(corpus, scores, profiles)
+    report: dict = {"config": config, "all_files": res}
+    print(ns.format_report(res))
+
+    if args.cv:
+        configs = grid_configs()
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(max(1, args.jobs)) as pool:
+            runs = dict(pool.map(_score_config, [(args.data, names, c) for c in configs]))
+        print(f"\nCV: {len(configs)} configurations in {time.perf_counter() - t0:.0f} s")
+        candidates = runs
+        in_sample = {}
+        for name, cand in candidates.items():
+            res = ns.score_detector(corpus, cand, profiles)
+            in_sample[name] = {p: e["normalized_score"] for p, e in res["profiles"].items()}
+        cv = cross_validate(ns, corpus, profiles, candidates)
+        report["cv"] = cv
+        report["in_sample"] = in_sample
+        print("\n== leave-one-folder-out CV (configuration and threshold chosen on the other folders)")
+        print(f"{'profile':<20} {'CV NAB':>7} {'best on all files (in-sample)':>30} {'win_P':>6} {'win_R':>6}")
+        for p in profiles:
+            e = cv["profiles"][p.name]
+            top = max(in_sample.values(), key=lambda d: d[p.name])[p.name]
+            wm = e["window_metrics"]
+            print(f"{p.name:<20} {e['normalized_score']:>7.2f} {top:>30.2f} {wm['precision']:>6.2f} "
+                  f"{wm['recall']:>6.2f}")
+        for p in profiles:
+            for folder, pick in cv["picks"][p.name].items():
+                print(f"  {p.name:<20} held out {folder:<22} chose {pick['candidate']} thr {pick['threshold']:.4g} "
+                      f"(train {pick['train_score']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
     return 0
 
 

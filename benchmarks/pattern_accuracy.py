@@ -45,7 +45,7 @@ from otelproc.batch import StringArray  # noqa: E402
 from otelproc.patterns import PatternMiner, mine_lines  # noqa: E402
 
 METRICS = ("GA", "FGA", "PA", "FTA")
-DEFAULT_GRID = "similarity=0.6,0.7,0.8;min_distinct=2,3,4;max_repeat=20,100,1e9"
+DEFAULT_GRID = "similarity=0.6,0.7,0.8;min_distinct=2,3,4;max_repeat=20,100,1e9;min_constant_lines=2,3"
 
 
 def header_regex(log_format: str) -> re.Pattern:

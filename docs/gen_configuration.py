@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from otelproc.component import Kind  # noqa: E402
-from otelproc.config import ByteSize, Duration, Secret, ServiceConfig  # noqa: E402
+from otelproc.config import ByteSize, ConfigRelativePath, Duration, Secret, ServiceConfig  # noqa: E402
 
 OUT = REPO / "docs" / "configuration.md"
 _FIELD_RE = re.compile(r"^\s+(\w+)\s*:")
@@ -85,6 +85,8 @@ def type_name(tp: Any) -> str:
         return "size"
     if tp is Secret:
         return "secret string"
+    if tp is ConfigRelativePath:
+        return "file path"
     if get_origin(tp) is Literal:
         return " \\| ".join(f"`{a}`" for a in get_args(tp))
     if get_origin(tp) is list:
@@ -207,7 +209,8 @@ def render() -> str:
         "     change the field or its comment, then run `python docs/gen_configuration.py` -->",
         "",
         "otelproc reads one Collector-style YAML file (`otelproc serve --config FILE`; check it with",
-        "`otelproc validate --config FILE`). Every component is configured under its kind, by id (`type` or",
+        "`otelproc validate --config FILE`; without `--config`, the default config shipped in the package:",
+        "the same as the repository's `config/otelproc.yaml`). Every component is configured under its kind, by id (`type` or",
         "`type/name`), and enabled by listing it in a pipeline. `${env:VAR}` and `${env:VAR:-default}` are",
         "substituted everywhere. Unknown keys are errors. Durations are written `200ms`, `5s`, `1m`, `72h`;",
         "sizes `4KiB`, `64MiB`. Keys of nested mappings are shown joined with `::`, as in error messages",
@@ -215,7 +218,7 @@ def render() -> str:
         "",
         "```yaml",
         "receivers:  {otlp: {protocols: {http: {endpoint: 0.0.0.0:4318}}}}",
-        "processors: {patterns: {}, anomaly: {}, alerting: {rules_file: config/alerts.yaml}, batch: {}}",
+        "processors: {patterns: {}, anomaly: {}, alerting: {rules_file: alerts.yaml}, batch: {}}",
         "exporters:  {clickhouse: {endpoint: chdb://./data}}",
         "service:",
         "  pipelines:",
@@ -241,7 +244,8 @@ def render() -> str:
               "(`/metrics`, `/healthz`, `/readyz`, log level).", ""]
     lines += _table(list(options(ServiceConfig, "service::"))) + [""]
     lines += ["## alert rules file", "",
-              "The file named by `processors::alerting::rules_file` (default `config/alerts.yaml`): rules, "
+              "The file named by `processors::alerting::rules_file` (default: the shipped rules, the same as "
+              "the repository's `config/alerts.yaml`): rules, "
               "Alertmanager-style `route`, `inhibit_rules` and `receivers`. See [alerting.md](alerting.md).", ""]
     lines += _table(list(options(AlertsFile))) + [""]
     return "\n".join(lines)

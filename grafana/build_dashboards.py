@@ -1,4 +1,5 @@
-"""Build otelproc's Grafana dashboards as code and write them to ``grafana/dashboards/*.json``.
+"""Build otelproc's Grafana dashboards as code and write them to ``grafana/dashboards/*.json`` and to
+the package (``otelproc/defaults/dashboards/*.json``, which ``otelproc report`` draws).
 
     python grafana/build_dashboards.py            # regenerate the JSON files
     python grafana/build_dashboards.py --check    # exit 1 if a committed file differs
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "otelproc" / "defaults" / "dashboards"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "otelproc-ch"}
 SCHEMA_VERSION = 39
 TAGS = ["otelproc"]
@@ -110,10 +112,27 @@ class Dashboard:
         })
         return self
 
-    def annotation(self, name: str, sql: str, color: str = "red") -> "Dashboard":
+    def annotation(self, name: str, sql: str, color: str = "red", panels: tuple[str, ...] = ()) -> "Dashboard":
+        """A dashboard annotation from SQL (columns time, timeEnd, title, text, tags); shown on every
+        time series panel, or only on the panels titled in ``panels``."""
         self.annotations.append({"name": name, "enable": True, "hide": False, "iconColor": color,
-                                 "datasource": dict(DATASOURCE), "target": target(sql, FORMAT_TABLE, "Anno")})
+                                 "datasource": dict(DATASOURCE), "target": target(sql, FORMAT_TABLE, "Anno"),
+                                 "_panels": panels})
         return self
+
+    def _annotations_json(self) -> list[dict[str, Any]]:
+        ids = {p["title"]: p["id"] for p in self.panels}
+        out = []
+        for a in self.annotations:
+            a = dict(a)
+            titles = a.pop("_panels")
+            missing = [t for t in titles if t not in ids]
+            if missing:
+                raise ValueError(f"{self.uid}: annotation {a['name']!r} names unknown panels {missing}")
+            if titles:
+                a["filter"] = {"exclude": False, "ids": [ids[t] for t in titles]}
+            out.append(a)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         builtin = {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
@@ -124,7 +143,7 @@ class Dashboard:
             "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": False, "graphTooltip": 1,
             "timezone": "utc", "refresh": "30s", "time": {"from": self.time_from, "to": "now"},
             "timepicker": {}, "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
-            "annotations": {"list": [builtin, *self.annotations]},
+            "annotations": {"list": [builtin, *self._annotations_json()]},
             "templating": {"list": self.variables},
             "links": self.links or [{"type": "dashboards", "tags": TAGS, "asDropdown": True, "title": "otelproc",
                                      "includeVars": False, "keepTime": True, "icon": "external link",
@@ -155,12 +174,42 @@ def _link(title: str, url: str) -> dict[str, Any]:
 
 # Reused SQL fragments
 _TEMPLATES = "(SELECT ServiceName, PatternId, any(Template) AS template FROM log_patterns GROUP BY ServiceName, PatternId)"
+# otel_logs is partitioned by toDate(TimestampTime) with primary key (ServiceName, TimestampTime): a filter on
+# Timestamp alone prunes neither, so every otel_logs query also filters TimestampTime (whole seconds, so the
+# TimestampTime condition keeps every row the Timestamp condition keeps).
+_LOGS_TIME = "$__timeFilter(TimestampTime) AND $__timeFilter(Timestamp)"
+# newest lines first: TimestampTime is the whole second of Timestamp, so this is ORDER BY Timestamp DESC,
+# but sorted on a key column first
+_NEWEST_FIRST = "TimestampTime DESC, Timestamp DESC"
+# The overview's counts come from pattern_counts (lines per minute, service, pattern and severity, written by
+# the patterns processor for every line): 20-50x fewer rows than otel_logs, for the dashboard opened most.
+_FROM_COUNTS = "Counted per minute by the patterns processor (pattern_counts), not by scanning otel_logs."
 _SERVICE_FILTER = "$__conditionalAll(ServiceName IN (${service:singlequote}), $service)"
 _PATTERN_FILTER = "$__conditionalAll(PatternId IN (${pattern:singlequote}), $pattern)"
-_SEVERITY_FILTER = "$__conditionalAll(SeverityText IN (${severity:singlequote}), $severity)"
-_SERVICE_VAR_SQL = "SELECT DISTINCT ServiceName FROM otel_logs WHERE $__timeFilter(Timestamp) ORDER BY ServiceName"
+_SEVERITY_FILTER = "$__conditionalAll(SeverityNumber IN (${severity:csv}), $severity)"
+# variables read the small per-minute table, never otel_logs
+_SERVICE_VAR_SQL = "SELECT DISTINCT ServiceName FROM pattern_counts WHERE $__timeFilter(Minute) ORDER BY ServiceName"
+# OTLP short names of SeverityNumber 1-24 (TRACE, TRACE2, ..., FATAL4); 0 is unspecified
+_SEVERITY_NAME = ("if(SeverityNumber = 0, 'UNSPECIFIED', concat(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']"
+                  "[intDiv(SeverityNumber - 1, 4) + 1], if((SeverityNumber - 1) % 4 = 0, '', "
+                  "toString((SeverityNumber - 1) % 4 + 1))))")
 _TO_SERVICE = "/d/otelproc-service/service-drill-down?var-service=${__data.fields.service}" \
               "&var-pattern=${__data.fields.pattern_id}&${__url_time_range}"
+_TO_PATTERN = "/d/otelproc-patterns/otelproc-patterns?var-service=${__data.fields.service}&var-pattern=${__value.raw}" \
+              "&${__url_time_range}"
+# an anomaly's logs: the service's drill-down from 15 minutes before its bucket to 15 minutes after it
+_ANOMALY_WINDOW = ("toUnixTimestamp64Milli(Timestamp) - 900000 AS from_ms, "
+                   "toUnixTimestamp64Milli(Timestamp) + toInt64(1000 * ResolutionSeconds) + 900000 AS to_ms")
+_TO_ANOMALY_LOGS = "/d/otelproc-service/service-drill-down?var-service=${__data.fields.service}" \
+                   "&from=${__data.fields.from_ms}&to=${__data.fields.to_ms}"
+_ANOMALY_ANNOTATION = ("SELECT Timestamp AS time, Timestamp + toIntervalMillisecond(toInt64(1000 * ResolutionSeconds)) "
+                       "AS timeEnd, concat(Kind, ' · ', ServiceName) AS title, Description AS text, "
+                       "[Kind, Severity] AS tags FROM anomalies WHERE $__timeFilter(Timestamp) AND {where} "
+                       "ORDER BY Timestamp LIMIT 500")
+_HIDE_WINDOW = [{"matcher": {"id": "byName", "options": c}, "properties": [{"id": "custom.hidden", "value": True}]}
+                for c in ("from_ms", "to_ms")]
+_PATTERN_LINK = [{"matcher": {"id": "byName", "options": "pattern_id"},
+                  "properties": [{"id": "links", "value": [_link("Pattern of this line", _TO_PATTERN)]}]}]
 
 
 # --------------------------------------------------------------------------- dashboards
@@ -169,11 +218,11 @@ def overview() -> Dashboard:
     d = Dashboard("otelproc-overview", "otelproc · Overview",
                   "What the logs are doing: ingest, errors, patterns, anomalies and alerts at a glance.")
     d.row("Now")
-    d.panel("stat", "Log lines", "SELECT count() AS lines FROM otel_logs WHERE $__timeFilter(Timestamp)",
-            FORMAT_TABLE, w=6, h=4, unit="short", options=_STAT)
-    d.panel("stat", "Error ratio", f"SELECT countIf(SeverityNumber >= {ERROR}) / greatest(count(), 1) AS error_ratio "
-            "FROM otel_logs WHERE $__timeFilter(Timestamp)", FORMAT_TABLE, w=6, h=4, unit="percentunit",
-            options=_STAT)
+    d.panel("stat", "Log lines", "SELECT sum(Count) AS lines FROM pattern_counts WHERE $__timeFilter(Minute)",
+            FORMAT_TABLE, w=6, h=4, unit="short", options=_STAT, description=_FROM_COUNTS)
+    d.panel("stat", "Error ratio", f"SELECT sumIf(Count, SeverityNumber >= {ERROR}) / greatest(sum(Count), 1) "
+            "AS error_ratio FROM pattern_counts WHERE $__timeFilter(Minute)", FORMAT_TABLE, w=6, h=4,
+            unit="percentunit", options=_STAT, description=_FROM_COUNTS)
     d.panel("stat", "Patterns seen", "SELECT uniqExact(ServiceName, PatternId) AS patterns FROM pattern_counts "
             "WHERE $__timeFilter(Minute)", FORMAT_TABLE, w=6, h=4, unit="short", options=_STAT)
     d.panel("stat", "Firing alerts",
@@ -183,14 +232,14 @@ def overview() -> Dashboard:
             description="Alerts whose last notification in the day before the end of the range was 'firing'.")
     d.row("Traffic and errors")
     d.panel("timeseries", "Ingest rate by service",
-            "SELECT $__timeInterval(Timestamp) AS time, ServiceName, count() / $__interval_s AS lines_per_s "
-            "FROM otel_logs WHERE $__timeFilter(Timestamp) GROUP BY time, ServiceName ORDER BY time",
+            "SELECT $__timeInterval(Minute) AS time, ServiceName, sum(Count) / greatest($__interval_s, 60) "
+            "AS lines_per_s FROM pattern_counts WHERE $__timeFilter(Minute) GROUP BY time, ServiceName ORDER BY time",
             FORMAT_TIME_SERIES, unit="short", custom=_ts(stack=True), options=_LEGEND,
-            description="Log lines per second, by event time.")
+            description="Log lines per second, by event time (per minute at least). " + _FROM_COUNTS)
     d.panel("timeseries", "Error ratio by service",
-            f"SELECT $__timeInterval(Timestamp) AS time, ServiceName, countIf(SeverityNumber >= {ERROR}) / count() "
-            "AS error_ratio FROM otel_logs WHERE $__timeFilter(Timestamp) GROUP BY time, ServiceName ORDER BY time",
-            FORMAT_TIME_SERIES, unit="percentunit", custom=_ts(), options=_LEGEND)
+            f"SELECT $__timeInterval(Minute) AS time, ServiceName, sumIf(Count, SeverityNumber >= {ERROR}) / sum(Count) "
+            "AS error_ratio FROM pattern_counts WHERE $__timeFilter(Minute) GROUP BY time, ServiceName ORDER BY time",
+            FORMAT_TIME_SERIES, unit="percentunit", custom=_ts(), options=_LEGEND, description=_FROM_COUNTS)
     d.row("Patterns")
     d.panel("table", "Top patterns",
             f"SELECT c.ServiceName AS service, toString(c.PatternId) AS pattern_id, t.template AS template, "
@@ -216,6 +265,7 @@ def overview() -> Dashboard:
             "WHERE Timestamp <= $__toTime AND Timestamp >= $__toTime - INTERVAL 1 DAY AND Outcome = 'sent' "
             "GROUP BY Fingerprint, AlertName, ServiceName, Severity HAVING argMax(Status, Timestamp) = 'firing' "
             "ORDER BY since DESC", FORMAT_TABLE)
+    d.annotation("Anomalies", _ANOMALY_ANNOTATION.format(where="1=1"), panels=("Ingest rate by service",))
     return d
 
 
@@ -261,9 +311,9 @@ def patterns() -> Dashboard:
                                                                "showLegend": True, "values": ["percent"]}})
     d.panel("logs", "Logs of the selected pattern",
             "SELECT Timestamp AS timestamp, Body AS body, SeverityText AS level, ServiceName AS service, "
-            "toString(PatternId) AS pattern_id FROM otel_logs WHERE $__timeFilter(Timestamp) AND "
-            f"{_SERVICE_FILTER} AND {_PATTERN_FILTER} ORDER BY Timestamp DESC LIMIT 1000", FORMAT_LOGS,
-            w=24, h=12, options=_LOGS)
+            f"toString(PatternId) AS pattern_id FROM otel_logs WHERE {_LOGS_TIME} AND "
+            f"{_SERVICE_FILTER} AND {_PATTERN_FILTER} ORDER BY {_NEWEST_FIRST} LIMIT 1000", FORMAT_LOGS,
+            w=24, h=12, options=_LOGS, overrides=_PATTERN_LINK)
     return d
 
 
@@ -275,10 +325,7 @@ def anomalies() -> Dashboard:
     d.query_variable("series", "Series",
                      "SELECT DISTINCT Series FROM series WHERE PatternId = 0 AND $__timeFilter(Timestamp) "
                      "ORDER BY Series")
-    d.annotation("Anomalies",
-                 "SELECT Timestamp AS time, concat(Kind, ' · ', ServiceName) AS title, Description AS text, "
-                 "[Kind, Severity] AS tags FROM anomalies WHERE $__timeFilter(Timestamp) AND "
-                 f"{_SERVICE_FILTER} ORDER BY Timestamp LIMIT 500")
+    d.annotation("Anomalies", _ANOMALY_ANNOTATION.format(where=_SERVICE_FILTER))
     d.panel("timeseries", "${series}: ${service}",
             "SELECT Timestamp AS time, Observed AS observed, Expected AS expected, Lower AS lower, Upper AS upper "
             "FROM series WHERE $__timeFilter(Timestamp) AND Series = '${series}' AND PatternId = 0 AND "
@@ -303,8 +350,9 @@ def anomalies() -> Dashboard:
     d.panel("table", "Anomalies",
             "SELECT Timestamp AS time, ServiceName AS service, Kind AS kind, Severity AS severity, "
             "round(Score, 3) AS score, Series AS series, round(Observed, 4) AS observed, "
-            "round(Expected, 4) AS expected, Description AS description FROM anomalies WHERE "
-            f"$__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 500", FORMAT_TABLE)
+            f"round(Expected, 4) AS expected, Description AS description, {_ANOMALY_WINDOW} FROM anomalies "
+            f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 500", FORMAT_TABLE,
+            links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW)
     d.row("Trends")
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "
@@ -336,15 +384,16 @@ def service() -> Dashboard:
                   "$pattern and $severity.")
     d.query_variable("service", "Service", _SERVICE_VAR_SQL)
     d.query_variable("severity", "Severity",
-                     "SELECT DISTINCT SeverityText FROM otel_logs WHERE ServiceName = '${service}' AND "
-                     "$__timeFilter(Timestamp) ORDER BY SeverityText", multi=True, include_all=True)
+                     f"SELECT DISTINCT SeverityNumber AS __value, {_SEVERITY_NAME} AS __text FROM pattern_counts "
+                     "WHERE ServiceName = '${service}' AND $__timeFilter(Minute) ORDER BY __value",
+                     multi=True, include_all=True)
     d.query_variable("pattern", "Pattern",
                      "SELECT toString(PatternId) AS __value, substring(any(Template), 1, 100) AS __text "
                      "FROM log_patterns WHERE ServiceName = '${service}' GROUP BY PatternId "
                      "ORDER BY sum(Count) DESC LIMIT 500", include_all=True)
     d.panel("timeseries", "Lines by severity",
             "SELECT $__timeInterval(Timestamp) AS time, SeverityText, count() / $__interval_s AS lines_per_s "
-            f"FROM otel_logs WHERE $__timeFilter(Timestamp) AND ServiceName = '${{service}}' AND {_PATTERN_FILTER} "
+            f"FROM otel_logs WHERE {_LOGS_TIME} AND ServiceName = '${{service}}' AND {_PATTERN_FILTER} "
             f"AND {_SEVERITY_FILTER} GROUP BY time, SeverityText ORDER BY time", FORMAT_TIME_SERIES,
             custom=_ts(stack=True), options=_LEGEND, unit="short")
     d.panel("timeseries", "Log volume and expected band",
@@ -360,19 +409,26 @@ def service() -> Dashboard:
             "SELECT toString(c.PatternId) AS pattern_id, t.template AS template, c.lines AS lines, "
             "c.errors AS errors, '${service}' AS service FROM (SELECT PatternId, sum(Count) AS lines, "
             f"sumIf(Count, SeverityNumber >= {ERROR}) AS errors FROM pattern_counts WHERE $__timeFilter(Minute) AND "
-            f"ServiceName = '${{service}}' AND {_PATTERN_FILTER} GROUP BY PatternId) AS c LEFT JOIN "
+            f"ServiceName = '${{service}}' AND {_PATTERN_FILTER} AND {_SEVERITY_FILTER} GROUP BY PatternId) AS c "
+            "LEFT JOIN "
             f"(SELECT PatternId, any(Template) AS template FROM log_patterns WHERE ServiceName = '${{service}}' "
             "GROUP BY PatternId) AS t ON c.PatternId = t.PatternId ORDER BY lines DESC LIMIT 100", FORMAT_TABLE,
             links=[_link("Filter by this pattern", _TO_SERVICE)])
     d.panel("table", "Anomalies of the service",
             "SELECT Timestamp AS time, Kind AS kind, Severity AS severity, round(Score, 3) AS score, "
-            "Description AS description FROM anomalies WHERE $__timeFilter(Timestamp) AND "
-            f"ServiceName = '${{service}}' AND {_PATTERN_FILTER} ORDER BY Timestamp DESC LIMIT 200", FORMAT_TABLE)
+            f"Description AS description, ServiceName AS service, {_ANOMALY_WINDOW} FROM anomalies WHERE "
+            f"$__timeFilter(Timestamp) AND ServiceName = '${{service}}' AND {_PATTERN_FILTER} "
+            "ORDER BY Timestamp DESC LIMIT 200", FORMAT_TABLE,
+            links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW)
     d.panel("logs", "Logs",
             "SELECT Timestamp AS timestamp, Body AS body, SeverityText AS level, toString(PatternId) AS pattern_id, "
-            "TraceId AS trace_id FROM otel_logs WHERE $__timeFilter(Timestamp) AND ServiceName = '${service}' AND "
-            f"{_PATTERN_FILTER} AND {_SEVERITY_FILTER} ORDER BY Timestamp DESC LIMIT 1000", FORMAT_LOGS,
-            w=24, h=14, options=_LOGS)
+            f"ServiceName AS service, TraceId AS trace FROM otel_logs WHERE {_LOGS_TIME} AND "
+            f"ServiceName = '${{service}}' AND {_PATTERN_FILTER} AND {_SEVERITY_FILTER} ORDER BY {_NEWEST_FIRST} "
+            "LIMIT 1000", FORMAT_LOGS, w=24, h=14, options=_LOGS, overrides=_PATTERN_LINK,
+            description="The trace id column is named `trace`, not trace_id: the ClickHouse plugin turns a "
+                        "trace_id column into a link to a traces table, which otelproc does not write.")
+    d.annotation("Anomalies", _ANOMALY_ANNOTATION.format(where="ServiceName = '${service}'"),
+                 panels=("Lines by severity", "Log volume and expected band"))
     return d
 
 
@@ -426,17 +482,19 @@ def render_all() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
-    ap.add_argument("--out", type=Path, default=OUT_DIR, help="output directory (default grafana/dashboards)")
+    ap.add_argument("--out", type=Path, action="append",
+                    help="output directory (default: grafana/dashboards and otelproc/defaults/dashboards)")
     args = ap.parse_args(argv)
     stale = []
-    for fname, text in render_all().items():
-        path = args.out / fname
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    for out_dir in args.out or (OUT_DIR, PACKAGED_DIR):
+        for fname, text in render_all().items():
+            path = out_dir / fname
+            if args.check:
+                if not path.is_file() or path.read_text() != text:
+                    stale.append(str(path))
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
     if stale:
         print("out of date (run python grafana/build_dashboards.py): " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""``otelproc`` command line: serve · validate · sql · demo · patterns (FILE | top) · anomalies · alerts · tail."""
+"""``otelproc`` command line: serve · validate · sql · demo · report · warmup · patterns (FILE | top) · anomalies ·
+alerts · tail."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,52 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
-DEFAULT_CONFIG = "config/otelproc.yaml"
+from otelproc import defaults
+
+DEFAULT_CONFIG = str(defaults.CONFIG)
+CONFIG_HELP = "config file (default: the embedded default config, data under ./data or $OTELPROC_HOME)"
 log = logging.getLogger("otelproc.cli")
 
 
-def _load(path: str):
+def _check_home(create: bool) -> None:
+    """$OTELPROC_HOME, where the default config keeps its data, must be a directory (writable to serve)."""
+    home = os.environ.get("OTELPROC_HOME")
+    if not home:
+        return
+    path = Path(home)
+    problem = ""
+    if path.exists() and not path.is_dir():
+        problem = "exists and is not a directory"
+    elif create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                problem = "is not writable"
+        except OSError as e:
+            problem = f"cannot be created ({e.strerror})"
+    if problem:
+        print(f"otelproc: $OTELPROC_HOME={home} {problem}: set it to a directory otelproc may write, "
+              "or unset it to keep the data under ./data", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _load(path: str, create_home: bool = False):
     from otelproc.config import ConfigError, load_config
 
+    _check_home(create_home)
+    config = Path(path)
+    if not config.is_file():
+        what = "is a directory, not a config file" if config.is_dir() else \
+            "not found" + ("" if config.is_absolute() else f" in {os.getcwd()}")
+        print(f"otelproc: config file {path} {what}; leave --config out to run the embedded default config",
+              file=sys.stderr)
+        raise SystemExit(2)
     try:
         return load_config(path)
     except ConfigError as e:
@@ -38,9 +73,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer, setup_logging
 
-    cfg = _load(args.config)
+    from otelproc.warmup import warm_up
+
+    cfg = _load(args.config, create_home=True)
     tl = cfg.service.telemetry
     setup_logging(tl.logs.level, tl.logs.encoding)
+    warm_up(say=log.info)
     service = Service(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,7 +91,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     try:
         if tl.metrics.address:
-            metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=service.ready)
+            try:
+                metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=service.ready)
+            except OSError as e:
+                log.error("failed to start: service::telemetry::metrics::address: cannot listen on %s: %s",
+                          tl.metrics.address, e.strerror or e)
+                return 1
             log.info("metrics on http://%s/metrics", tl.metrics.address)
         if args.ready_file:  # lets tests and scripts know the ports are bound
             Path(args.ready_file).write_text(json.dumps(_ports(service)))
@@ -87,8 +130,22 @@ def _store_from_config(path: str, exporter: str | None):
     return open_exporter_store(next(iter(chs.values())))
 
 
+def _open_store(open_store, who: str):
+    """``open_store()``, or exit 1 with one line saying why the store cannot be opened."""
+    try:
+        return open_store()
+    except SystemExit:
+        raise
+    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
+        print(f"{who}: cannot open the store: {e}", file=sys.stderr)
+        if "lock" in str(e).lower():
+            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
+                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc sql")
     return _print_query(store, lambda: store.query_rows(args.query), args.format, "otelproc")
 
 
@@ -98,12 +155,21 @@ def _print_query(store, run, fmt: str, who: str) -> int:
         try:
             rows = run()
         except Exception as e:
-            print(f"{who}: query failed: {e}", file=sys.stderr)
+            print(_query_failure(who, e), file=sys.stderr)
             return 1
         print_rows(list(rows.column_names), rows, fmt)
     finally:
         store.close()
     return 0
+
+
+def _query_failure(who: str, e: Exception) -> str:
+    """One line for a failed query; an empty store (no otelproc tables) says how to fill it."""
+    missing = re.search(r"Unknown (?:table|database)[^.]*", str(e))
+    if missing:
+        return (f"{who}: the store holds no otelproc data yet ({missing.group(0)}): run `otelproc serve` "
+                "or `otelproc demo` first, or name another store with --config")
+    return f"{who}: query failed: {e}"
 
 
 def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", out=None) -> None:
@@ -142,14 +208,32 @@ def cmd_patterns(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     from otelproc.patterns import mine_file
+    from otelproc.warmup import warm_up
 
+    settings = _patterns_settings(args.config, args.processor)
+    warm_up()
     try:
-        templates = mine_file(args.target, csv_out=args.csv)
+        templates = mine_file(args.target, csv_out=args.csv, settings=settings)
     except OSError as e:
         print(f"otelproc: {e}", file=sys.stderr)
         return 1
     print_rows(["count", "template"], [(c, t) for t, c in templates], args.format)
     return 0
+
+
+def _patterns_settings(path: str, processor: str | None) -> dict:
+    """The miner settings of the config's patterns processor (``--processor``, else the first one;
+    the defaults when the config has none), validated like any config."""
+    from otelproc.processors.patterns import PatternsProcessorConfig
+
+    cfg = _load(path)
+    procs = {k: v for k, v in cfg.processors.items() if k.split("/", 1)[0] == "patterns"}
+    if processor is not None:
+        if processor not in procs:
+            raise SystemExit(f"otelproc: {path} has no processor {processor!r}; patterns processors: "
+                             f"{', '.join(procs) or 'none'}")
+        return procs[processor].miner_kwargs()
+    return (next(iter(procs.values())) if procs else PatternsProcessorConfig()).miner_kwargs()
 
 
 def _view_store(args: argparse.Namespace):
@@ -179,14 +263,7 @@ def _view(args: argparse.Namespace, name: str) -> int:
     except ValueError as e:
         print(f"otelproc {args.command}: {e}", file=sys.stderr)
         return 2
-    try:
-        store = _view_store(args)
-    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
-        print(f"otelproc {args.command}: cannot open the store: {e}", file=sys.stderr)
-        if "lock" in str(e).lower():
-            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
-                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
-        return 1
+    store = _open_store(lambda: _view_store(args), f"otelproc {args.command}")
     return _print_query(store, lambda: getattr(views, name)(store, **kwargs), args.format, f"otelproc {args.command}")
 
 
@@ -211,8 +288,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      directory=args.dir, rules_file=args.rules, check=args.check)
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from otelproc.warmup import cache_directory, is_warm, warm_up
+
+    if is_warm() and not args.force:
+        print(f"otelproc: kernels already compiled (cache {cache_directory()}; --force to run the warm-up again)")
+        return 0
+    warm_up(say=lambda line: print(f"otelproc: {line}", flush=True), force=True)
+    return 0
+
+
 def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") -> None:
-    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="whose clickhouse exporter store to read, and for "
+                                                           "`patterns FILE` whose patterns processor settings to mine "
+                                                           "with (default: the embedded default config's)")
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
     s.add_argument("--endpoint", help="read this ClickHouse HTTP endpoint instead (a server, or a running "
                                       "otelproc's clickhouse_query extension, e.g. http://127.0.0.1:8123)")
@@ -226,22 +315,35 @@ def _add_view_options(s: argparse.ArgumentParser, since_default: str = "all") ->
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
-    except ImportError as e:
-        print(f"otelproc: report needs matplotlib ({e}); pip install 'otelproc[report]'", file=sys.stderr)
+    import importlib.util
+
+    from otelproc.report import MAIN_DASHBOARDS, load_demo, render_report
+    from otelproc.store import StoreError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print("otelproc report: needs matplotlib, which is not installed: pip install 'otelproc[report]'",
+              file=sys.stderr)
         return 1
     names = [d.strip() for d in args.dashboards.split(",")] if args.dashboards else list(MAIN_DASHBOARDS)
     unknown = sorted(set(names) - set(MAIN_DASHBOARDS))
     if unknown:
         print(f"otelproc: unknown dashboards {', '.join(unknown)}; known: {', '.join(MAIN_DASHBOARDS)}", file=sys.stderr)
         return 2
-    store = _store_from_config(args.config, args.exporter)
+    store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc report")
     try:
         if args.demo:
+            from otelproc.warmup import warm_up
+
+            warm_up()
             counts = load_demo(store)
             print("demo data loaded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
         paths = render_report(store, args.out, names)
+    except OSError as e:
+        print(f"otelproc report: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(_query_failure("otelproc report", e), file=sys.stderr)
+        return 1
     finally:
         store.close()
     for p in paths:
@@ -254,17 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the pipelines of a config")
-    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("validate", help="check a config and report every error with its key path")
-    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("sql", help="run a query against the configured store and print the result")
     s.add_argument("query")
-    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
     s.set_defaults(fn=cmd_sql)
@@ -277,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", metavar="FILE|top")
     s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
     s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
+    s.add_argument("--processor", help="FILE mode: mine with the settings of this patterns processor of --config "
+                                       "(masking rules, pinned templates, message fields...; default: the first)")
     _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
 
@@ -297,12 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="draw the main Grafana dashboards from the store as PNG + index.html "
                                       "(no Grafana needed)")
-    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
     s.add_argument("--out", default="otelproc-report", help="output directory (default otelproc-report)")
     s.add_argument("--dashboards", help="comma-separated subset of overview,patterns,anomalies,service,alerts")
     s.add_argument("--demo", action="store_true", help="first fill the store with a simulated 2 h demo run")
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("warmup", help="compile the Numba kernels now (otherwise the first serve/demo does it, "
+                                      "a minute or two; the compiled code is cached)")
+    s.add_argument("--force", action="store_true", help="run the warm-up even if this version already did")
+    s.set_defaults(fn=cmd_warmup)
 
     s = sub.add_parser("demo", help="run the full pipeline on simulated traffic with scripted incidents")
     s.add_argument("--duration", type=float, default=60.0, help="wall-clock seconds of traffic (default 60)")
@@ -313,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 41 x speed logs/s)")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--dir", default="otelproc-demo", help="demo directory: config, store, summary.json")
-    s.add_argument("--rules", default=str(Path(__file__).resolve().parents[1] / "config" / "alerts.yaml"),
-                   help="alert rules and routes to use (receivers are replaced by the demo's webhook sink)")
+    s.add_argument("--rules", default=str(defaults.ALERT_RULES),
+                   help="alert rules and routes to use (default: the shipped ones; receivers are replaced by "
+                        "the demo's webhook sink)")
     s.add_argument("--check", action="store_true", help="exit 1 unless every incident was detected and alerted")
     s.add_argument("--log-level", default="warn", choices=("debug", "info", "warn", "error"))
     s.set_defaults(fn=cmd_demo)
@@ -322,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "otelproc" / "numba"))
+    from otelproc.warmup import configure_cache
+
+    configure_cache()  # before anything imports Numba
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

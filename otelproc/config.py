@@ -15,6 +15,7 @@ error messages are joined with ``::`` (``exporters::clickhouse::ttl: ...``).
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import os
 import re
@@ -29,7 +30,7 @@ import yaml
 from otelproc.component import Factory, Kind
 
 __all__ = [
-    "ConfigError", "Duration", "Secret", "ByteSize", "ServiceConfig", "PipelineConfig", "OtelprocConfig",
+    "ConfigError", "Duration", "Secret", "ByteSize", "ConfigRelativePath", "ServiceConfig", "PipelineConfig", "OtelprocConfig",
     "load_config", "parse_config", "decode", "parse_duration", "parse_bytes",
 ]
 
@@ -57,6 +58,16 @@ class Secret(str):
         return "Secret('***')" if self else "Secret('')"
 
     __str__ = str.__str__
+
+
+class ConfigRelativePath(str):
+    """A file the config reads (e.g. the alert rules). A relative path is relative to the directory of
+    the config file, as Prometheus does for ``rule_files``, so a config and the files beside it work
+    from any working directory and from the package."""
+
+
+# directory of the config file being decoded (None for a config given as text: paths stay as written)
+_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("otelproc_config_dir", default=None)
 
 
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)?\s*$")
@@ -224,6 +235,12 @@ def _decode_value(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"expected a number, got {value!r}")
             return float(value)
+        if tp is ConfigRelativePath:
+            if isinstance(value, (dict, list)) or value is None:
+                raise ValueError(f"expected a file path, got {value!r}")
+            base = _CONFIG_DIR.get()
+            text = os.path.expanduser(str(value))
+            return ConfigRelativePath(base / text if base is not None and text and not os.path.isabs(text) else text)
         if tp in (str, Secret):
             if isinstance(value, (dict, list)) or value is None:
                 raise ValueError(f"expected a string, got {value!r}")
@@ -337,11 +354,20 @@ def load_config(path: str | os.PathLike) -> OtelprocConfig:
         text = p.read_text()
     except OSError as e:
         raise ConfigError([f"{path}: cannot read config file: {e.strerror}"]) from None
-    cfg = parse_config(text, source=str(p))
-    return cfg
+    return parse_config(text, source=str(p), base_dir=p.resolve().parent)
 
 
-def parse_config(text: str, source: str = "<string>") -> OtelprocConfig:
+def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> OtelprocConfig:
+    """Decode and validate config text. Relative :class:`ConfigRelativePath` values are taken relative
+    to ``base_dir`` (the config file's directory), or stay as written when it is None."""
+    token = _CONFIG_DIR.set(base_dir)
+    try:
+        return _parse_config(text, source)
+    finally:
+        _CONFIG_DIR.reset(token)
+
+
+def _parse_config(text: str, source: str) -> OtelprocConfig:
     from otelproc.registry import factories
 
     errors: list[str] = []

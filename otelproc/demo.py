@@ -5,7 +5,7 @@ What it does, in order:
 1. writes a demo directory (default ``./otelproc-demo``): ``otelproc.yaml`` (the pipeline
    ``otlp -> patterns -> anomaly -> alerting -> batch -> clickhouse`` on an embedded chDB store
    under ``store/``, the ``clickhouse_query`` extension, /metrics) and ``alerts.yaml`` (the rules
-   and routes of ``config/alerts.yaml`` with every receiver pointed at a local webhook sink, so
+   and routes of the shipped ``alerts.yaml`` with every receiver pointed at a local webhook sink, so
    you see where each alert was routed without Alertmanager, Slack or SMTP);
 2. starts a recording webhook sink and the real :class:`otelproc.pipeline.Service` from that
    config (the OTLP/HTTP receiver on a free port);
@@ -36,6 +36,7 @@ from typing import TextIO
 
 import numpy as np
 
+from otelproc import defaults
 from otelproc.batch import AttrMap, LogBatch, concat_batches
 
 __all__ = ["DemoOptions", "DemoIncident", "IncidentResult", "DemoResult", "run_demo", "demo_incidents",
@@ -44,8 +45,6 @@ __all__ = ["DemoOptions", "DemoIncident", "IncidentResult", "DemoResult", "run_d
 log = logging.getLogger("otelproc.demo")
 
 NS = 1_000_000_000
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RULES = REPO / "config" / "alerts.yaml"
 # event time a default run covers: the anomaly warm-up (30 min) plus room for four incidents
 DEFAULT_EVENT_SPAN_S = 3 * 3600.0
 MIN_EVENT_SPAN_S = 2 * 3600.0
@@ -102,7 +101,7 @@ class DemoOptions:
     rate: float = 0.0
     seed: int = 1
     directory: str = "otelproc-demo"
-    rules_file: str = str(DEFAULT_RULES)
+    rules_file: str = str(defaults.ALERT_RULES)
     # progress refresh in wall seconds
     progress_interval_s: float = 1.0
 
@@ -131,6 +130,10 @@ class DemoOptions:
                        f"raise --speed or leave it at 0 (automatic)")
         if not Path(self.rules_file).is_file():
             out.append(f"--rules: alert rules file not found: {self.rules_file}")
+        try:
+            Path(self.directory).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            out.append(f"--dir: cannot create the demo directory {self.directory}: {e.strerror}")
         return out
 
 
@@ -358,11 +361,13 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> DemoResult:
     from otelproc.config import load_config
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer
+    from otelproc.warmup import warm_up
 
     out = out or sys.stdout
     problems = opts.problems()
     if problems:
         raise ValueError("; ".join(problems))
+    warm_up(say=lambda line: (out.write(f"otelproc demo: {line}\n"), out.flush()))  # before the clock starts
     root = Path(opts.directory)
     sink = WebhookSink()
     errors: list[str] = []
@@ -498,8 +503,9 @@ def _print_summary(r: DemoResult, out: TextIO, query_address: tuple[str, int]) -
       f"  otelproc alerts       --config {cfg}\n"
       f"  otelproc tail         --config {cfg} --service payment -n 20\n"
       f"  otelproc sql --config {cfg} \"SELECT ServiceName, Kind, count() FROM anomalies GROUP BY ALL ORDER BY 3 DESC\"\n"
-      f"  More SQL: README.md, section 'SQL cookbook'. Grafana: grafana/ (serve the store with the "
-      f"clickhouse_query extension, as the demo did on http://{query_address[0]}:{query_address[1]}).\n")
+      f"  More SQL: README.md, section 'SQL cookbook'. Grafana: the dashboards in {defaults.DASHBOARDS} read the "
+      f"store through the clickhouse_query extension, as the demo served it on "
+      f"http://{query_address[0]}:{query_address[1]}.\n")
     out.flush()
 
 

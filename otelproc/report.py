@@ -3,7 +3,7 @@
     from otelproc.report import render_report
     render_report(store, "report/", dashboards=("overview", "patterns", "anomalies", "alerts"))
 
-Each dashboard of ``grafana/build_dashboards.py`` becomes one PNG (one subplot per panel, drawn
+Each shipped dashboard (``otelproc/defaults/dashboards``, built by ``grafana/build_dashboards.py``) becomes one PNG (one subplot per panel, drawn
 from the same SQL, with the ClickHouse plugin's macros expanded by :func:`expand_macros`) and an
 ``index.html`` showing them. The time range defaults to the range of the data in ``otel_logs``,
 so a replayed or simulated store renders without knowing its dates.
@@ -17,7 +17,7 @@ Needs matplotlib (only :func:`render_report` imports it).
 from __future__ import annotations
 
 import html
-import importlib.util
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -25,11 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["expand_macros", "TimeRange", "data_time_range", "variable_values", "load_demo", "render_report",
+__all__ = ["expand_macros", "TimeRange", "data_time_range", "variable_values", "load_demo", "load_batches",
+           "add_demo_alerts", "table_counts", "render_report",
            "dashboard_specs", "MAIN_DASHBOARDS", "panel_queries"]
 
-REPO = Path(__file__).resolve().parents[1]
-BUILDER = REPO / "grafana" / "build_dashboards.py"
+from otelproc import defaults
+
 MAIN_DASHBOARDS = ("overview", "patterns", "anomalies", "service", "alerts")
 
 
@@ -164,22 +165,13 @@ def expand_macros(sql: str, from_ms: int, to_ms: int, interval_ms: int,
 
 # --------------------------------------------------------------------------- dashboards
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("otelproc_grafana_builder", BUILDER)
-    if spec is None or spec.loader is None or not BUILDER.is_file():
-        raise FileNotFoundError(f"dashboard builder not found at {BUILDER}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def dashboard_specs(names: Sequence[str] = MAIN_DASHBOARDS) -> dict[str, dict[str, Any]]:
-    """Dashboard name -> dashboard JSON (as built by grafana/build_dashboards.py)."""
-    b = _builder()
-    unknown = [n for n in names if n not in b.DASHBOARDS]
+    """Dashboard name -> dashboard JSON (the shipped ``otelproc/defaults/dashboards/<name>.json``)."""
+    known = sorted(p.stem for p in defaults.DASHBOARDS.glob("*.json"))
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown dashboard(s) {', '.join(unknown)}; known: {', '.join(b.DASHBOARDS)}")
-    return {n: b.DASHBOARDS[n]().to_json() for n in names}
+        raise ValueError(f"unknown dashboard(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return {n: json.loads((defaults.DASHBOARDS / f"{n}.json").read_text()) for n in names}
 
 
 def panel_queries(dashboard: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -251,45 +243,61 @@ def load_demo(store, *, duration_s: float = 7200.0, seed: int = 7, batch_seconds
     """Fill ``store``'s database by a demo run and return row counts per table.
 
     Simulated traffic of four services with three incidents (an error burst, a new error
-    pattern, a latency creep) goes through the real ``patterns`` and ``anomaly`` processors
-    into the real ``clickhouse`` exporter (which creates the schema). The demo has no
-    notification receiver, so the ``alerts`` table gets the rows the alerting processor writes
-    for a webhook receiver: one 'sent' firing notification per critical finding, a resolve 10
-    minutes later, and the first one 'failed' once before it was sent.
+    pattern, a latency creep) goes through :func:`load_batches`; then :func:`add_demo_alerts`.
     """
-    import numpy as np
-    import pyarrow as pa
-
-    from otelproc.component import Context, Kind
-    from otelproc.exporters.clickhouse import ClickHouseExporter, ClickHouseExporterConfig
-    from otelproc.registry import factories
     from otelproc.simulate import Incident, Scenario, simulate
 
-    endpoint = store.endpoint
-    ctx = context or Context()
-    exp = ClickHouseExporter("clickhouse", ClickHouseExporterConfig(endpoint=endpoint, database=store.database),
-                             ctx)
-    facs = factories()
-    pat_fac = facs[(Kind.PROCESSOR, "patterns")]
-    ano_fac = facs[(Kind.PROCESSOR, "anomaly")]
-    anomaly = ano_fac.create("anomaly", ano_fac.config_class(), exp, ctx)
-    patterns = pat_fac.create("patterns", pat_fac.config_class(), anomaly, ctx)
     half = duration_s / 2
     sc = Scenario(seed=seed, duration_s=duration_s, batch_seconds=batch_seconds, incidents=[
         Incident("error_burst", "checkout", half, half + 600),
         Incident("new_error_pattern", "payment", half + 900, half + 1500),
         Incident("latency_creep", "inventory", duration_s * 0.4, duration_s),
     ])
+    load_batches(store, simulate(sc), context=context)
+    add_demo_alerts(store, seed=seed)
+    return table_counts(store)
+
+
+def load_batches(store, batches, context=None) -> None:
+    """Run ``batches`` (LogBatches in event-time order) through the real ``patterns`` and ``anomaly``
+    processors into the real ``clickhouse`` exporter (which creates the schema) of ``store``."""
+    from otelproc.component import Context, Kind
+    from otelproc.exporters.clickhouse import ClickHouseExporter, ClickHouseExporterConfig
+    from otelproc.registry import factories
+
+    ctx = context or Context()
+    exp = ClickHouseExporter("clickhouse", ClickHouseExporterConfig(endpoint=store.endpoint, database=store.database),
+                             ctx)
+    facs = factories()
+    pat_fac = facs[(Kind.PROCESSOR, "patterns")]
+    ano_fac = facs[(Kind.PROCESSOR, "anomaly")]
+    anomaly = ano_fac.create("anomaly", ano_fac.config_class(), exp, ctx)
+    patterns = pat_fac.create("patterns", pat_fac.config_class(), anomaly, ctx)
     exp.start()
     anomaly.start()
     patterns.start()
     try:
-        for batch in simulate(sc):
+        for batch in batches:
             patterns.consume(batch)
     finally:
         patterns.shutdown()
         anomaly.shutdown()
         exp.shutdown()
+
+
+def table_counts(store) -> dict[str, int]:
+    """Rows per otelproc table of ``store``'s database."""
+    return {t: int(store.query_rows(f"SELECT count() FROM {t}")[0][0])
+            for t in ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "series", "alerts")}
+
+
+def add_demo_alerts(store, seed: int = 7) -> None:
+    """The ``alerts`` rows the alerting processor would write for a webhook receiver, from the critical
+    anomalies in the store (demo runs have no receiver): one 'sent' firing notification per critical
+    finding, a resolve 10 minutes later, and the first one 'failed' once before it was sent."""
+    import numpy as np
+    import pyarrow as pa
+
     crit = store.query_arrow("SELECT Timestamp, ServiceName, Kind, Description, Severity FROM anomalies "
                              "WHERE Severity = 'critical' ORDER BY Timestamp")
     if crit.num_rows:
@@ -345,10 +353,6 @@ def load_demo(store, *, duration_s: float = 7200.0, seed: int = 7, batch_seconds
             ("Annotations", pa.map_(pa.string(), pa.string()))])
         store.insert_arrow("alerts", pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in rows.items()},
                                               schema=schema))
-    counts = {}
-    for table in ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "series", "alerts"):
-        counts[table] = int(store.query_rows(f"SELECT count() FROM {table}")[0][0])
-    return counts
 
 
 # --------------------------------------------------------------------------- rendering

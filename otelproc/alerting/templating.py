@@ -7,7 +7,7 @@ unknown variables or filters are reported there with the key they came from,
 so a typo never surfaces as an empty label at 3 a.m.
 
     summary: "{{ service }}: {{ observed:.0f }} lines, expected {{ expected:.1f }}"
-    dashboard: "{{ grafana_url }}/d/otelproc-logs?var-service={{ service | urlquery }}"
+    dashboard: "{{ grafana_url }}/d/otelproc-service/otelproc-service-drill-down?var-service={{ service | urlquery }}"
     team: "{{ labels.team | default:platform }}"
 """
 from __future__ import annotations

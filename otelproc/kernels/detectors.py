@@ -19,8 +19,6 @@ wrappers check dtypes/shapes and allocate the outputs.
 * :func:`cusum`            two-sided CUSUM change-point statistic on z.
 * :func:`presence`         new / rare / vanished pattern events from counts.
 * :func:`error_ratio`      binomial jump of a ratio (errors / all) per series.
-* :func:`recurrence`       decayed maximum of a score at the same phase of earlier periods
-  (tells a daily recurring spike from a new one).
 """
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ from numba import njit
 
 __all__ = [
     "BaselineState", "robust_baseline", "SpotState", "spot_threshold", "spot_score01",
-    "cusum", "PresenceState", "presence", "error_ratio", "RecurrenceState", "recurrence",
+    "cusum", "PresenceState", "presence", "error_ratio",
     "EVENT_NONE", "EVENT_NEW", "EVENT_VANISHED", "EVENT_RARE", "grow_rows",
 ]
 
@@ -713,98 +711,3 @@ def error_ratio(errors: np.ndarray, totals: np.ndarray, ew_err: np.ndarray, ew_t
                  int(warmup), float(min_p), z, ratio, expected, log_p)
     return z, ratio, expected, log_p
 
-
-# --------------------------------------------------------------------------- periodic recurrence
-
-class RecurrenceState:
-    """State of :func:`recurrence` for S series over a period of P phase slots.
-
-    memory   float64[S, P]  decayed maximum of the score seen at each phase slot in earlier periods
-    """
-
-    FIELDS = ("memory",)
-
-    def __init__(self, n_series: int, n_slots: int):
-        if n_slots < 1:
-            raise ValueError(f"n_slots must be >= 1, got {n_slots}")
-        self.memory = np.zeros((n_series, n_slots), dtype=np.float64)
-
-    @property
-    def n_series(self) -> int:
-        return self.memory.shape[0]
-
-    def grow(self, n_series: int) -> None:
-        extra = n_series - self.n_series
-        if extra <= 0:
-            return
-        self.memory = grow_rows(self.memory, n_series, 0)
-
-
-@njit(cache=True, nogil=True)
-def _recurrence(score, slot, memory, tol, decay, out):
-    T, S = score.shape
-    P = memory.shape[1]
-    for t in range(T):
-        p = slot[t] % P
-        for s in range(S):
-            x = score[t, s]
-            if np.isnan(x):
-                out[t, s] = np.nan
-                continue
-            # neighbouring slots too: a daily job does not start on the same sample every day
-            m = 0.0
-            for k in range(-tol, tol + 1):
-                v = memory[s, (p + k) % P]
-                if v > m:
-                    m = v
-            out[t, s] = m
-            # the slot's memory decays once per visit (once per period), then keeps the larger value
-            kept = memory[s, p] * decay
-            memory[s, p] = x if x > kept else kept
-
-
-def recurrence(score: np.ndarray, slot: np.ndarray, state: RecurrenceState, *, tol: int = 1,
-               decay: float = 0.8) -> np.ndarray:
-    """How large this score was at the same phase of earlier periods (e.g. the same time of day).
-
-    A spike that comes back at the same time every day (a nightly backup, a cron job) is part of the
-    normal pattern; comparing a point's score with this memory tells a recurring spike from a new one.
-    A level-based seasonal profile cannot learn such spikes: they are one sample wide and are clipped
-    as outliers before they reach the baseline.
-
-    Parameters
-    ----------
-    score : float64[T, S]
-        Non-negative anomaly statistic (e.g. |z| of :func:`robust_baseline`); NaN = no observation.
-    slot : int32[T] or int64[T]
-        Phase slot of each time step within the period (e.g. seconds-of-day // sampling interval);
-        taken modulo P.
-    state : RecurrenceState
-        S series, P slots; updated in place.
-    tol : int
-        Slots either side that count as the same phase (jitter of periodic jobs), 0 <= tol < P.
-    decay : float
-        Factor applied to a slot's memory at each visit (0 <= decay <= 1): a spike that stops
-        recurring is forgotten after a few periods (0.8 -> a fifth lost per period).
-
-    Returns
-    -------
-    memory : float64[T, S]  largest decayed score in the slots ``slot ± tol`` before this point
-                            (0 when nothing was seen there; NaN on gaps)
-    """
-    S = state.n_series
-    _check_matrix("score", score, np.float64, S)
-    P = state.memory.shape[1]
-    _check_state("memory", state.memory, np.float64, (S, P))
-    slot = np.ascontiguousarray(slot, dtype=np.int64)
-    if slot.shape != (score.shape[0],):
-        raise ValueError(f"slot must have one entry per time step ({score.shape[0]}), got shape {slot.shape}")
-    if np.any(slot < 0):
-        raise ValueError("slot must be >= 0")
-    if not 0 <= tol < P:
-        raise ValueError(f"tol must be in [0, {P}), got {tol}")
-    if not (0.0 <= decay <= 1.0):
-        raise ValueError(f"decay must be in [0, 1], got {decay}")
-    out = np.empty(score.shape, dtype=np.float64)
-    _recurrence(np.ascontiguousarray(score), slot, state.memory, int(tol), float(decay), out)
-    return out

@@ -52,7 +52,8 @@ def mine_lines(lines: StringArray, miner: PatternMiner | None = None, service: s
         b = min(n, a + _CHUNK)
         off = lines.off[a:b + 1] - lines.off[a]
         buf = lines.buf[lines.off[a]:lines.off[b]]
-        res = miner.learn(buf, off, np.zeros(b - a, dtype=np.int32), [service])
+        # with the parameters: they are the evidence of which masked words are constant (miner.template)
+        res = miner.learn(buf, off, np.zeros(b - a, dtype=np.int32), [service], with_params=True)
         # patterns merged in this chunk absorbed slots that earlier lines were given: follow them
         for ch in res.changes:
             if ch.kind == ChangeType.MERGED and a:
@@ -62,14 +63,19 @@ def mine_lines(lines: StringArray, miner: PatternMiner | None = None, service: s
     return miner, slots
 
 
-def mine_file(path: str | os.PathLike, csv_out: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+def mine_file(path: str | os.PathLike, csv_out: str | os.PathLike | None = None,
+              settings: dict | None = None) -> list[tuple[str, int]]:
     """Mine a file with one log body per line; return (template, count), most frequent first.
+
+    ``settings``: PatternMiner keyword arguments (``PatternsProcessorConfig.miner_kwargs()``: the
+    processor's masking rules, pinned templates...).
 
     With ``csv_out``, also write ``LineId,ClusterId,Template`` per line (LineId from 1, ClusterId
     the pattern id in hex), the prediction format of shared/tools/grouping_accuracy.py.
     """
     lines = read_lines(path)
-    miner, slots = mine_lines(lines)
+    # (offline: no cap on patterns, whatever the processor's)
+    miner, slots = mine_lines(lines, PatternMiner(**{**(settings or {}), "max_patterns_per_service": 1_000_000}))
     counts = np.bincount(slots, minlength=len(miner.p_tokens)) if len(slots) else np.zeros(0, np.int64)
     out = [(miner.template(s), int(counts[s])) for s in np.flatnonzero(counts)]
     out.sort(key=lambda tc: (-tc[1], tc[0]))

@@ -2,6 +2,9 @@
 
 Per batch (:meth:`PatternMiner.learn`):
 
+0. JSON, OTLP kvlist and logfmt bodies are replaced by their message field, stack traces by their
+   exception and top frames (:mod:`otelproc.patterns.bodies`; plain text is found by one Numba pass
+   and left as it is).
 1. ``hash_and_lookup`` (one fused Numba kernel) tokenises, masks and hashes every body in a
    single pass over its bytes (hash seeded per service) and looks the key up in the exact-key
    cache (an open-addressing table in numpy arrays). Nearly every line stops here.
@@ -20,8 +23,12 @@ Per batch (:meth:`PatternMiner.learn`):
    *merge* into one (their ids become aliases of it, the key cache is remapped). Else the key
    starts a new pattern.
 
-Ids: ``pattern_id = blake2b-64(service NUL template)``, so the same template gets the same
-id on every instance and after restarts. When a pattern generalises, its new template gets
+Templates shown (:meth:`PatternMiner.template`): the mined template with the masked words that
+look like names and never changed on the pattern's lines shown as text (``port <*> ssh2``),
+from the parameters of the lines (:mod:`otelproc.kernels.param_evidence`).
+
+Ids: ``pattern_id = blake2b-64(service NUL mined template)``, so the same template gets the same
+id on every instance and after restarts (what is shown does not change the id). When a pattern generalises, its new template gets
 a new id and the old id is kept in ``aliases`` (history stays joinable).
 
 Memory: at most ``max_patterns_per_service`` patterns per service. When a service is full,
@@ -33,6 +40,7 @@ cleared and refills (it is only a cache: a key's pattern is found again by step 
 from __future__ import annotations
 
 import hashlib
+import difflib
 import json
 import logging
 import os
@@ -43,7 +51,10 @@ from pathlib import Path
 import numpy as np
 
 from otelproc.batch import StringArray
+from otelproc.patterns.bodies import DEFAULT_MESSAGE_FIELDS, DEFAULT_TRACE_FRAMES, mining_view
 from otelproc.kernels.cluster import KeyTable, candidate_scores
+from otelproc.kernels.mask import TIME_WORDS
+from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
 from otelproc.kernels.slot_stats import slot_stats
 from otelproc.kernels.tokenize import (FNV_OFFSET, gather_spans, hash_and_lookup, hash_lookup_params, masked_text,
                                       param_spans, params_terminated, replace_strings)
@@ -62,6 +73,15 @@ DEFAULT_MAX_KEYS = 1_000_000
 DEFAULT_MIN_DISTINCT = 3
 # a position whose values all recur, each on more than this many lines on average, is categorical (see _varies)
 DEFAULT_MAX_REPEAT = 100.0
+# a masked word is shown in the template once this many lines showed it unchanged (see template())
+DEFAULT_MIN_CONSTANT_LINES = 2
+# parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
+EVIDENCE_PARAMS = 8
+# a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
+MAX_SPAN = 3
+_SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
+EVIDENCE_WORDS = 4
+EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
 
 class ChangeType:
@@ -110,7 +130,10 @@ class PatternMiner:
     def __init__(self, similarity: float = DEFAULT_SIMILARITY,
                  max_patterns_per_service: int = DEFAULT_MAX_PATTERNS_PER_SERVICE,
                  max_keys: int = DEFAULT_MAX_KEYS, min_distinct: int = DEFAULT_MIN_DISTINCT,
-                 max_repeat: float = DEFAULT_MAX_REPEAT):
+                 max_repeat: float = DEFAULT_MAX_REPEAT, min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES,
+                 message_fields: tuple[str, ...] | list[str] = DEFAULT_MESSAGE_FIELDS,
+                 trace_frames: int = DEFAULT_TRACE_FRAMES,
+                 masking: list[tuple[str, str]] | tuple = (), pinned: list[str] | tuple = ()):
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         if max_patterns_per_service < 1:
@@ -124,6 +147,19 @@ class PatternMiner:
             raise ValueError(f"max_repeat must be >= 1, got {max_repeat}")
         self.min_distinct = int(min_distinct)
         self.max_repeat = float(max_repeat)
+        if min_constant_lines < 2:
+            raise ValueError(f"min_constant_lines must be >= 2, got {min_constant_lines}")
+        self.min_constant_lines = int(min_constant_lines)
+        if trace_frames < 1:
+            raise ValueError(f"trace_frames must be >= 1, got {trace_frames}")
+        # structured and multi-line bodies are mined on their message / exception (patterns.bodies)
+        self.message_fields = tuple(message_fields)
+        self.trace_frames = int(trace_frames)
+        # user rules: (regex, name) masking rules applied in order before mining (a match becomes <name>), and
+        # pinned templates (a body matching one belongs to it, whatever mining would say)
+        self.masking = [(re.compile(rx), f"<{name}>") for rx, name in masking]
+        self.pinned = [(t, _template_regex(t)) for t in pinned]
+        self._pin_slot: dict[tuple[int, int], int] = {}   # (service, pinned index) -> slot
         self.max_patterns_per_service = int(max_patterns_per_service)
         self.max_keys = int(max_keys)
         self.services: list[str] = []
@@ -142,7 +178,24 @@ class PatternMiner:
         self.p_tvmask = np.zeros(0, dtype=np.uint64)   # bit j: template token j is <*>
         # bit j: template token j is a variable with text around it, made by a merge (_generalise)
         self.p_genpos = np.zeros(0, dtype=np.uint64)
+        self.p_pinned = np.zeros(0, dtype=np.bool_)    # a user's pinned template: never merged, never evicted
         self.p_aliases: list[list[int]] = []
+        # the template as shown: p_tokens with the masked words its lines never changed (see template())
+        self.p_display: list[str] = []
+        self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
+        # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
+        # line's parameter values are kept to show a constant word
+        self.ev_seen = np.zeros(0, dtype=np.int64)
+        self.ev_lines = np.zeros(0, dtype=np.int64)
+        self.ev_irregular = np.zeros(0, dtype=np.bool_)
+        self.ev_words = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_hash = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+        self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
+        self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_sample: list[list[str] | None] = []
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
         # patterns per new key made the miss path O(patterns) interpreter steps)
@@ -157,6 +210,7 @@ class PatternMiner:
         # lines of this batch's new keys given to each slot so far (p_count is updated after the batch):
         # the evidence of how often a value occurs includes the batch being learnt
         self._pending: dict[int, int] = {}
+        self._spanned = False   # the last _assign joined the key to a template of another token count
         self._templates_cache: StringArray | None = None
         # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
         self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
@@ -168,6 +222,16 @@ class PatternMiner:
         return int(self.p_alive.sum())
 
     def template(self, slot: int) -> str:
+        """The template as shown: the mined one (``p_tokens``, whose text gives the id), with every
+        masked word that was the same on all of at least ``min_constant_lines`` lines shown as
+        text (``port <*> ssh2``, ``tty=NODEVssh``, ``jk2_init()``). Only words with a letter that
+        are not month or weekday names are shown (numbers and timestamps stay variables); a
+        variable whose words all stay masked is one ``<*>``. The evidence comes from the lines'
+        parameters (``learn(with_params=True)``)."""
+        return self.p_display[slot]
+
+    def template_mined(self, slot: int) -> str:
+        """The mined template (every masked word ``<*>``): the text the pattern id is made from."""
         return " ".join(self.p_tokens[slot])
 
     def service_of(self, slot: int) -> str:
@@ -177,7 +241,7 @@ class PatternMiner:
         """Template text of every slot (a dead slot: its last template, until the slot is reused),
         cached until a template changes."""
         if self._templates_cache is None:
-            self._templates_cache = StringArray.from_pylist([" ".join(t) for t in self.p_tokens])
+            self._templates_cache = StringArray.from_pylist(self.p_display)
         return self._templates_cache
 
     def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
@@ -214,6 +278,10 @@ class PatternMiner:
         if len(service_index) != n:
             raise ValueError(f"service_index has {len(service_index)} rows, expected {n}")
         line_svc = codes[service_index]
+        # JSON / kvlist / logfmt bodies: their message; stack traces: exception and top frames
+        buf, off, _ = mining_view(buf, off, self.message_fields, self.trace_frames)
+        if self.masking:
+            buf, off = self._mask(buf, off)
         # the fused kernel: one pass over the bytes per line (tokenise, mask, hash) + cache lookup
         if with_params:
             hashes, ntok, slot, vmask, misses, g_used, pbuf, poff = hash_lookup_params(
@@ -240,10 +308,13 @@ class PatternMiner:
             new_vmask = np.empty(len(uniq), dtype=np.uint64)
             for i, text in enumerate(keys_text):  # once per distinct new key, not per line
                 tokens = tuple(text.split(" ")) if text else ()
-                s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]))
+                raw = (buf[off[rows[i]]:off[rows[i] + 1]].tobytes().decode("utf-8", "surrogateescape")
+                       if self.pinned else "")
+                s, ch = self._assign(int(line_svc[rows[i]]), tokens, int(key_lines[i]), raw)
                 changes.extend(ch)
                 new_slots[i] = s
-                new_vmask[i] = _var_mask(tokens)
+                # a key joined to a template of another length: no key token is a generalised one
+                new_vmask[i] = np.uint64(0xFFFFFFFFFFFFFFFF) if self._spanned else _var_mask(tokens)
                 # insert at once, so a later merge or eviction in this batch also moves this key
                 self.table.insert(uniq[i:i + 1], new_slots[i:i + 1], new_vmask[i:i + 1])
                 for c in ch:
@@ -271,6 +342,7 @@ class PatternMiner:
                 sbuf, soff = params_terminated(sub.buf, sub.off, genmask[redo])
                 pbuf, poff = replace_strings(pbuf, poff, redo, sbuf, soff)
             params = StringArray(pbuf, poff)
+            self._add_evidence(params, slot)
         # counts and recency
         has_time = time_ns is not None and len(time_ns)
         t = np.asarray(time_ns, dtype=np.int64) if has_time else np.zeros(n, dtype=np.int64)
@@ -295,6 +367,70 @@ class PatternMiner:
         vbuf, voff = gather_spans(buf, start, end)
         return poff, StringArray(vbuf, voff)
 
+    def _add_evidence(self, params: StringArray, slot: np.ndarray) -> None:
+        """Compare this batch's parameters with what each slot's lines showed so far, and show the
+        words that stayed constant (see :meth:`template`)."""
+        before = self.ev_lines.copy()
+        first_row, changed = param_evidence(params.buf, params.off, slot, self.p_nvar, self.ev_seen, self.ev_lines,
+                                            self.ev_irregular, self.ev_words, self.ev_hash, self.ev_varied,
+                                            self.ev_head, self.ev_prefix, self.ev_tail, self.ev_suffix)
+        for s, r in zip(np.flatnonzero(first_row >= 0).tolist(), first_row[first_row >= 0].tolist()):
+            a, b = int(params.off[r]), int(params.off[r + 1])
+            self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
+        # the display changes when a slot reaches min_constant_lines or a word it showed varies
+        m = self.min_constant_lines
+        redo = np.flatnonzero(changed | ((before < m) & (self.ev_lines >= m)))
+        for s in redo.tolist():
+            text = self._shown(s)
+            if text != self.p_display[s]:
+                self.p_display[s] = text
+                self._templates_cache = None
+
+    def _shown(self, slot: int) -> str:
+        tokens = self.p_tokens[slot]
+        values = self.ev_sample[slot]
+        if self.ev_irregular[slot] or self.ev_lines[slot] < self.min_constant_lines or values is None:
+            return " ".join(tokens)
+        out = []
+        k = 0
+        for tok in tokens:
+            parts = tok.split(VAR)
+            text = parts[0]
+            for part in parts[1:]:
+                text += self._shown_value(slot, k, values[k]) + part
+                k += 1
+            out.append(text)
+        return " ".join(out)
+
+    def _shown_value(self, slot: int, k: int, value: str) -> str:
+        if k >= EVIDENCE_PARAMS or self.ev_varied[slot, k] & SHAPE_VARIED:
+            return VAR
+        varied = int(self.ev_varied[slot, k])
+        words = _SPACES.split(value.strip(_SPACE_CHARS))
+        shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
+                 for w, word in enumerate(words)]
+        if all(x == VAR for x in shown):
+            if len(words) != 1 or not varied:   # (a constant value that is not a name: an address, a number)
+                return VAR
+            # a varying word shows the text all its values share around the variable: a head of letters up to
+            # the last punctuation (node-<*>, core.<*>; no digit: 10.250.<*> stays <*>) and a tail of
+            # punctuation ("<*>):"), each only when it ended within the bytes tracked
+            raw = value.encode("utf-8", "surrogateescape")
+            p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
+            head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
+            head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
+            if not any(c.isalpha() for c in head) or ":" in value or "@" in value:   # (host:port, user@host)
+                head = ""
+            tail = raw[len(raw) - q:].decode("utf-8", "ignore") if 0 < q < EVIDENCE_HEAD and q < len(raw) else ""
+            tail = tail[len(_NOT_CLOSING.match(tail).group(0)):]   # from its first closing punctuation
+            if any(c.isalnum() for c in tail):
+                tail = ""
+            if len(head) + len(tail) >= len(raw):
+                return VAR
+            return head + VAR + tail
+        # neighbouring masked words are one variable, as the key kernel joins them
+        return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
+
     # ------------------------------------------------------------------ slow path
 
     def _code(self, service: str) -> int:
@@ -306,11 +442,62 @@ class PatternMiner:
             self.seeds = np.append(self.seeds, np.uint64(service_seed(service)))
         return c
 
-    def _assign(self, svc: int, tokens: tuple[str, ...], lines: int = 1) -> tuple[int, list[PatternChange]]:
+    def _mask(self, buf: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bodies with the user's masking rules applied (Python regexes: ~1-2 us per line and rule)."""
+        out = []
+        for r in range(len(off) - 1):
+            text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
+            for rx, repl in self.masking:
+                text = rx.sub(repl, text)
+            out.append(text.encode("utf-8", "surrogateescape"))
+        sa = StringArray.from_pylist(out)
+        return sa.buf, sa.off
+
+    def _pinned_for(self, svc: int, raw: str) -> tuple[int, list[PatternChange]]:
+        """The pinned pattern whose template ``raw`` matches (the first in the list), or -1."""
+        for i, (_, rx) in enumerate(self.pinned):
+            if rx.fullmatch(raw.strip()):
+                return self._pin(svc, i)
+        return -1, []
+
+    def _pin(self, svc: int, i: int) -> tuple[int, list[PatternChange]]:
+        """The slot of pinned template i for service svc, created on first use; a mined pattern of
+        the service that the pinned template covers is absorbed into it (its id becomes an alias)."""
+        slot = self._pin_slot.get((svc, i))
+        if slot is not None and self.p_alive[slot]:
+            return slot, []
+        text, rx = self.pinned[i]
+        slot = self._new_pattern(svc, tuple(text.split()), pinned=True)
+        self._pin_slot[(svc, i)] = slot
+        changes = [PatternChange(slot, ChangeType.CREATED, 0)]
+        covered = [c for c in np.flatnonzero(self.p_alive & ~self.p_pinned).tolist()
+                   if self.p_service[c] == svc and (rx.fullmatch(self.template(c)) or rx.fullmatch(self.template_mined(c)))]
+        return slot, changes + self._absorb(slot, covered)
+
+    def apply_pins(self) -> list[PatternChange]:
+        """Pinned templates that cover patterns already mined (a state saved before they were
+        configured) take them over now: each such pattern's id becomes an alias of the pinned one."""
+        changes: list[PatternChange] = []
+        for c in np.flatnonzero(self.p_alive & ~self.p_pinned).tolist():
+            if not self.p_alive[c]:
+                continue
+            for i, (_, rx) in enumerate(self.pinned):
+                if rx.fullmatch(self.template(c)) or rx.fullmatch(self.template_mined(c)):
+                    changes.extend(self._pin(self.p_service[c], i)[1])
+                    break
+        self._free.extend(self._released)
+        self._released.clear()
+        return changes
+
+    def _assign(self, svc: int, tokens: tuple[str, ...], lines: int = 1, raw: str = "") -> tuple[int, list[PatternChange]]:
         """Pattern slot of a new key seen on ``lines`` lines of the batch (creating or merging
-        patterns) and what changed."""
+        patterns) and what changed. ``raw``: the key's first line (for the pinned templates)."""
         index = self._by_shape.get((svc, len(tokens)))
         slot, changes = -1, []
+        if self.pinned:
+            slot, changes = self._pinned_for(svc, raw)
+        if slot >= 0:
+            index = None
         if index is not None and index.n:
             key = self._token_ids(tokens)
             cands = index.slots[:index.n]
@@ -337,11 +524,54 @@ class PatternMiner:
                         made = sum(1 << j for j in diff if j < 64 and merged[j] != VAR)
                         slot, changes = best, self._merge(best, merged, group)
                         self.p_genpos[best] |= np.uint64(made)
+        self._spanned = False
+        if slot < 0:
+            slot, changes = self._span_merge(svc, tokens)
+            self._spanned = slot >= 0
         if slot < 0:
             slot = self._new_pattern(svc, tokens)
             changes = [PatternChange(slot, ChangeType.CREATED, 0)]
         self._pending[slot] = self._pending.get(slot, 0) + lines
         return slot, changes
+
+    def _span_merge(self, svc: int, tokens: tuple[str, ...]) -> tuple[int, list[PatternChange]]:
+        """A pattern (mostly of another token count) that the key matches but for spans of at most
+        ``MAX_SPAN`` tokens that hold a variable on each side (a size with or without its converted
+        unit ``<*> bytes (<*> KB)`` / ``<*> bytes``, a duration ``<*>`` / ``<<*> sec``): each span
+        becomes one ``<*>`` and the key joins the pattern. The tokens outside the spans are equal (a
+        ``<*>`` matches only a ``<*>``), start with the first token and cover at least
+        ``similarity`` of the shorter side."""
+        cands = self._span_candidates(svc, tokens)
+        best = None
+        for c in cands:
+            merged = _span_template(self.p_tokens[c], tokens, self.similarity)
+            if merged is not None and (best is None or merged[0] > best[0]):
+                best = (merged[0], c, merged[1])
+        if best is None:
+            return -1, []
+        _, target, merged = best
+        # the patterns the new template covers join it as well (one of the other form seen before)
+        group = [target] + [c for c in self._span_candidates(svc, merged)
+                            if c != target and _covers(merged, self.p_tokens[c], self.similarity)]
+        return target, self._merge(target, merged, group)
+
+    def _span_candidates(self, svc: int, tokens: tuple[str, ...]) -> list[int]:
+        """Patterns of the service within 2 * MAX_SPAN tokens of ``tokens``' count with the same first
+        token that share the most token values with it (at most _SPAN_CANDIDATES)."""
+        n = len(tokens)
+        if n == 0:
+            return []
+        key = self._token_ids(tokens)
+        cands: list[tuple[int, int]] = []
+        for m in range(max(1, n - MAX_SPAN * 2), n + MAX_SPAN * 2 + 1):
+            index = self._by_shape.get((svc, m))
+            if index is None or not index.n:
+                continue
+            rows = index.tokens[:index.n]
+            shared = np.isin(rows, key).sum(axis=1)
+            ok = np.flatnonzero((rows[:, 0] == key[0]) & (shared >= self.similarity * (min(m, n) - MAX_SPAN)))
+            cands.extend((int(shared[r]), int(index.slots[r])) for r in ok.tolist())
+        return [c for _, c in sorted(cands, reverse=True)[:_SPAN_CANDIDATES]]
 
     def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
         """Token ids of a key or template (``<*>`` = -1; with ``add=False`` an unknown token is -2,
@@ -359,9 +589,14 @@ class PatternMiner:
             self._set_template(target, template)
             self.p_aliases[target].append(old)
             changes.append(PatternChange(target, ChangeType.GENERALISED, old))
-        absorbed = [c for c in group if c != target]
+        return changes + self._absorb(target, [c for c in group if c != target])
+
+    def _absorb(self, target: int, absorbed: list[int]) -> list[PatternChange]:
+        """Merge the slots ``absorbed`` into ``target``: their ids become its aliases, their counts and
+        cached keys move to it."""
         if not absorbed:
-            return changes
+            return []
+        changes = []
         svc = self.p_service[target]
         for c in absorbed:
             self.p_aliases[target].append(int(self.p_id[c]))
@@ -373,7 +608,8 @@ class PatternMiner:
                 self.p_first_ns[target] = self.p_first_ns[c]
             self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
             self.p_alive[c] = False
-            self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
+            if not self.p_pinned[c]:
+                self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
             self._released.append(c)
             changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
         self._alive_per_service[svc] -= len(absorbed)
@@ -381,13 +617,28 @@ class PatternMiner:
         return changes
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
+        old = self.p_tokens[slot]
+        if len(old) != len(tokens) and not self.p_pinned[slot]:   # (a span merge changes the token count)
+            index = self._by_shape.get((self.p_service[slot], len(old)))
+            if index is not None and slot in index._row:
+                index.remove(slot)
         self.p_tokens[slot] = tokens
-        self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
+        if not self.p_pinned[slot]:   # a pinned template is matched by its regex, never by similarity
+            self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
-        self.p_tvmask[slot] = _var_mask(tokens)
+        # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
+        self.p_tvmask[slot] = 0 if self.p_pinned[slot] else _var_mask(tokens)
+        self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
+        self.p_display[slot] = " ".join(tokens)
+        self.ev_seen[slot] = 0
+        self.ev_lines[slot] = 0
+        self.ev_irregular[slot] = False
+        self.ev_varied[slot] = 0
+        self.ev_sample[slot] = None
+        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # shown as the user wrote it
         self._templates_cache = None
 
-    def _new_pattern(self, svc: int, tokens: tuple[str, ...]) -> int:
+    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
             self._evict(svc)
         if self._free:
@@ -400,9 +651,12 @@ class PatternMiner:
             self.p_service.append(svc)
             self.p_tokens.append(tokens)
             self.p_aliases.append([])
+            self.p_display.append("")
+            self.ev_sample.append(None)
             self._grow_slot_arrays(slot + 1)
         self.p_count[slot] = 0
         self.p_genpos[slot] = 0
+        self.p_pinned[slot] = pinned
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
         self.p_last_seq[slot] = self.seq
@@ -417,7 +671,10 @@ class PatternMiner:
             index = self._by_shape[(svc, ntok)] = _ShapeIndex(ntok)
         return index
 
-    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos")
+    _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
+                    "p_pinned",
+                    "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
+                    "ev_tail", "ev_suffix")
 
     def _grow_slot_arrays(self, n: int) -> None:
         """Make the per-slot arrays n long. They are views of buffers that grow by doubling, so
@@ -427,7 +684,7 @@ class PatternMiner:
             cur = getattr(self, name)
             buf = store.get(name)
             if buf is None or len(buf) < n or cur.base is not buf:
-                buf = np.zeros(max(64, 2 * n), dtype=cur.dtype)
+                buf = np.zeros((max(64, 2 * n),) + cur.shape[1:], dtype=cur.dtype)
                 buf[:len(cur)] = cur
                 store[name] = buf
             view = buf[:n]
@@ -436,7 +693,7 @@ class PatternMiner:
 
     def _evict(self, svc: int) -> None:
         """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
-        slots = np.flatnonzero(self.p_alive & (np.asarray(self.p_service) == svc))
+        slots = np.flatnonzero(self.p_alive & ~self.p_pinned & (np.asarray(self.p_service) == svc))
         k = max(1, self.max_patterns_per_service // 16)
         order = np.lexsort((self.p_count[slots], self.p_last_seq[slots]))
         victims = slots[order[:k]]
@@ -458,6 +715,7 @@ class PatternMiner:
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "similarity": self.similarity,
                 "min_distinct": self.min_distinct, "max_repeat": self.max_repeat,
+                "min_constant_lines": self.min_constant_lines,
                 "max_patterns_per_service": self.max_patterns_per_service, "seq": self.seq}
         k, v, m = self.table.entries()
         templates = StringArray.from_pylist(["\x1f".join(t) if t else "" for t in self.p_tokens])
@@ -473,7 +731,7 @@ class PatternMiner:
                      key=k, key_slot=v, key_vmask=m,
                      p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
                      p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
-                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
                      alias_off=alias_off, alias_val=alias_val)
         os.replace(tmp, d / STATE_FILE)
         log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
@@ -498,7 +756,8 @@ class PatternMiner:
                 raise ValueError(f"{path}: state version {meta['version']} is newer than supported {STATE_VERSION}")
             opts = {"similarity": meta["similarity"], "max_patterns_per_service": meta["max_patterns_per_service"],
                     "min_distinct": meta.get("min_distinct", DEFAULT_MIN_DISTINCT),
-                    "max_repeat": meta.get("max_repeat", DEFAULT_MAX_REPEAT)}
+                    "max_repeat": meta.get("max_repeat", DEFAULT_MAX_REPEAT),
+                    "min_constant_lines": meta.get("min_constant_lines", DEFAULT_MIN_CONSTANT_LINES)}
             opts.update(kwargs)
             self = cls(**opts)
             for s in StringArray(z["services_buf"], z["services_off"]).to_pylist():
@@ -516,15 +775,41 @@ class PatternMiner:
             self.p_alive = z["p_alive"].copy()
             # (version 1 files have no p_genpos: their templates have no generalised tokens)
             self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
+            stored_pins = z["p_pinned"].copy() if "p_pinned" in z.files else np.zeros(len(self.p_alive), np.bool_)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
+            # parameter evidence is not stored: it builds up again from the next lines
+            n = len(self.p_tokens)
+            self.p_display = [" ".join(t) for t in self.p_tokens]
+            self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
+            self.ev_seen = np.zeros(n, dtype=np.int64)
+            self.ev_lines = np.zeros(n, dtype=np.int64)
+            self.ev_irregular = np.zeros(n, dtype=np.bool_)
+            self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+            self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
+            self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+            self.ev_sample = [None] * n
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
             self.table.insert(z["key"], z["key_slot"], z["key_vmask"])
+        # a pattern pinned before stays pinned while its template is still configured, else it is a mined one
+        pin_index = {" ".join(t.split()): i for i, (t, _) in enumerate(self.pinned)}
+        self.p_pinned = np.zeros(len(self.p_tokens), dtype=np.bool_)
         for slot in range(len(self.p_tokens)):
             if self.p_alive[slot]:
                 svc = self.p_service[slot]
-                self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
-                                                                                           add=True))
+                i = pin_index.get(" ".join(self.p_tokens[slot])) if stored_pins[slot] else None
+                if i is not None:
+                    self.p_pinned[slot] = True
+                    self.p_tvmask[slot] = 0
+                    self.ev_irregular[slot] = True
+                    self._pin_slot[(svc, i)] = slot
+                else:
+                    self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
+                                                                                               add=True))
                 self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
             else:
                 self._free.append(slot)
@@ -532,8 +817,7 @@ class PatternMiner:
         for svc, alive in list(self._alive_per_service.items()):
             while self._alive_per_service[svc] > self.max_patterns_per_service:
                 self._evict(svc)
-        self._free.extend(self._released)
-        self._released.clear()
+        self.apply_pins()
         return self
 
 
@@ -676,3 +960,86 @@ def _generalise(values: list[str]) -> str:
     while suffix and suffix[0] == VAR:
         suffix.pop(0)
     return "".join(prefix) + VAR + "".join(suffix)
+
+
+_SPACE_CHARS = " \t\n\r\x0b\x0c"   # the key kernel's whitespace (mask.KC_SPACE)
+_SPACES = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
+_TIME_WORDS = {bytes([(w >> 16) & 255, (w >> 8) & 255, w & 255]).decode() for w in TIME_WORDS.tolist()}
+
+
+_WORD_TAIL = re.compile(r"\w*$")
+_HEAD_STOP = re.compile(r"[0-9/:@]")
+_NOT_CLOSING = re.compile(r"[^)\]}>:;,'\"]*")   # a head is cut at its last punctuation ('_' is part of a word)
+_NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
+
+
+def _is_name(word: str) -> bool:
+    """A masked word that may be shown when constant: it looks like a name (``ssh2``, ``eth1``,
+    ``jk2_init``, ``NODEVssh``): it has a letter, is not a month or weekday name (parts of
+    timestamps) and has no sign of an address or a number: no ``/`` (path, URL), ``:`` (host:port),
+    ``@`` (e-mail), run of 3+ digits (ids, counters) or ``0x`` prefix."""
+    return (any(c.isalpha() for c in word) and word.lower() not in _TIME_WORDS
+            and _NOT_A_NAME.search(word) is None)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """A pinned template as a regex over a body: ``<*>`` matches any text, a run of spaces any whitespace."""
+    parts = [r"\s+".join(re.escape(x) for x in re.split(r"\s+", part)) for part in template.strip().split(VAR)]
+    return re.compile(".*?".join(parts), re.S)
+
+
+def _span_template(t: tuple[str, ...], k: tuple[str, ...], similarity: float) -> tuple[int, tuple[str, ...]] | None:
+    """(equal tokens, template) when ``t`` and ``k`` differ only in spans of at most MAX_SPAN tokens
+    with a variable on each side that has tokens (see PatternMiner._span_merge), else None."""
+    if not t or not k or t[0] != k[0]:
+        return None
+    ops = difflib.SequenceMatcher(None, t, k, autojunk=False).get_opcodes()
+    out: list[str] = []
+    equal = 0
+    shifted = False   # a span of different lengths on the two sides (else positions line up: _varies decides)
+    for op, a0, a1, b0, b1 in ops:
+        if op == "equal":
+            out.extend(t[a0:a1])
+            equal += a1 - a0
+            continue
+        ts, ks = t[a0:a1], k[b0:b1]
+        shifted = shifted or len(ts) != len(ks)
+        if len(ts) > MAX_SPAN or len(ks) > MAX_SPAN:
+            return None
+        if not all(any(VAR in x for x in side) for side in (ts, ks) if side):
+            return None
+        if ts and ks:
+            # a variable written in more tokens on one side: the other side is a plain variable
+            # ("<*>" / "<<*> sec"); literal text on both sides ("Node card(<*>)" / "NodeCard(<*>)") is two events
+            if any(x != VAR for x in ts) and any(x != VAR for x in ks):
+                return None
+        else:
+            # a span on one side only, between equal tokens: an aside in brackets (a converted unit
+            # "(<*> KB)") or a variable that may be empty (a template's span); not an optional field at the
+            # end ("user=<*>", "(bus <*>)") nor other text ("**** <*>")
+            span = ts or ks
+            if a0 == 0 or b0 == 0 or a1 == len(t) or b1 == len(k):
+                return None
+            if not _bracketed(span) and any(x != VAR for x in span):
+                return None
+        if not (out and out[-1] == VAR):
+            out.append(VAR)
+    if not shifted or equal < max(1, similarity * (min(len(t), len(k)) - MAX_SPAN)):
+        return None
+    return equal, tuple(out)
+
+
+def _covers(template: tuple[str, ...], t: tuple[str, ...], similarity: float) -> bool:
+    """Does ``template`` (with span variables) already describe the tokens ``t``?"""
+    if len(template) == len(t) and all(a == b or a == VAR for a, b in zip(template, t)):
+        return True
+    merged = _span_template(template, t, similarity)
+    return merged is not None and merged[1] == template
+
+
+_CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _bracketed(span: tuple[str, ...]) -> bool:
+    text = " ".join(span).rstrip(",;:.")
+    return len(text) >= 2 and text[0] in _CLOSING and text[-1] == _CLOSING[text[0]]

@@ -9,7 +9,7 @@ the ``alerts`` table, and passes the batch on.
 
     processors:
       alerting:
-        rules_file: config/alerts.yaml
+        rules_file: alerts.yaml          # beside the config file; empty: the shipped rules
         api_endpoint: 127.0.0.1:9095    # silences / alerts API; empty = off
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Factory, Kind, Processor
-from otelproc.config import ConfigError, Duration
+from otelproc.config import ConfigError, ConfigRelativePath, Duration
+from otelproc import defaults
 from otelproc.telemetry import Telemetry
 from otelproc.alerting.engine import AlertEngine, outcomes_to_arrow
 from otelproc.alerting.notifiers import RetryPolicy
@@ -29,7 +30,6 @@ from otelproc.alerting.rules import load_alerts_file
 
 log = logging.getLogger("otelproc.alerting")
 
-DEFAULT_RULES_FILE = "config/alerts.yaml"
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_INITIAL_BACKOFF = Duration(0.1)
@@ -40,8 +40,9 @@ ALERTS_TABLE = "alerts"
 
 @dataclass
 class AlertingConfig:
-    # the alert rules, routes and receivers (otelproc/alerting/README.md); relative to the working directory
-    rules_file: str = DEFAULT_RULES_FILE
+    # the alert rules, routes and receivers (otelproc/alerting/README.md); a relative path is relative to
+    # the config file's directory; empty: the rules shipped with otelproc (otelproc/defaults/alerts.yaml)
+    rules_file: ConfigRelativePath = ConfigRelativePath("")
     # host:port of the silences / alerts HTTP API (Alertmanager v2 paths); empty disables it
     api_endpoint: str = ""
     # notifications queued per receiver integration; beyond it they are dropped (and recorded)
@@ -55,13 +56,10 @@ class AlertingConfig:
 
     def validate(self) -> list[str]:
         out = []
-        if not self.rules_file:
-            out.append("rules_file: required (path of the alert rules file)")
-        else:
-            try:
-                load_alerts_file(self.rules_file)
-            except ConfigError as e:
-                out.extend(f"rules_file: {err}" for err in e.errors)
+        try:
+            load_alerts_file(self.rules_path())
+        except ConfigError as e:
+            out.extend(f"rules_file: {err}" for err in e.errors)
         if self.api_endpoint:
             host, sep, port = self.api_endpoint.rpartition(":")
             if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -78,6 +76,10 @@ class AlertingConfig:
             out.append(f"shutdown_timeout: must be >= 0, got {self.shutdown_timeout}s")
         return out
 
+    def rules_path(self) -> str:
+        """The rules file to load: ``rules_file``, or the shipped rules when it is empty."""
+        return self.rules_file or str(defaults.ALERT_RULES)
+
 
 def default_config() -> AlertingConfig:
     return AlertingConfig()
@@ -90,7 +92,7 @@ class AlertingProcessor(Processor):
         self.cfg = cfg
         self.telemetry = telemetry or Telemetry()
         self.engine = engine or AlertEngine(
-            load_alerts_file(cfg.rules_file), queue_size=cfg.queue_size,
+            load_alerts_file(cfg.rules_path()), queue_size=cfg.queue_size,
             retry=RetryPolicy(cfg.max_attempts, float(cfg.initial_backoff), float(cfg.max_backoff)),
             telemetry=self.telemetry)
         self.api = None

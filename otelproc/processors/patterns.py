@@ -7,6 +7,14 @@
         similarity: 0.7                    # Drain-like merge threshold of the miner
         min_distinct: 3                    # distinct values a position needs before it becomes <*>
         max_repeat: 100                    # values that all recur more often than this on average are categorical
+        min_constant_lines: 2              # lines a masked name must show unchanged before the template shows it
+        message_fields: [msg, message, log, event]   # JSON / kvlist / logfmt bodies are mined on this field
+        trace_frames: 3                    # stack traces are mined on their exception and this many top frames
+        masking:                           # user masking rules, applied in order before mining (Drain3's masking)
+          - regex: 'order-[0-9a-f]{8}'
+            name: ORDER                    # a match becomes <ORDER> in the template
+        pinned_templates:                  # a body matching one of these belongs to it, whatever mining says
+          - "payment <*> declined: <*>"
         snapshot_interval: 60s             # also saved on shutdown
 
 consume(batch) (ONE caller thread) runs :class:`otelproc.patterns.PatternMiner` over the
@@ -30,8 +38,9 @@ otelproc_patterns_active{processor}, otelproc_patterns_duration_seconds{processo
 from __future__ import annotations
 
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -40,8 +49,9 @@ from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
 from otelproc.config import Duration
 from otelproc.kernels.slot_stats import slot_stats
-from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MAX_REPEAT, DEFAULT_MIN_DISTINCT,
-                                     DEFAULT_SIMILARITY, ChangeType, PatternMiner)
+from otelproc.patterns.bodies import DEFAULT_MESSAGE_FIELDS, DEFAULT_TRACE_FRAMES
+from otelproc.patterns.miner import (DEFAULT_MAX_PATTERNS_PER_SERVICE, DEFAULT_MAX_REPEAT, DEFAULT_MIN_CONSTANT_LINES,
+                                     DEFAULT_MIN_DISTINCT, DEFAULT_SIMILARITY, ChangeType, PatternMiner)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,26 @@ DEFAULT_SNAPSHOT_INTERVAL = Duration(60.0)
 _NS_PER_MIN = 60_000_000_000
 # pattern_counts groups by one int64 key while its range stays below this (else a lexsort over the columns)
 _MAX_KEY_RANGE = 2**62
+
+
+@dataclass
+class MaskingRule:
+    # regular expression (Python syntax) whose every match in a body is masked before mining
+    regex: str = ""
+    # placeholder name: a match becomes <name> in the template (letters, digits, '_')
+    name: str = ""
+
+    def validate(self) -> list[str]:
+        out = []
+        try:
+            re.compile(self.regex)
+        except re.error as e:
+            out.append(f"regex: not a valid regular expression ({e}): {self.regex!r}")
+        if self.regex == "":
+            out.append("regex: must not be empty")
+        if not re.fullmatch(r"\w+", self.name):
+            out.append(f"name: letters, digits and '_' only (the placeholder is <name>), got {self.name!r}")
+        return out
 
 
 @dataclass
@@ -64,8 +94,28 @@ class PatternsProcessorConfig:
     # a position whose values all recur (none seen on one line only), each on more than this many lines on
     # average, is categorical (a method, a state, a level) and its values stay apart (>= 1)
     max_repeat: float = DEFAULT_MAX_REPEAT
+    # a masked word that looks like a name (ssh2, eth1) is shown in the template once this many lines showed it
+    # unchanged (>= 2; the pattern id does not change with it)
+    min_constant_lines: int = DEFAULT_MIN_CONSTANT_LINES
+    # a JSON, OTLP kvlist or logfmt body is mined on the first of these fields that holds a string (key order and
+    # other fields do not split an event; the body is stored whole); [] mines JSON objects as sorted key=value
+    message_fields: list[str] = field(default_factory=lambda: list(DEFAULT_MESSAGE_FIELDS))
+    # a Python, JVM or Go stack trace is mined on its exception and this many frames nearest to the throw (>= 1)
+    trace_frames: int = DEFAULT_TRACE_FRAMES
+    # masking rules (regex -> placeholder name), applied in order to every body before it is mined
+    masking: list[MaskingRule] = field(default_factory=list)
+    # templates that always win over mining: a body that matches one (<*> = any text) gets its pattern; a mined
+    # pattern it covers is taken over (its id becomes an alias)
+    pinned_templates: list[str] = field(default_factory=list)
     # how often the state is saved while running (it is always saved on shutdown); 0 = only on shutdown
     snapshot_interval: Duration = DEFAULT_SNAPSHOT_INTERVAL
+
+    def miner_kwargs(self) -> dict:
+        """The :class:`PatternMiner` settings of this config (the processor and ``otelproc patterns FILE``)."""
+        return {"similarity": self.similarity, "min_distinct": self.min_distinct, "max_repeat": self.max_repeat,
+                "min_constant_lines": self.min_constant_lines, "message_fields": tuple(self.message_fields),
+                "trace_frames": self.trace_frames, "max_patterns_per_service": self.max_patterns_per_service,
+                "masking": [(m.regex, m.name) for m in self.masking], "pinned": list(self.pinned_templates)}
 
     def validate(self) -> list[str]:
         out = []
@@ -75,6 +125,18 @@ class PatternsProcessorConfig:
             out.append(f"similarity: must be > 0 and <= 1, got {self.similarity}")
         if self.min_distinct < 2:
             out.append(f"min_distinct: must be >= 2, got {self.min_distinct}")
+        for i, t in enumerate(self.pinned_templates):
+            if not isinstance(t, str) or not t.strip():
+                out.append(f"pinned_templates[{i}]: must be a non-empty template, got {t!r}")
+            elif self.pinned_templates.index(t) != i:
+                out.append(f"pinned_templates[{i}]: {t!r} is listed twice")
+        if self.trace_frames < 1:
+            out.append(f"trace_frames: must be >= 1, got {self.trace_frames}")
+        for i, f in enumerate(self.message_fields):
+            if not f or any(c.isspace() or c == "=" for c in f):
+                out.append(f"message_fields::{i}: a field name without spaces or '=', got {f!r}")
+        if self.min_constant_lines < 2:
+            out.append(f"min_constant_lines: must be >= 2, got {self.min_constant_lines}")
         if not self.max_repeat >= 1:
             out.append(f"max_repeat: must be >= 1, got {self.max_repeat}")
         if self.snapshot_interval < 0:
@@ -104,9 +166,7 @@ class PatternsProcessor(Processor):
             }
 
     def start(self) -> None:
-        kwargs = {"similarity": self.config.similarity, "min_distinct": self.config.min_distinct,
-                  "max_repeat": self.config.max_repeat,
-                  "max_patterns_per_service": self.config.max_patterns_per_service}
+        kwargs = self.config.miner_kwargs()
         if self.config.state_dir:
             self.miner = PatternMiner.load(self.config.state_dir, **kwargs)
             log.info("patterns %s: loaded %d patterns from %s", self.name, self.miner.pattern_count, self.config.state_dir)

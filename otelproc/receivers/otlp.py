@@ -365,14 +365,18 @@ class OtlpReceiver(Receiver):
         server.add_generic_rpc_handlers((handler,))
         host, port = split_endpoint(cfg.endpoint)
         address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        if cfg.tls.enabled():
-            cert, key, ca = cfg.tls.read()
-            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
-            bound = server.add_secure_port(address, creds)
-        else:
-            bound = server.add_insecure_port(address)
+        try:
+            if cfg.tls.enabled():
+                cert, key, ca = cfg.tls.read()
+                creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+                bound = server.add_secure_port(address, creds)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:  # grpcio >= 1.60 raises "Failed to bind" where older versions returned 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"receivers::{self.name}::protocols::grpc::endpoint: cannot listen on {cfg.endpoint}")
+            raise OSError(f"receivers::{self.name}::protocols::grpc::endpoint: cannot listen on {cfg.endpoint} "
+                          "(in use, or not an address of this host)")
         server.start()
         self._grpc_server, self.grpc_port = server, bound
         log.info("OTLP/gRPC receiver %s listening on %s:%d", self.name, host, bound)
@@ -388,7 +392,11 @@ class OtlpReceiver(Receiver):
         Handler.receiver, Handler.cfg = receiver, cfg
         Handler.timeout = HTTP_SOCKET_TIMEOUT
         host, port = split_endpoint(cfg.endpoint)
-        server = _HttpServer((host, port), Handler)
+        try:
+            server = _HttpServer((host, port), Handler)
+        except OSError as e:
+            raise OSError(f"receivers::{self.name}::protocols::http::endpoint: cannot listen on {cfg.endpoint}: "
+                          f"{e.strerror}") from None
         server.daemon_threads = True
         if cfg.tls.enabled():
             server.tls_context = cfg.tls.ssl_context()

@@ -46,7 +46,8 @@ class OtelprocProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "otelproc", "serve", "--config", str(self.config),
                                       "--ready-file", str(self.ready)],
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
-        deadline = time.time() + 120
+        # the first serve after a kernel change compiles them before listening (otelproc.warmup)
+        deadline = time.time() + 600
         while not self.ready.exists():
             if self.proc.poll() is not None or time.time() > deadline:
                 raise AssertionError("otelproc did not start:\n" + self.log.read_text()[-5000:])

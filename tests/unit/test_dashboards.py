@@ -95,17 +95,44 @@ def test_structure():
             assert _vars_used(a["target"]["rawSql"]) <= set(defined)
 
 
-def test_links_point_at_existing_dashboards_and_variables():
+# Files that may link to a dashboard: config and alert templates, provisioning, docs, package sources.
+LINK_SOURCES = ("config/**/*.yaml", "grafana/provisioning/**/*.yaml", "grafana/dashboards/*.json", "docs/**/*.md",
+                "README.md", "otelproc/**/*.py", "otelproc/**/*.md", "otelproc/**/*.yaml", "otelproc/**/*.json")
+DASHBOARD_URL = re.compile(r"/d/([A-Za-z0-9_-]+)(?:/[A-Za-z0-9_-]*)?(\?[^\s'\"]*)?")
+
+
+def _links_in_dashboard(d: dict) -> list[str]:
+    """Every URL of a dashboard: its links, panel links, field links (defaults and overrides)."""
+    urls = [link.get("url", "") for link in d.get("links", [])]
+    for p in d["panels"]:
+        urls += [link.get("url", "") for link in p.get("links", [])]
+        fc = p.get("fieldConfig", {})
+        urls += [link["url"] for link in fc.get("defaults", {}).get("links", [])]
+        for o in fc.get("overrides", []):
+            for prop in o["properties"]:
+                if prop["id"] == "links":
+                    urls += [link["url"] for link in prop["value"]]
+    return [u for u in urls if u]
+
+
+def test_every_dashboard_link_anywhere_points_at_a_shipped_dashboard_and_its_variables():
     dashes = {d["uid"]: d for d in _dashboards().values()}
-    for d in dashes.values():
-        for p in d["panels"]:
-            for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", []):
-                m = re.match(r"^/d/([\w-]+)/[\w-]+\?(.*)$", link["url"])
-                assert m, link["url"]
-                target = dashes[m.group(1)]
-                names = {v["name"] for v in target["templating"]["list"]}
-                for var in re.findall(r"var-(\w+)=", m.group(2)):
-                    assert var in names, (link["url"], var)
+    found = []
+    for pattern in LINK_SOURCES:
+        for path in sorted(REPO.glob(pattern)):
+            for m in DASHBOARD_URL.finditer(path.read_text(errors="replace")):
+                found.append((str(path.relative_to(REPO)), m.group(1), m.group(2) or ""))
+    for name, d in _dashboards().items():
+        for url in _links_in_dashboard(d):
+            m = DASHBOARD_URL.search(url)
+            assert m and url.startswith("/d/"), f"{name}: a link that is not to a dashboard: {url}"
+            found.append((f"dashboard {name}", m.group(1), m.group(2) or ""))
+    assert len(found) >= 10, found  # the scan sees the alert rules' and the panels' links
+    for where, uid, query in found:
+        assert uid in dashes, f"{where} links to /d/{uid}, which no shipped dashboard has (uids: {sorted(dashes)})"
+        names = {v["name"] for v in dashes[uid]["templating"]["list"]}
+        for var in re.findall(r"var-(\w+)=", query):
+            assert var in names, f"{where}: /d/{uid} has no variable {var}"
 
 
 def test_provisioning_files():
@@ -192,9 +219,15 @@ def test_every_panel_query_runs_on_demo_data(demo_store):
         chosen = variable_values(store, d, tr, choose=lambda _n, vals: vals[0] if vals else "")
         for a in d["annotations"]["list"]:
             if not a.get("builtIn"):
-                rows = store.query_rows(expand_macros(a["target"]["rawSql"], tr.from_ms, tr.to_ms, tr.interval_ms,
-                                                      variables))
-                assert {"time", "text"} <= set(rows.column_names) and rows, f"{name}: annotation {a['name']}"
+                # the demo has anomalies for some services only: some choice of $service must show them
+                shown = 0
+                for svc in variables.get("service.__all") or [None]:
+                    local = dict(variables) if svc is None else {**variables, "service": svc}
+                    rows = store.query_rows(expand_macros(a["target"]["rawSql"], tr.from_ms, tr.to_ms,
+                                                          tr.interval_ms, local))
+                    assert {"time", "timeEnd", "text", "tags"} <= set(rows.column_names), (name, a["name"])
+                    shown += len(rows)
+                assert shown, f"{name}: annotation {a['name']} shows nothing for any service"
         for p, t in panel_queries(d):
             for vs in (variables, chosen):
                 local = dict(vs)
@@ -233,3 +266,131 @@ def test_time_range_buckets():
     tr = TimeRange.around(1_700_000_000_000_000_000, 1_700_003_600_000_000_000)
     assert tr.interval_ms == 60_000 and tr.from_ms == 1_700_000_000_000 and tr.to_ms > 1_700_003_600_000
     assert TimeRange.around(0, 10_000_000_000).interval_ms == 1000
+
+
+# --------------------------------------------------------------------------- index use on otel_logs
+
+def _otel_logs_queries() -> list[tuple[str, str, dict]]:
+    """(where, raw SQL, dashboard or {}) of every panel, variable, annotation and Grafana alert rule query
+    that reads otel_logs."""
+    out = []
+    for name, d in _dashboards().items():
+        texts = [(f"{name}/{p['title']}", t["rawSql"]) for p, t in panel_queries(d)]
+        texts += [(f"{name}/variable {v['name']}", v["query"]["rawSql"]) for v in d["templating"]["list"]]
+        texts += [(f"{name}/annotation {a['name']}", a["target"]["rawSql"])
+                  for a in d["annotations"]["list"] if not a.get("builtIn")]
+        out += [(where, sql, d) for where, sql in texts if re.search(r"\botel_logs\b", sql)]
+    for path in sorted((GRAFANA / "provisioning" / "alerting").glob("*.yaml")):
+        for g in yaml.safe_load(path.read_text()).get("groups", []):
+            for r in g["rules"]:
+                for q in r["data"]:
+                    sql = q["model"].get("rawSql", "")
+                    if re.search(r"\botel_logs\b", sql):
+                        out.append((f"alert rule {r['uid']}", sql, {}))
+    return out
+
+
+def _merge_tree_reads(explain: list[str], table: str) -> list[dict[str, dict]]:
+    """The index analysis of every ReadFromMergeTree of ``table`` in ``EXPLAIN indexes = 1`` output:
+    one {index name: {"keys": [...], "condition": str, "parts": (selected, total)}} per read."""
+    reads: list[dict[str, dict]] = []
+    current: dict[str, dict] | None = None
+    index: dict | None = None
+    in_keys = False
+    for raw in explain:
+        line = raw.strip(" │├└─")
+        m = re.match(r"ReadFromMergeTree \((.+)\)$", line)
+        if m:
+            current = {} if m.group(1).split(".")[-1].strip("`") == table else None
+            if current is not None:
+                reads.append(current)
+            index, in_keys = None, False
+            continue
+        if current is None or not line:
+            continue
+        if ":" not in line:
+            if in_keys and index is not None:
+                index["keys"].append(line)
+            else:
+                index = current.setdefault(line, {"keys": [], "condition": "", "parts": None})
+            continue
+        key, _, value = line.partition(":")
+        in_keys = key == "Keys" and not value.strip()
+        if index is not None and key == "Condition":
+            index["condition"] = value.strip()
+        elif index is not None and key == "Parts" and "/" in value:
+            a, b = value.strip().split("/")
+            index["parts"] = (int(a), int(b))
+    return reads
+
+
+@pytest.fixture(scope="module")
+def partitioned_store(request):
+    """otel_logs over four days (four partitions), 6 services, and the small tables built from it."""
+    from otelproc.store import open_store
+    from otelproc.store.schema import SchemaOptions, ensure_schema
+
+    store = open_store(f"chdb://{request.getfixturevalue('chdb_path')}", "t_dashboards_index")
+    ensure_schema(store, SchemaOptions(database=store.database))
+    store.command("INSERT INTO otel_logs (Timestamp, ServiceName, Body, SeverityText, SeverityNumber, PatternId, "
+                  "TraceId) SELECT toDateTime64('2026-01-01 00:00:00', 9) + toIntervalMillisecond(number * 4321), "
+                  "['api', 'auth', 'billing', 'cart', 'db', 'edge'][number % 6 + 1], concat('request ', toString(number)), "
+                  "['INFO', 'WARN', 'ERROR'][number % 3 + 1], [9, 13, 17][number % 3 + 1], 100 + number % 7, "
+                  "hex(number) FROM numbers(80000)")
+    store.command("INSERT INTO pattern_counts SELECT toStartOfMinute(TimestampTime) AS m, ServiceName, PatternId, "
+                  "SeverityNumber, count() FROM otel_logs GROUP BY m, ServiceName, PatternId, SeverityNumber")
+    store.command("INSERT INTO log_patterns (ServiceName, PatternId, Template, FirstSeen, LastSeen, Count) "
+                  "SELECT ServiceName, PatternId, 'request <*>', min(Timestamp), max(Timestamp), count() FROM otel_logs "
+                  "GROUP BY ServiceName, PatternId")
+    yield store
+    store.command(f"DROP DATABASE IF EXISTS `{store.database}`")
+    store.close()
+
+
+def test_every_otel_logs_query_prunes_by_partition_and_primary_key(partitioned_store):
+    """EXPLAIN indexes = 1 of every otel_logs query (macros expanded as the plugin does, every variable
+    on All and on one value): the partition key toDate(TimestampTime) must skip the other days' parts
+    and the primary key (ServiceName, TimestampTime) must be used on TimestampTime. A query filtering
+    on Timestamp alone fails here. Also: no result column the plugin turns into a trace link."""
+    store = partitioned_store
+    parts = store.query_rows("SELECT count() FROM system.parts WHERE database = currentDatabase() "
+                             "AND table = 'otel_logs' AND active")[0][0]
+    assert parts >= 4
+    day2 = 1_767_312_000_000  # 2026-01-02T00:00:00Z; the dashboards' default range, 6 hours, on the second day
+    tr = TimeRange(day2 + 8 * 3_600_000, day2 + 14 * 3_600_000, 180_000)
+    queries = _otel_logs_queries()
+    assert len(queries) >= 3, queries
+    problems = []
+    for where, sql, d in queries:
+        choices = [variable_values(store, d, tr), variable_values(store, d, tr, choose=lambda _n, v: v[0] if v else "")]
+        for variables in choices:
+            assert all(variables[n + ".__all"] for n in _vars_used(sql) if n + ".__all" in variables), where
+            local = dict(variables)
+            for p in d.get("panels", []):
+                if p.get("repeat"):
+                    local[p["repeat"]] = (variables[p["repeat"] + ".__all"] or [""])[0]
+            expanded = expand_macros(sql, tr.from_ms, tr.to_ms, tr.interval_ms, local)
+            columns = {c.lower() for c in store.query_rows(expanded).column_names}
+            if columns & {"traceid", "trace_id"}:
+                problems.append(f"{where}: a trace id column the plugin links to a traces table that does not exist")
+            explain = [r[0] for r in store.query_rows(f"EXPLAIN indexes = 1 {expanded}")]
+            reads = _merge_tree_reads(explain, "otel_logs")
+            if not reads:
+                problems.append(f"{where}: no read of otel_logs in the plan")
+            for read in reads:
+                minmax, part, pk = read.get("Min-Max", {}), read.get("Partition", {}), read.get("PrimaryKey", {})
+                if "toDate(TimestampTime)" not in part.get("keys", []) or part.get("condition") in ("", "true"):
+                    problems.append(f"{where}: partition key not used")
+                elif not minmax.get("parts") or minmax["parts"][0] >= minmax["parts"][1]:
+                    problems.append(f"{where}: partition pruning skipped no part ({minmax.get('parts')})")
+                if "TimestampTime" not in pk.get("keys", []) or pk.get("condition") in ("", "true"):
+                    problems.append(f"{where}: primary key not used on TimestampTime ({pk})")
+    assert not problems, "\n".join(dict.fromkeys(problems))
+
+
+def test_explain_parser_sees_a_query_that_does_not_prune(partitioned_store):
+    """The check above can fail: filtering on Timestamp alone uses neither key."""
+    sql = ("SELECT count() FROM otel_logs WHERE Timestamp >= toDateTime(1767340800) "
+           "AND Timestamp <= toDateTime(1767362400)")
+    (read,) = _merge_tree_reads([r[0] for r in partitioned_store.query_rows(f"EXPLAIN indexes = 1 {sql}")], "otel_logs")
+    assert read["Partition"]["condition"] == "true" and "TimestampTime" not in read["PrimaryKey"]["keys"]

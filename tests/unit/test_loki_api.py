@@ -147,8 +147,9 @@ def test_parser_accepts(text):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ('{service_name="api"} | line_format "{{.msg}}"', "line_format is not supported"),
-    ('{service_name="api"} | pattern "<_> x"', "pattern is not supported"),
+    ('{service_name="api"} | label_format a=b', "label_format is not supported"),
+    ('{service_name="api"} | regexp "(?P<a>.)"', "regexp is not supported"),
+    ('{service_name="api"} | pattern "<_> x"', "at least one named capture"),
     ('sum_over_time({service_name="api"} | unwrap ms [1m])', "sum_over_time"),
     ('{service_name="api"} | json a="b"', "with parameters is not supported"),
     ('{service_name="api"', "unexpected end of input"),
@@ -193,8 +194,8 @@ def test_auth_and_errors(loki):
     assert status == 401 and "bearer token" in body
     status, body = get(loki, "/loki/api/v1/labels", rng(), token="wrong-token-value-xx")
     assert status == 401
-    status, body = get(loki, "/loki/api/v1/query_range", rng(query='{service_name="api"} | line_format "x"'))
-    assert status == 400 and body.startswith("parse error") and "line_format" in body
+    status, body = get(loki, "/loki/api/v1/query_range", rng(query='{service_name="api"} | unpack'))
+    assert status == 400 and body.startswith("parse error") and "unpack is not supported" in body
     status, body = get(loki, "/loki/api/v1/query_range", rng(query='{service_name=~".*"}'))
     assert status == 400 and "empty-compatible" in body
     status, body = get(loki, "/loki/api/v1/query_range", rng(query='{service_name="api"}', limit="5000"))
@@ -389,3 +390,49 @@ def test_bad_input_never_crashes(loki):
         assert status == 400, (params, body)
     status, _ = get(loki, "/loki/api/v1/label/%ZZ/values")
     assert status == 400
+
+
+def test_pattern_filter_parser_and_line_format(loki, store):
+    q = ('{service_name="worker"} |> "level=<_> job=j2 took=<_> msg=<_>" !> "<_>took=0ms<_>" '
+         '| pattern "level=<lvl> job=<job> took=<took> <_>" | took!="1ms" | line_format "{{.job}}/{{ .took }}"')
+    status, body = get(loki, "/loki/api/v1/query_range", rng(query=q, limit="1000"))
+    assert status == 200, body
+    lines = [v[1] for s in body["data"]["result"] for v in s["values"]]
+    want = sql(store, "SELECT extract(Body, 'took=(\\\\S+)') AS t FROM otel_logs WHERE ServiceName = 'worker' "
+                      "AND position(Body, ' job=j2 ') > 0 AND t NOT IN ('0ms', '1ms')")
+    assert sorted(lines) == sorted(f"j2/{r[0]}" for r in want) and lines
+    assert all(s["stream"]["lvl"] in ("info", "warn") for s in body["data"]["result"])
+    for text, needle in (('{service_name="worker"} | line_format "{{.job}}" |= "x"', "after | line_format"),
+                         ('{service_name="worker"} | line_format "{{ .job | upper }}"', "only literal text"),
+                         ('{service_name="worker"} | pattern "<a><b>"', "consecutive captures")):
+        status, body = get(loki, "/loki/api/v1/query_range", rng(query=text))
+        assert status == 400 and needle in body, body
+
+
+def test_provisioned_loki_datasource_reaches_the_extension(monkeypatch):
+    """grafana/provisioning/datasources/loki.yaml + docker-compose.yml: Grafana's Loki data source URL is the
+    otelproc service's loki extension, on the port the compose config makes it listen on; the shipped
+    embedded config listens on Loki's port on loopback."""
+    from pathlib import Path
+
+    import yaml
+
+    from otelproc.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    ds = yaml.safe_load((repo / "grafana/provisioning/datasources/loki.yaml").read_text())["datasources"][0]
+    assert ds["type"] == "loki" and ds["url"] == "${OTELPROC_LOKI_URL}"
+    compose = yaml.safe_load((repo / "docker-compose.yml").read_text())["services"]
+    grafana_env, otelproc_env = compose["grafana"]["environment"], compose["otelproc"]["environment"]
+    url = urllib.parse.urlsplit(grafana_env["OTELPROC_LOKI_URL"])
+    assert url.hostname == "otelproc" and "otelproc" in compose
+    assert "grafana-lokiexplore-app" in grafana_env["GF_INSTALL_PLUGINS"]      # Logs Drilldown
+    config_file = compose["otelproc"]["command"][compose["otelproc"]["command"].index("--config") + 1]
+    monkeypatch.setenv("OTELPROC_LOKI_ENDPOINT", otelproc_env["OTELPROC_LOKI_ENDPOINT"])
+    cfg = load_config(repo / "config" / Path(config_file).name)
+    assert "loki" in cfg.service.extensions
+    host, _, port = cfg.extensions["loki"].endpoint.rpartition(":")
+    assert host == "0.0.0.0" and int(port) == url.port
+    monkeypatch.delenv("OTELPROC_LOKI_ENDPOINT")
+    embedded = load_config(repo / "config" / "otelproc.yaml")
+    assert "loki" in embedded.service.extensions and embedded.extensions["loki"].endpoint == "127.0.0.1:3100"

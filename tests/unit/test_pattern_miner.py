@@ -321,7 +321,7 @@ def test_a_version_1_state_loads_with_its_ids_and_learns_on(tmp_path):
         arrays = {k: z[k] for k in z.files if k != "p_genpos"}
     meta = json.loads(arrays["meta"].tobytes().decode())
     meta["version"] = 1
-    del meta["max_repeat"]
+    del meta["max_repeat"], meta["min_constant_lines"]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -331,3 +331,53 @@ def test_a_version_1_state_loads_with_its_ids_and_learns_on(tmp_path):
     assert [back.template(s) for s in alive] == [m.template(s) for s in alive]
     # the same lines find the same ids, a new value generalises as before
     assert ids_of(back, learn(back, LINES)) == ids_of(m, learn(m, LINES))
+
+
+def test_masking_rules_and_pinned_templates_keep_the_ids_of_the_other_patterns(tmp_path):
+    lines = ["payment p-17 declined: card expired", "payment p-18 declined: insufficient funds",
+             "order order-1a2b3c4d shipped to warehouse 3", "order order-ffee0011 shipped to warehouse 9",
+             "cache warmed in 12 ms", "cache warmed in 15 ms"]
+    m = PatternMiner()
+    before = {m.template(s): int(m.p_id[s]) for s in learn(m, lines).slot.tolist()}
+    m.save(tmp_path)
+    ruled = PatternMiner.load(tmp_path, masking=[(r"order-[0-9a-f]{8}", "ORDER")],
+                              pinned=["payment <*> declined: <*>"])
+    # the pinned template took over the mined payment patterns: their ids are aliases of it
+    pin = [s for s in np.flatnonzero(ruled.p_alive) if ruled.template(s) == "payment <*> declined: <*>"]
+    assert len(pin) == 1 and ruled.p_pinned[pin[0]]
+    assert {before[t] for t in before if t.startswith("payment")} <= set(ruled.p_aliases[pin[0]])
+    res = learn(ruled, lines + ["payment p-19 declined: do not honor"])
+    t = [ruled.template(s) for s in res.slot]
+    assert t[0] == t[1] == t[6] == "payment <*> declined: <*>"
+    # masked lines whose pattern already had <*> there keep that pattern and its id; a fresh miner shows <ORDER>
+    assert int(ruled.p_id[res.slot[2]]) == before["order <*> shipped to warehouse <*>"] and t[2] == t[3]
+    fresh = PatternMiner(masking=[(r"order-[0-9a-f]{8}", "ORDER")])
+    assert {fresh.template(s) for s in learn(fresh, lines[2:4]).slot} == {"order <ORDER> shipped to warehouse <*>"}
+    # a pattern no rule touches keeps its id
+    assert int(ruled.p_id[res.slot[4]]) == before["cache warmed in <*> ms"]
+    # the pinned template is not mined away: a similar line of another shape stays its own pattern
+    assert ruled.template(learn(ruled, ["payment declined for p-20"]).slot[0]) != "payment <*> declined: <*>"
+    # pins survive a restart with the same config, and are released when the config drops them
+    ruled.save(tmp_path)
+    again = PatternMiner.load(tmp_path, pinned=["payment <*> declined: <*>"])
+    assert again.p_pinned[pin[0]] and again.template(learn(again, lines[:1]).slot[0]) == "payment <*> declined: <*>"
+    dropped = PatternMiner.load(tmp_path)
+    assert not dropped.p_pinned.any()
+
+
+def test_variables_that_span_a_varying_number_of_tokens_do_not_split_an_event():
+    lines = ["proxy:5070 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime 00:01",
+             "proxy:5070 close, 403 bytes sent, 426 bytes received, lifetime <1 sec",
+             "proxy:5070 close, 451 bytes sent, 18578 bytes (18.1 KB) received, lifetime 00:02",
+             "proxy:5070 close, 7 bytes sent, 9 bytes received, lifetime 00:03"]
+    for order in (lines, lines[::-1]):
+        m = PatternMiner()
+        res = learn(m, order)
+        assert len(set(res.slot.tolist())) == 1, [m.template(s) for s in res.slot]
+        assert m.template(res.slot[0]) == "proxy:<*> close, <*> bytes <*> sent, <*> bytes <*> received, lifetime <*>"
+    # an optional field or a word after a variable is another event, not a varying span
+    m = PatternMiner()
+    res = learn(m, [f"failure; rhost=10.0.0.{i}" for i in range(3)] + [f"failure; rhost=10.0.0.{i} user=u{i}" for i in range(3)]
+                + [f"Connection closed by 10.0.0.{i}" for i in range(3)] + [f"Connection closed by 10.0.0.{i} [preauth]"
+                                                                           for i in range(3)])
+    assert len(set(res.slot.tolist())) == 4

@@ -202,3 +202,58 @@ def test_shared_templates_reach_chdb_as_lowcardinality(tmp_path, chdb_path, chdb
     finally:
         proc.shutdown()
         exporter.shutdown()
+
+
+_RULES_CONFIG = """
+receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
+processors:
+  patterns:
+    masking:
+      - {regex: 'order-[0-9a-f]{8}', name: ORDER}
+    pinned_templates: ["payment <*> declined: <*>"]
+exporters: {debug: {}}
+service: {pipelines: {logs: {receivers: [otlp], processors: [patterns], exporters: [debug]}}}
+"""
+
+
+def test_user_rules_are_validated_with_their_key_paths():
+    bad = (_RULES_CONFIG.replace("'order-[0-9a-f]{8}'", "'order-[0-9a-f'").replace("name: ORDER", "name: 'OR DER'")
+           .replace('["payment <*> declined: <*>"]', '["x <*>", "", "x <*>"]'))
+    with pytest.raises(ConfigError) as e:
+        parse_config(bad)
+    text = "\n".join(e.value.errors)
+    assert "processors::patterns::masking[0]::regex: not a valid regular expression" in text
+    assert "processors::patterns::masking[0]::name: letters, digits and '_' only" in text
+    assert "processors::patterns::pinned_templates[1]: must be a non-empty template" in text
+    assert "processors::patterns::pinned_templates[2]: 'x <*>' is listed twice" in text
+    cfg = parse_config(_RULES_CONFIG).processors["patterns"]
+    assert cfg.miner_kwargs()["masking"] == [("order-[0-9a-f]{8}", "ORDER")]
+
+
+def test_processor_applies_the_rules_and_otelproc_patterns_file_takes_the_same_config(tmp_path):
+    import subprocess
+    import sys
+
+    bodies = ["payment p-17 declined: card expired", "payment p-18 declined: insufficient funds",
+              "order order-1a2b3c4d shipped to warehouse 3", "order order-ffee0011 shipped to warehouse 9"]
+    cfg = parse_config(_RULES_CONFIG).processors["patterns"]
+    sink = Sink()
+    proc = factory.create("patterns", cfg, sink, Context(telemetry=Telemetry()))
+    proc.start()
+    proc.consume(LogBatch.from_records([{"time_ns": T0, "service": "shop", "body": b} for b in bodies]))
+    shown = [sink.batches[0].columns["pattern_template"][i] for i in range(4)]
+    assert shown == ["payment <*> declined: <*>"] * 2 + ["order <ORDER> shipped to warehouse <*>"] * 2
+    conf = tmp_path / "otelproc.yaml"
+    conf.write_text(_RULES_CONFIG)
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(bodies) + "\n")
+    out = subprocess.run([sys.executable, "-m", "otelproc", "patterns", str(log), "--config", str(conf),
+                          "--format", "csv"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()[1:]) == ["2,order <ORDER> shipped to warehouse <*>",
+                                                   "2,payment <*> declined: <*>"]
+    conf.write_text(_RULES_CONFIG.replace("name: ORDER", "name: 'OR DER'"))
+    out = subprocess.run([sys.executable, "-m", "otelproc", "patterns", str(log), "--config", str(conf)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "processors::patterns::masking[0]::name" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,9 +119,13 @@ def test_pattern_ids_agree_across_instances_fed_differently(tmp_path):
             proc.consume(LogBatch.from_records(order[a:a + size]))
         proc.shutdown()
         results.append(_pairs(sink.batches))
-    for pairs in results:
-        for svc, pid, tpl in pairs:
-            assert pid == pattern_id(svc, tpl)
+        # the id is the one of the mined template (masked words as <*>); the template shown may show a
+        # masked word that its lines never changed, so it is the mined one or a refinement of it
+        m = proc.miner
+        mined = {pattern_id(m.service_of(s), m.template_mined(s)): m.template_mined(s) for s in range(len(m.p_tokens))}
+        for svc, pid, tpl in results[-1]:
+            assert pid in mined and pid == pattern_id(svc, mined[pid])
+            assert re.fullmatch(".*".join(map(re.escape, mined[pid].split("<*>"))), tpl, re.S)
     by_tpl = [{(s, t): p for s, p, t in r} for r in results]
     common = set(by_tpl[0]) & set(by_tpl[1])
     assert common, "the two instances found no template in common"
@@ -161,7 +166,7 @@ service:
         proc = subprocess.Popen([sys.executable, "-m", "otelproc", "serve", "--config", str(cfg), "--ready-file",
                                  str(ready)], env=env, cwd=d, stderr=open(d / "server.log", "w"))
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600  # the first serve after a kernel change compiles them first
             while not ready.exists():
                 assert proc.poll() is None, (d / "server.log").read_text()
                 assert time.monotonic() < deadline, "otelproc serve did not become ready"

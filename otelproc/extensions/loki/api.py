@@ -168,10 +168,30 @@ def parse_logfmt_line(line: str) -> dict[str, str]:
     return out
 
 
-def extract_fields(line: str, parsers: Sequence[str]) -> dict[str, str]:
+def parse_pattern_line(line: str, expression: str) -> dict[str, str]:
+    """Loki's ``| pattern``: the named captures of a line that matches the pattern."""
+    names = [n for kind, n in logql.pattern_parts(expression) if kind == "capture"]
+    regex = "(?s)^" + "".join(re.escape(text) if kind == "literal" else "(.*?)"
+                              for kind, text in logql.pattern_parts(expression)) + "$"
+    m = re.match(regex, line)
+    if not m:
+        return {}
     out: dict[str, str] = {}
-    for kind in parsers:
-        found = parse_json_line(line)[0] if kind == "json" else parse_logfmt_line(line)
+    for name, value in zip(names, m.groups()):
+        if name:
+            out.setdefault(name, value)
+    return out
+
+
+def extract_fields(line: str, parsers: Sequence[logql.Parser]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for parser in parsers:
+        if parser.kind == "pattern":
+            found = parse_pattern_line(line, parser.expression)
+        elif parser.kind == "json":
+            found = parse_json_line(line)[0]
+        else:
+            found = parse_logfmt_line(line)
         for k, v in found.items():
             out.setdefault(k, v)
     return out
@@ -341,6 +361,7 @@ class LokiAPI:
         parsers = parsers_of(q)
         drops = {n for s in q.stages if isinstance(s, Drop) for n in s.names}
         keeps = [set(s.names) for s in q.stages if isinstance(s, Keep)]
+        formats = [logql.template_parts(s.template) for s in q.stages if isinstance(s, logql.LineFormat)]
         streams: dict[Labels, list] = {}
         for r in rows:
             stream = self._stream_labels(r)
@@ -354,15 +375,19 @@ class LokiAPI:
                     if name in drops or name in ERROR_LABELS or any(name not in keep for keep in keeps):
                         del group[name]
             ts = str(r["ts"])
+            line = r["Body"]
+            for parts in formats:   # | line_format "{{.a}} ...": the line becomes the template's text
+                every = {**stream, **meta, **parsed}
+                line = "".join(every.get(text, "") if kind == "label" else text for kind, text in parts)
             if categorize:
                 cat = {}
                 if meta:
                     cat["structuredMetadata"] = meta
                 if parsed:
                     cat["parsed"] = parsed
-                streams.setdefault(_labels(stream), []).append([ts, r["Body"], cat])
+                streams.setdefault(_labels(stream), []).append([ts, line, cat])
             else:
-                streams.setdefault(_labels({**stream, **meta, **parsed}), []).append([ts, r["Body"]])
+                streams.setdefault(_labels({**stream, **meta, **parsed}), []).append([ts, line])
         result = [{"stream": dict(k), "values": v} for k, v in streams.items()]
         extra = {"encodingFlags": ["categorize-labels"]} if categorize else None
         return self._ok("streams", result, t0, len(rows), extra)
@@ -831,13 +856,8 @@ def _empty_compatible(m: logql.Matcher) -> bool:
         return m.value == ""
     if m.op == "!=":
         return m.value != ""
-    matches_empty = re.fullmatch(f"(?:{m.value})", "") is not None if _regex_ok(m.value) else False
-    return matches_empty if m.op == "=~" else not matches_empty
-
-
-def _regex_ok(value: str) -> bool:
-    try:
-        re.compile(value)
-        return True
+    try:   # Python's re stands in for RE2 here; a pattern it cannot compile is taken as not matching ""
+        matches_empty = re.fullmatch(m.value, "") is not None
     except re.error:
-        return False
+        matches_empty = False
+    return matches_empty if m.op == "=~" else not matches_empty

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
-__all__ = ["LogQLError", "Matcher", "LineFilter", "Parser", "LabelFilter", "LabelFilterExpr", "Drop", "Keep",
+__all__ = ["LogQLError", "Matcher", "LineFilter", "Parser", "LineFormat", "pattern_parts", "pattern_regex", "template_parts", "LabelFilter", "LabelFilterExpr", "Drop", "Keep",
            "LogQuery", "RangeAggregation", "VectorAggregation", "Literal", "VectorLiteral", "BinaryOp",
            "MetricExpr", "parse", "parse_selector", "parse_duration_ns"]
 
@@ -31,13 +31,19 @@ class Matcher:
 
 @dataclass(frozen=True)
 class LineFilter:
-    op: str                  # |= != |~ !~
+    op: str                  # |= != |~ !~ |> !> (the last two: Loki's pattern match, <_> matches anything)
     values: tuple[str, ...]  # `|= "a" or "b"`: any of them
 
 
 @dataclass(frozen=True)
 class Parser:
-    kind: str                # json | logfmt
+    kind: str                # json | logfmt | pattern
+    expression: str = ""     # the pattern of `| pattern "<ip> - <_>"`
+
+
+@dataclass(frozen=True)
+class LineFormat:
+    template: str            # literal text and {{.label}} references only
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class Keep:
     names: tuple[str, ...]
 
 
-Stage = Union[LineFilter, Parser, LabelFilter, LabelFilterExpr, Drop, Keep]
+Stage = Union[LineFilter, Parser, LabelFilter, LabelFilterExpr, Drop, Keep, LineFormat]
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ UNWRAP_FUNCTIONS = ("sum_over_time", "avg_over_time", "max_over_time", "min_over
                     "rate_counter")
 VECTOR_OPS = ("sum", "count", "min", "max", "avg", "topk", "bottomk")
 UNSUPPORTED_VECTOR_OPS = ("stddev", "stdvar", "sort", "sort_desc", "approx_topk", "label_replace")
-UNSUPPORTED_STAGES = ("line_format", "label_format", "pattern", "regexp", "unpack", "unwrap", "decolorize",
+UNSUPPORTED_STAGES = ("label_format", "regexp", "unpack", "unwrap", "decolorize",
                       "distinct", "ip")
 
 # --------------------------------------------------------------------------- lexer
@@ -135,7 +141,7 @@ _TOKEN_RE = re.compile(r"""
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![A-Za-z_]))
   | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<string>"(?:[^"\\]|\\.)*"|`[^`]*`)
-  | (?P<op>\|=|\|~|!=|!~|=~|==|>=|<=|\|>|<\||[{}()\[\],|=<>+\-*/%^])
+  | (?P<op>\|=|\|~|!=|!~|=~|==|>=|<=|\|>|!>|[{}()\[\],|=<>+\-*/%^])
 """, re.X)
 
 
@@ -288,12 +294,19 @@ class _Parser:
             tok = self.peek()
             if tok is None or tok.kind != "op":
                 break
-            if tok.text in ("|=", "!=", "|~", "!~"):
+            if tok.text in ("|=", "!=", "|~", "!~", "|>", "!>"):
+                if any(isinstance(st, LineFormat) for st in stages):
+                    raise self.error("line filters after | line_format are not supported by otelproc's Loki API; "
+                                     "put them before it")
                 self.i += 1
                 stages.append(self.line_filter(tok.text))
             elif tok.text == "|":
                 self.i += 1
-                stages.append(self.pipe_stage())
+                stage = self.pipe_stage()
+                if isinstance(stage, Parser) and any(isinstance(st, LineFormat) for st in stages):
+                    raise self.error("parsers after | line_format are not supported by otelproc's Loki API; put "
+                                     "them before it", tok)
+                stages.append(stage)
             else:
                 break
         return LogQuery(matchers, tuple(stages))
@@ -308,6 +321,9 @@ class _Parser:
         if op in ("|~", "!~"):
             for v in values:
                 _check_regex(v, self.error, tok)
+        if op in ("|>", "!>"):
+            for v in values:
+                pattern_parts(v, self.error, tok)
         return LineFilter(op, tuple(values))
 
     def pipe_stage(self) -> Stage:
@@ -321,6 +337,19 @@ class _Parser:
                 raise self.error(f"| {tok.text} with parameters is not supported by otelproc's Loki API; "
                                  f"use | {tok.text} without parameters", nxt)
             return Parser(tok.text)
+        if tok.kind == "ident" and tok.text == "pattern":
+            self.i += 1
+            str_tok = self.peek()
+            expression = self.string("a pattern such as \"<ip> - <_>\"")
+            if not any(name for kind, name in pattern_parts(expression, self.error, str_tok) if kind == "capture"):
+                raise self.error("at least one named capture must be used in a pattern parser", str_tok)
+            return Parser("pattern", expression)
+        if tok.kind == "ident" and tok.text == "line_format":
+            self.i += 1
+            str_tok = self.peek()
+            template = self.string("a template such as \"{{.msg}}\"")
+            template_parts(template, self.error, str_tok)
+            return LineFormat(template)
         if tok.kind == "ident" and tok.text in ("drop", "keep"):
             self.i += 1
             names = []
@@ -335,7 +364,8 @@ class _Parser:
             return (Drop if tok.text == "drop" else Keep)(tuple(names))
         if tok.kind == "ident" and tok.text in UNSUPPORTED_STAGES:
             raise self.error(f"| {tok.text} is not supported by otelproc's Loki API (supported stages: line "
-                             f"filters, | json, | logfmt, label filters, | drop, | keep)")
+                             f"filters, | json, | logfmt, | pattern, label filters, | drop, | keep, | line_format "
+                             f"with {{{{.label}}}} references)")
         return self.label_predicate()
 
     def _is_param_start(self) -> bool:
@@ -524,6 +554,61 @@ class _Parser:
         if not grouping:
             grouping, labels = self.grouping()
         return VectorAggregation(op, inner, grouping, labels, param)
+
+
+_PATTERN_TOKEN_RE = re.compile(r"<(_|[A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def pattern_parts(expression: str, error=None, tok=None) -> list[tuple[str, str]]:
+    """A Loki pattern as [("literal", text) | ("capture", name) ...]; ``<_>`` is a capture named ''."""
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for m in _PATTERN_TOKEN_RE.finditer(expression):
+        if m.start() > pos:
+            parts.append(("literal", expression[pos:m.start()]))
+        if parts and parts[-1][0] == "capture" and error is not None:
+            raise error(f"invalid pattern {expression!r}: consecutive captures must be separated by a literal", tok)
+        parts.append(("capture", "" if m.group(1) == "_" else m.group(1)))
+        pos = m.end()
+    if pos < len(expression):
+        parts.append(("literal", expression[pos:]))
+    if not any(kind == "capture" for kind, _ in parts) and error is not None:
+        raise error(f"invalid pattern {expression!r}: it needs at least one capture such as <_>", tok)
+    return parts
+
+
+def pattern_regex(expression: str, capture: str | None = None) -> str:
+    """The regex (RE2 and Python syntax) a whole line must match for a Loki pattern; only the first
+    ``<capture>`` is a group when ``capture`` is given (for extracting that field)."""
+    out, taken = ["(?s)^"], False
+    for kind, text in pattern_parts(expression):
+        if kind == "literal":
+            out.append(re.escape(text))
+        elif capture is not None and text == capture and not taken:
+            out.append("(.*?)")
+            taken = True
+        else:
+            out.append(".*?")
+    out.append("$")
+    return "".join(out)
+
+
+_TEMPLATE_RE = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
+
+
+def template_parts(template: str, error=None, tok=None) -> list[tuple[str, str]]:
+    """A line_format template as [("literal", text) | ("label", name) ...]; other template actions refused."""
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for m in _TEMPLATE_RE.finditer(template):
+        parts.append(("literal", template[pos:m.start()]))
+        parts.append(("label", m.group(1)))
+        pos = m.end()
+    parts.append(("literal", template[pos:]))
+    if error is not None and any("{{" in text for kind, text in parts if kind == "literal"):
+        raise error(f"line_format template {template!r}: only literal text and {{{{.label}}}} references are "
+                    f"supported by otelproc's Loki API (no functions, pipelines or conditionals)", tok)
+    return [p for p in parts if p[1] != "" or p[0] == "label"]
 
 
 def _check_regex(value: str, error, tok) -> None:

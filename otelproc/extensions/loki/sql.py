@@ -23,7 +23,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from otelproc.extensions.loki.logql import (LabelFilter, LabelFilterExpr, LineFilter, LogQuery, Matcher, Parser)
+from otelproc.extensions.loki.logql import (LabelFilter, LabelFilterExpr, LineFilter, LogQuery, Matcher, Parser,
+                                            pattern_parts, pattern_regex)
 
 __all__ = ["LOKI_INDEX_LABELS", "Translator", "sanitize_label", "level_sql", "ERROR_LABELS"]
 
@@ -103,11 +104,15 @@ class Translator:
                 branches += [f"{hit} != ''", f"{column}[{hit}]"]
         return f"multiIf({', '.join(branches)}, '')"
 
-    def parsed_sql(self, name: str, parsers: Sequence[str]) -> str:
-        """The value ``| json`` / ``| logfmt`` (in that order) extract for ``name``, '' if none."""
+    def parsed_sql(self, name: str, parsers: Sequence[Parser]) -> str:
+        """The value the parsers (in their order; the first that yields one wins) extract for ``name``."""
         exprs = []
-        for kind in parsers:
-            if kind == "json":
+        for parser in parsers:
+            kind = parser.kind
+            if kind == "pattern":
+                if any(k == "capture" and n == name for k, n in pattern_parts(parser.expression)):
+                    exprs.append(f"extract(Body, {self.p(pattern_regex(parser.expression, name))})")
+            elif kind == "json":
                 paths = [[name]] + ([name.split("_")] if "_" in name.strip("_") else [])
                 for path in paths:
                     args = ", ".join(self.p(part) for part in path)
@@ -125,7 +130,7 @@ class Translator:
             return exprs[0]
         return f"arrayFirst(x -> x != '', [{', '.join(exprs)}])"
 
-    def label_sql(self, name: str, parsers: Sequence[str] = ()) -> str:
+    def label_sql(self, name: str, parsers: Sequence[Parser] = ()) -> str:
         """SQL for the value of label ``name`` ('' when absent) given the parsers run so far."""
         if name in _COLUMN_LABELS:
             return _COLUMN_LABELS[name]
@@ -158,11 +163,13 @@ class Translator:
                 anyof = "1"
             else:
                 anyof = " OR ".join(f"position(Body, {self.p(v)}) > 0" for v in f.values)
+        elif f.op in ("|>", "!>"):
+            anyof = " OR ".join(f"match(Body, {self.p(pattern_regex(v))})" for v in f.values)
         else:
             anyof = " OR ".join(f"match(Body, {self.p(v)})" for v in f.values)
-        return f"({anyof})" if f.op in ("|=", "|~") else f"NOT ({anyof})"
+        return f"({anyof})" if f.op in ("|=", "|~", "|>") else f"NOT ({anyof})"
 
-    def label_filter_sql(self, f: LabelFilter | LabelFilterExpr, parsers: Sequence[str]) -> str:
+    def label_filter_sql(self, f: LabelFilter | LabelFilterExpr, parsers: Sequence[Parser]) -> str:
         if isinstance(f, LabelFilterExpr):
             return (f"(({self.label_filter_sql(f.left, parsers)}) {f.op.upper()} "
                     f"({self.label_filter_sql(f.right, parsers)}))")
@@ -175,13 +182,13 @@ class Translator:
     def query_where(self, q: LogQuery) -> list[str]:
         """Conditions for a log query's selector and pipeline (drop/keep do not filter)."""
         out = [self.matcher_sql(m) for m in q.matchers]
-        parsers: list[str] = []
+        parsers: list[Parser] = []
         for stage in q.stages:
             if isinstance(stage, LineFilter):
                 out.append(self.line_filter_sql(stage))
             elif isinstance(stage, Parser):
-                if stage.kind not in parsers:
-                    parsers.append(stage.kind)
+                if stage not in parsers:
+                    parsers.append(stage)
             elif isinstance(stage, (LabelFilter, LabelFilterExpr)):
                 out.append(self.label_filter_sql(stage, parsers))
         return out
@@ -200,11 +207,11 @@ class Translator:
         return f"mapFilter((k, v) -> has([{keys}], k), ResourceAttributes)" if keys else "map()"
 
 
-def parsers_of(q: LogQuery) -> list[str]:
-    out: list[str] = []
+def parsers_of(q: LogQuery) -> list[Parser]:
+    out: list[Parser] = []
     for stage in q.stages:
-        if isinstance(stage, Parser) and stage.kind not in out:
-            out.append(stage.kind)
+        if isinstance(stage, Parser) and stage not in out:
+            out.append(stage)
     return out
 
 
