@@ -270,7 +270,8 @@ def test_simulator_latency_can_follow_the_daily_load_cycle():
 
     def latencies(amplitude):
         out = []
-        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude)):
+        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude,
+                                   latency_templates=False)):
             d = extract_durations(b.body.buf, b.body.off)
             # the request latencies (not the retry back-off "retrying in N ms", which does not follow the cycle)
             req = np.array(["retrying" not in b.body[i] for i in d.line.tolist()], dtype=bool)
