@@ -273,7 +273,8 @@ class AnomalyEngine:
                                service_totals=None, service_errors=None, values={}, after_gap=after_gap,
                                value_points=pts["value"])
             cb.service_totals, cb.service_errors = summed_cells(*pts["svc"], B, len(self.service_ids))
-            cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
+            if rs.coarsest:  # per-bucket value aggregates feed the trend test and the series table only
+                cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
             w.next_bucket = end
             self._detect(rs, cb, out)
             after_gap = False
@@ -356,10 +357,10 @@ class AnomalyEngine:
 
         # ---- numeric parameters (durations): latency shift (finest resolution) + creep (coarsest)
         if len(self.values):
-            p50 = cb.values["p50"]
             if rs is self.res[self._finest]:
                 self._latency(rs, cb, bucket_ns, out)
             if rs.coarsest:
+                p50 = cb.values["p50"]
                 # the band of the series table: the latency baseline's spread of single values
                 mu, sd = self.latency.mu[None, :], 1.2533 * np.maximum(self.latency.mad, lat.MIN_SD)[None, :]
                 known = self.latency.weight[None, :] > 0
