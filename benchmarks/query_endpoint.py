@@ -1,9 +1,12 @@
-"""Query endpoint latency/throughput: clickhouse-connect through the clickhouse_query extension vs direct chDB.
+"""Query endpoint latency/throughput: clickhouse-connect through the clickhouse_query extension vs direct chDB,
+and the requests Grafana's plugin (clickhouse-go, HTTP) sends: Native at client_protocol_version 0 vs 54460
+(the revision rewrite), a DateTime time series (which adds a DESCRIBE for the column time zones), and how
+long a 64 MiB gzip decompression bomb takes to be refused.
 
     NUMBA_CACHE_DIR=.numba_cache python benchmarks/query_endpoint.py /tmp/bench_store
 
 The argument is a scratch chDB directory (database `bench` is recreated there)."""
-import sys, time
+import gzip, sys, time, urllib.error, urllib.request
 from types import SimpleNamespace
 import clickhouse_connect
 from otelproc.component import Context
@@ -33,4 +36,20 @@ print("small query, direct chDB  %.2f ms" % (1e3 * best(lambda: st.query_arrow(s
 print("200k rows query_arrow, endpoint %.0f ms" % (1e3 * best(lambda: c.query_arrow(big))))
 print("200k rows query_arrow, direct   %.0f ms" % (1e3 * best(lambda: st.query_arrow(big))))
 print("200k rows query (Native->py), endpoint %.0f ms" % (1e3 * best(lambda: c.query(big), 3)))
+def go_style(sql, revision):  # clickhouse-go conn_http.go: query in the body, Native, client_protocol_version
+    q = f"database=bench&default_format=Native&client_protocol_version={revision}&max_execution_time=60"
+    return urllib.request.urlopen(urllib.request.Request(f"http://{h}:{p}/?{q}", data=sql.encode()), timeout=60).read()
+series = ("SELECT toStartOfMinute(toDateTime(ts)) AS time, svc, count() AS n FROM t GROUP BY time, svc "
+          "ORDER BY time")
+for label, sql in (("200k rows Native", big), ("time series (DateTime) Native", series)):
+    for revision in (0, 54460):
+        print("%s, client_protocol_version=%d  %.1f ms" % (label, revision, 1e3 * best(lambda: go_style(sql, revision))))
+bomb = gzip.compress(b" " * (64 << 20), 9)
+def refused():
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"http://{h}:{p}/", data=bomb,
+                                                      headers={"Content-Encoding": "gzip"}), timeout=60)
+    except urllib.error.HTTPError as e:
+        assert e.code == 413
+print("64 MiB gzip bomb (%d bytes) refused in %.1f ms" % (len(bomb), 1e3 * best(refused)))
 ep.shutdown(); st.close()

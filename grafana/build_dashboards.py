@@ -356,7 +356,10 @@ def anomalies() -> Dashboard:
     d.row("Trends")
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "
-            "round(3600 * tupleElement(simpleLinearRegression(toFloat64(toUnixTimestamp(Timestamp)), Observed), 1), 4) "
+            # x in seconds since the range start: raw epoch seconds (~1.8e9, squares ~3e18) lose the slope's
+            # digits in Float64 sums, so the result changed with the engine's summation order between runs
+            "round(3600 * tupleElement(simpleLinearRegression(toFloat64(toUnixTimestamp(Timestamp) - "
+            "toUnixTimestamp($__fromTime)), Observed), 1), 4) "
             "AS slope_per_hour, round(100 * slope_per_hour / greatest(abs(argMin(Observed, Timestamp)), 1e-9), 2) "
             "AS slope_pct_per_hour, argMax(Observed, Timestamp) AS last_value, argMax(Upper, Timestamp) AS upper_band, "
             "if(slope_per_hour > 0 AND upper_band > last_value, round((upper_band - last_value) / slope_per_hour, 1), "

@@ -72,7 +72,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from otelproc.pipeline import Service
     from otelproc.telemetry import MetricsServer, setup_logging
-
     from otelproc.warmup import warm_up
 
     cfg = _load(args.config, create_home=True)
@@ -117,17 +116,20 @@ def _ports(service) -> dict:
 
 
 def _store_from_config(path: str, exporter: str | None):
-    from otelproc.exporters.clickhouse import open_exporter_store
+    """The store of the config's clickhouse exporter: opened here when free, else through the running
+    otelproc's query endpoint (otelproc.store.running); exits with one line when neither works."""
+    from otelproc.store.running import StoreUnavailable, open_config_store
 
     cfg = _load(path)
-    chs = {k: v for k, v in cfg.exporters.items() if k.split("/", 1)[0] == "clickhouse"}
+    chs = [k for k in cfg.exporters if k.split("/", 1)[0] == "clickhouse"]
     if not chs:
         raise SystemExit(f"otelproc: {path} has no clickhouse exporter to query")
-    if exporter is not None:
-        if exporter not in chs:
-            raise SystemExit(f"otelproc: no exporter {exporter!r}; clickhouse exporters: {', '.join(chs)}")
-        return open_exporter_store(chs[exporter])
-    return open_exporter_store(next(iter(chs.values())))
+    if exporter is not None and exporter not in chs:
+        raise SystemExit(f"otelproc: no exporter {exporter!r}; clickhouse exporters: {', '.join(chs)}")
+    try:
+        return open_config_store(cfg, exporter or chs[0])
+    except StoreUnavailable as e:
+        raise SystemExit(f"otelproc: {e}") from None
 
 
 def _open_store(open_store, who: str):
@@ -136,17 +138,43 @@ def _open_store(open_store, who: str):
         return open_store()
     except SystemExit:
         raise
-    except Exception as e:  # locked embedded store, unreachable server, bad endpoint
-        print(f"{who}: cannot open the store: {e}", file=sys.stderr)
-        if "lock" in str(e).lower():
-            print("  the embedded store belongs to a running otelproc: stop it, or query it through its "
-                  "clickhouse_query extension with --endpoint http://127.0.0.1:8123", file=sys.stderr)
+    except Exception as e:  # unreachable server, bad endpoint (a busy embedded store is reached through
+        # its otelproc's query endpoint, otelproc.store.running)
+        print(f"{who}: cannot open the store: {one_line_error(str(e))}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from otelproc.store import output_format_clause
+
     store = _open_store(lambda: _store_from_config(args.config, args.exporter), "otelproc sql")
+    if output_format_clause(args.query):  # `... FORMAT JSONEachRow`: the engine's bytes, as clickhouse-local
+        try:
+            try:
+                out = store.query_bytes(args.query)
+            except Exception as e:
+                print(_query_failure("otelproc sql", e), file=sys.stderr)
+                return 1
+            sys.stdout.buffer.write(out)
+            sys.stdout.flush()
+        finally:
+            store.close()
+        return 0
     return _print_query(store, lambda: store.query_rows(args.query), args.format, "otelproc")
+
+
+_SCOPE_RE = re.compile(r"\s+in scope .*?(?=\.\s*\([A-Z_]+\)|$)", re.S | re.I)
+
+
+def one_line_error(message: str) -> str:
+    """A ClickHouse error as one line: from ``Code: N.`` on, without the query it quotes ("In scope
+    SELECT ...", "[statement: ...]") and the version suffix."""
+    i = message.find("Code: ")
+    msg = message[i:] if i >= 0 else message
+    msg = re.sub(r"\s*\[statement: .*\]\s*$", "", msg.strip(), flags=re.S)
+    msg = _SCOPE_RE.sub("", msg)
+    msg = re.sub(r"\s*\(version [^)]*\)\s*$", "", msg)
+    return " ".join(msg.split())
 
 
 def _print_query(store, run, fmt: str, who: str) -> int:
@@ -163,13 +191,17 @@ def _print_query(store, run, fmt: str, who: str) -> int:
     return 0
 
 
+_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series")
+
+
 def _query_failure(who: str, e: Exception) -> str:
-    """One line for a failed query; an empty store (no otelproc tables) says how to fill it."""
-    missing = re.search(r"Unknown (?:table|database)[^.]*", str(e))
-    if missing:
+    """One line for a failed query; a store without otelproc's tables says how to fill it."""
+    message = one_line_error(str(e))
+    missing = re.search(r"Unknown (?:table|database)[^']*'([^']+)'", message)
+    if missing and missing.group(1).split(".")[-1] in _OTELPROC_TABLES + ("otel",):
         return (f"{who}: the store holds no otelproc data yet ({missing.group(0)}): run `otelproc serve` "
                 "or `otelproc demo` first, or name another store with --config")
-    return f"{who}: query failed: {e}"
+    return f"{who}: query failed: {message}"
 
 
 def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", out=None) -> None:
@@ -364,11 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.set_defaults(fn=cmd_validate)
 
-    s = sub.add_parser("sql", help="run a query against the configured store and print the result")
-    s.add_argument("query")
+    s = sub.add_parser("sql", help="run a query against the configured store and print the result",
+                       description="Run one query on the store of --config's clickhouse exporter (tables resolve "
+                                   "in its database). While `otelproc serve` holds an embedded store, the query "
+                                   "goes through that process's read-only clickhouse_query endpoint. A trailing "
+                                   "FORMAT clause (e.g. FORMAT JSONEachRow) prints ClickHouse's output as it is.")
+    s.add_argument("query", help="SQL, e.g. \"SELECT ServiceName, count() FROM otel_logs GROUP BY 1\"")
     s.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     s.add_argument("--exporter", help="which clickhouse exporter's store (default: the first)")
-    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="how to print the rows (ignored when the query ends with a FORMAT clause)")
     s.set_defaults(fn=cmd_sql)
 
     s = sub.add_parser("patterns", help="`patterns FILE`: mine the templates of a file (one body per line); "
@@ -409,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("warmup", help="compile the Numba kernels now (otherwise the first serve/demo does it, "
-                                      "a minute or two; the compiled code is cached)")
+                                      "about a minute of CPU time; the compiled code is cached)")
     s.add_argument("--force", action="store_true", help="run the warm-up even if this version already did")
     s.set_defaults(fn=cmd_warmup)
 
@@ -436,7 +473,25 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_cache()  # before anything imports Numba
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"otelproc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`otelproc tail | head`): stop quietly, and keep the interpreter's final
+        # flush of stdout from failing too
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by a pipe
+    except Exception as e:  # noqa: BLE001 - no traceback reaches a user; OTELPROC_DEBUG=1 shows it
+        if os.environ.get("OTELPROC_DEBUG"):
+            raise
+        print(f"otelproc {args.command}: {type(e).__name__}: {one_line_error(str(e))} "
+              f"(set OTELPROC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

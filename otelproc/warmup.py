@@ -50,9 +50,13 @@ def configure_cache() -> None:
         return
     if _writable_dir(KERNELS / "__pycache__"):
         return
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    for candidate in (Path(base) / "otelproc" / "numba",
-                      Path(tempfile.gettempdir()) / f"otelproc-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+    candidates = [Path(tempfile.gettempdir()) / f"otelproc-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        candidates.insert(0, base / "otelproc" / "numba")
+    except RuntimeError:  # no home directory
+        pass
+    for candidate in candidates:
         if _writable_dir(candidate):
             os.environ["NUMBA_CACHE_DIR"] = str(candidate)
             return
@@ -66,9 +70,10 @@ def cache_directory() -> Path:
 def _stamp() -> Path:
     import numba
 
-    # the kernels' sources decide what is compiled (a caller passing new argument types compiles
-    # that signature on first use, as without a warm-up)
-    h = hashlib.sha256(f"{numba.__version__} {sys.version}".encode())
+    # the kernels' sources decide what is compiled (a caller passing new argument types compiles that
+    # signature on first use, as without a warm-up); their directory too, as Numba keys its cache entries
+    # by source directory and installations may share a NUMBA_CACHE_DIR
+    h = hashlib.sha256(f"{numba.__version__} {sys.version} {KERNELS}".encode())
     for p in sorted(KERNELS.glob("*.py")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -76,7 +81,7 @@ def _stamp() -> Path:
 
 
 def is_warm() -> bool:
-    """True when a warm-up of this exact package finished with this cache directory."""
+    """True when a warm-up of these kernels (this installation) finished with this cache directory."""
     return _stamp().is_file()
 
 
@@ -95,7 +100,7 @@ def warm_up(say: Callable[[str], None] = _to_stderr, force: bool = False) -> flo
         return 0.0
     t0 = time.monotonic()
     say(f"running the kernel warm-up again (cache {cache_directory()}) ..." if warm else
-        f"compiling kernels, first run only (a minute or two; cached in {cache_directory()}) ...")
+        f"compiling kernels, first run only (about a minute of CPU time; cached in {cache_directory()}) ...")
     _run_data_path()
     seconds = time.monotonic() - t0
     try:

@@ -1,17 +1,21 @@
 """``clickhouse_query``: a read-only ClickHouse-compatible HTTP endpoint over the embedded chDB store.
 
 chDB has no server mode, and a second process cannot open the store's directory while
-otelproc runs. This extension lets Grafana's ClickHouse plugin (HTTP protocol) and
-clickhouse-connect query the embedded store through the process that owns it:
+otelproc runs. This extension lets Grafana's ClickHouse plugin (HTTP protocol, clickhouse-go),
+clickhouse-connect, @clickhouse/client and ``otelproc sql`` / the CLI views query the embedded
+store through the process that owns it (config/otelproc.yaml turns it on):
 
     extensions:
       clickhouse_query:
         endpoint: 127.0.0.1:8123          # host:port to listen on
         exporter: clickhouse              # whose store to serve (a clickhouse exporter id)
         username: grafana
-        password: ${env:OTELPROC_QUERY_PASSWORD}
+        password: ${env:OTELPROC_QUERY_PASSWORD}   # empty: no credentials, on a loopback address only
     service:
       extensions: [clickhouse_query]      # off unless listed here
+
+Once listening it writes ``<store>/otelproc-query-endpoint.json`` (otelproc.store.running), by which
+the CLI finds it. A clickhouse exporter that writes to a server leaves the extension off (logged).
 
 Read-only twice over: every statement runs on a chDB connection opened with ``readonly=1``
 (ClickHouse itself refuses writes, DDL, ``SET``, and the file()/url() table functions), and
@@ -20,13 +24,16 @@ hold more than one statement, are refused before they reach the engine.
 
 What it speaks (docs/grafana.md has the full list): ``POST /`` with the query in the body or
 ``?query=``, ``GET /?query=``, ``/ping``; ``database``, ``default_format``, ``query_id``,
-``param_<name>`` (server-side parameters) and ClickHouse settings as URL parameters; credentials as
+``param_<name>`` (server-side parameters), ``wait_end_of_query`` (answers are always whole) and
+ClickHouse settings as URL parameters (unknown names refused as UNKNOWN_SETTING); credentials as
 ``X-ClickHouse-User``/``X-ClickHouse-Key`` headers, HTTP basic auth or ``user``/``password`` URL
-parameters; request bodies in gzip, deflate, zstd or lz4 (frames); gzip/deflate responses when the
-client sends ``enable_http_compression=1``. Errors come back the way ClickHouse sends them (status,
-``X-ClickHouse-Exception-Code`` and a ``Code: N. DB::Exception: ...`` body). Not supported:
-ClickHouse block compression (``compress=1``/``decompress=1``), sessions (``session_id`` is ignored:
-every request gets a fresh connection), external data, progress headers.
+parameters; ``client_protocol_version`` > 0 (clickhouse-go sends 54460): Native at that revision
+(native_revision.py); request bodies in gzip, deflate, zstd or lz4 (frames), decompressed up to
+``max_request_size``; gzip/deflate/zstd/lz4 responses when the client sends
+``enable_http_compression=1`` and accepts one. Errors come back the way ClickHouse sends them (its
+status per code, ``X-ClickHouse-Exception-Code`` and a ``Code: N. DB::Exception: ... (NAME)`` body).
+Not supported: ClickHouse block compression (``compress=1``/``decompress=1``), sessions
+(``session_id`` is ignored: every request gets a fresh connection), external data, progress headers.
 
 Metrics: otelproc_query_requests_total{extension,status},
 otelproc_query_duration_seconds{extension}.
@@ -36,9 +43,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hmac
+import ipaddress
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -50,6 +60,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
 from otelproc.config import ByteSize, Duration, Secret
+from otelproc.extensions.native_revision import NativeFormatError, has_plain_datetime, native_at_revision
+from otelproc.store import output_format_clause, without_format_clause
+from otelproc.store.running import ENDPOINT_FILE, local_url, remove_endpoint_file, write_endpoint_file
 
 __all__ = ["QueryEndpointConfig", "QueryEndpoint", "QueryResponse", "check_read_only", "parse_host_port",
            "READ_ONLY_STATEMENTS", "factory"]
@@ -66,24 +79,38 @@ DEFAULT_MAX_REQUEST_SIZE = ByteSize(16 * 1024 * 1024)
 
 READ_ONLY_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN")
 
-# ClickHouse error codes used by this endpoint
+# ClickHouse error codes used by this endpoint (src/Common/ErrorCodes.cpp)
 _CODE_BAD_ARGUMENTS = 36
-_CODE_SYNTAX_ERROR = 62
 _CODE_UNKNOWN_FORMAT = 73
 _CODE_READONLY = 164
 _CODE_AUTHENTICATION_FAILED = 516
-_CODE_SIZE_LIMIT = 307          # TOO_MANY_BYTES
+_CODE_QUERY_TOO_LARGE = 229     # QUERY_IS_TOO_LARGE: the body (the query) beyond max_request_size
+_CODE_CANNOT_DECOMPRESS = 271
 _CODE_UNSUPPORTED = 48          # NOT_IMPLEMENTED
+_CODE_CANNOT_PARSE = 27
+_CODE_UNKNOWN_SETTING = 115
+_CODE_INTERNAL = 1001           # STD_EXCEPTION: a fault of this endpoint, not of the request
+_CODE_NAMES = {
+    _CODE_BAD_ARGUMENTS: "BAD_ARGUMENTS", _CODE_UNKNOWN_FORMAT: "UNKNOWN_FORMAT", _CODE_READONLY: "READONLY",
+    _CODE_AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED", _CODE_QUERY_TOO_LARGE: "QUERY_IS_TOO_LARGE",
+    _CODE_CANNOT_DECOMPRESS: "CANNOT_DECOMPRESS", _CODE_UNSUPPORTED: "NOT_IMPLEMENTED",
+    _CODE_CANNOT_PARSE: "CANNOT_PARSE_INPUT_ASSERTION_FAILED", _CODE_INTERNAL: "STD_EXCEPTION",
+    _CODE_UNKNOWN_SETTING: "UNKNOWN_SETTING",
+}
 
-# HTTP status per ClickHouse error code, as the server's HTTPHandler maps them
+# HTTP status per ClickHouse error code, ClickHouse's own table (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp);
+# every other code is 500 (READONLY included)
 _HTTP_STATUS = {
-    _CODE_AUTHENTICATION_FAILED: 401, 192: 401, 194: 401, 195: 401,   # auth / unknown user / password
-    _CODE_READONLY: 403, 497: 403,                                    # READONLY, ACCESS_DENIED
-    _CODE_SYNTAX_ERROR: 400, 47: 400, 46: 400, 43: 400, 53: 400, 36: 400, 73: 400, 26: 400, 27: 400,
+    194: 401,                                                               # REQUIRED_PASSWORD
+    192: 403, 193: 403, _CODE_AUTHENTICATION_FAILED: 403, 512: 403,         # unknown user, wrong password...
+    **dict.fromkeys((36, 427, 6, 25, 26, 38, 41, 72, 441, 27, 376, 15, 44, 37, 123, 8, 167, 168, 223, 62, 117, 53,
+                     321), 400),                                            # bad arguments, parse and syntax errors
+    **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),  # unknown table, column...
+    _CODE_QUERY_TOO_LARGE: 413,
     _CODE_UNSUPPORTED: 501,
-    60: 404, 81: 404,                                                 # UNKNOWN_TABLE, UNKNOWN_DATABASE
-    _CODE_SIZE_LIMIT: 413,
-    159: 504,                                                         # TIMEOUT_EXCEEDED
+    209: 503, 76: 503, 439: 503,                                            # socket timeout, cannot open file
+    381: 411,                                                               # HTTP_LENGTH_REQUIRED
+    159: 408,                                                               # TIMEOUT_EXCEEDED
 }
 
 # URL parameters that are part of the HTTP protocol, not ClickHouse settings
@@ -102,7 +129,6 @@ _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMAT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 # chdb.Connection.query() formats that are Python conversions, not ClickHouse output formats
 _CHDB_ONLY_FORMATS = frozenset({"dataframe", "arrowtable", "debug"})
-_FORMAT_CLAUSE_RE = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\s*;?\s*$", re.I)
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
 _CONTENT_TYPES = {
     "tabseparated": "text/tab-separated-values; charset=UTF-8",
@@ -113,6 +139,16 @@ _CONTENT_TYPES = {
 
 
 # --------------------------------------------------------------------------- config
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def parse_host_port(endpoint: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:8123`` for IPv6) -> (host, port). Raises ValueError saying what is wrong."""
@@ -139,8 +175,9 @@ class QueryEndpointConfig:
     exporter: str = DEFAULT_EXPORTER
     # the one user this endpoint knows; give Grafana these credentials
     username: str = DEFAULT_USERNAME
+    # empty: no credentials checked, allowed only on a loopback address (or with allow_anonymous)
     password: Secret = Secret("")
-    # accept every request without checking credentials (local use only)
+    # accept every request without checking credentials, on any address
     allow_anonymous: bool = False
     # a query whose result has more rows fails (ClickHouse max_result_rows, result_overflow_mode=throw)
     max_result_rows: int = DEFAULT_MAX_RESULT_ROWS
@@ -148,6 +185,19 @@ class QueryEndpointConfig:
     max_execution_time: Duration = DEFAULT_MAX_EXECUTION_TIME
     # largest request body (query text) accepted
     max_request_size: ByteSize = DEFAULT_MAX_REQUEST_SIZE
+
+    @property
+    def anonymous(self) -> bool:
+        """No credentials checked: allow_anonymous, or no password on a loopback address (like
+        ClickHouse's passwordless ``default`` user, which listens on localhost only)."""
+        if self.allow_anonymous:
+            return True
+        if self.password:
+            return False
+        try:
+            return is_loopback(parse_host_port(self.endpoint)[0])
+        except ValueError:
+            return False
 
     def validate(self) -> list[str]:
         out = []
@@ -157,14 +207,14 @@ class QueryEndpointConfig:
             out.append(f"endpoint: {e}")
         if not self.exporter:
             out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
-        if not self.allow_anonymous:
-            if not self.password:
-                out.append("password: required (set it from the environment, e.g. ${env:OTELPROC_QUERY_PASSWORD}), "
-                           "or set allow_anonymous: true for local use")
-            if not self.username:
-                out.append("username: required unless allow_anonymous: true")
-        elif self.password:
+        if self.allow_anonymous and self.password:
             out.append("allow_anonymous: cannot be combined with a password; remove one of them")
+        elif not self.password and not self.anonymous and not out:
+            out.append(f"password: required when listening on {self.endpoint}, which is not a loopback address "
+                       f"(set it from the environment, e.g. ${{env:OTELPROC_QUERY_PASSWORD}}), or set "
+                       f"allow_anonymous: true to let anyone who reaches the port read the store")
+        if self.password and not self.username:
+            out.append("username: required with a password")
         if self.max_result_rows < 1:
             out.append(f"max_result_rows: must be >= 1, got {self.max_result_rows}")
         if self.max_execution_time <= 0:
@@ -252,44 +302,95 @@ class _ClientError(Exception):
         self.status = status or _HTTP_STATUS.get(code, 500)
 
 
-def _decode_body(data: bytes, encoding: str | None) -> bytes:
+def _zstd_module() -> Any:
+    try:
+        from compression import zstd  # Python 3.14
+    except ImportError:
+        from backports import zstd
+    return zstd
+
+
+def _bounded_decompress(new_decompressor: Any, data: bytes, limit: int, what: str) -> bytes:
+    """Every frame/member of ``data`` decompressed, refusing output beyond ``limit`` bytes while
+    decompressing (a few KiB of gzip can expand to gigabytes)."""
+    out = bytearray()
+    while data:
+        d = new_decompressor()
+        out += d.decompress(data, limit + 1 - len(out))
+        if len(out) > limit:
+            raise _ClientError(_CODE_QUERY_TOO_LARGE, f"the {what} request body decompresses to more than "
+                                                 f"max_request_size ({limit} bytes)")
+        if not d.eof:
+            raise _ClientError(_CODE_CANNOT_DECOMPRESS, f"cannot decode the {what} request body: it ends inside "
+                                                        f"a compressed frame")
+        data = d.unused_data
+    return bytes(out)
+
+
+# Content-Encoding -> a new decompressor object (decompress(data, max_length), eof, unused_data)
+_DECOMPRESSORS = {
+    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "x-gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "deflate": lambda: zlib.decompressobj(),  # zlib-wrapped, as ClickHouse reads it
+    "zstd": lambda: _zstd_module().ZstdDecompressor(),
+    "lz4": lambda: __import__("lz4.frame", fromlist=["frame"]).LZ4FrameDecompressor(),  # one frame per block
+}
+
+
+def _decode_body(data: bytes, encoding: str | None, limit: int) -> bytes:
+    """The request body without its Content-Encoding, at most ``limit`` bytes once decompressed."""
     enc = (encoding or "").strip().lower()
     if not enc or enc == "identity":
         return data
+    if enc not in _DECOMPRESSORS:
+        raise _ClientError(_CODE_UNSUPPORTED, f"unsupported Content-Encoding {enc!r}; use "
+                                              f"{', '.join(_DECOMPRESSORS)} or none")
     try:
-        if enc == "gzip":
-            return gzip.decompress(data)
-        if enc == "deflate":
-            try:
-                return zlib.decompress(data)
-            except zlib.error:
-                return zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some clients send
-        if enc == "zstd":
-            try:
-                from compression import zstd  # Python 3.14
-            except ImportError:
-                from backports import zstd
-            return zstd.decompress(data)
-        if enc == "lz4":
-            import lz4.frame
-
-            # clickhouse-connect streams one LZ4 frame per block: decode every frame
-            out = []
-            while data:
-                d = lz4.frame.LZ4FrameDecompressor()
-                out.append(d.decompress(data))
-                data = d.unused_data
-            return b"".join(out)
+        return _bounded_decompress(_DECOMPRESSORS[enc], data, limit, enc)
+    except _ClientError:
+        raise
     except Exception as e:  # noqa: BLE001 - corrupt body: tell the client
-        raise _ClientError(_CODE_BAD_ARGUMENTS, f"cannot decode the {enc} request body: {e}") from None
-    raise _ClientError(_CODE_UNSUPPORTED, f"unsupported Content-Encoding {enc!r}; use gzip, deflate, zstd, "
-                                          f"lz4 or none")
+        if enc == "deflate":  # raw deflate, as some clients send it
+            try:
+                return _bounded_decompress(lambda: zlib.decompressobj(-zlib.MAX_WBITS), data, limit, enc)
+            except _ClientError:
+                raise
+            except Exception:  # noqa: BLE001 - report the first error
+                pass
+        raise _ClientError(_CODE_CANNOT_DECOMPRESS, f"cannot decode the {enc} request body: {e}") from None
 
 
-def _error_body(code: int, message: str) -> bytes:
-    if message.startswith("Code:"):
+def _lz4_compress(data: bytes) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.compress(data)
+
+
+# Accept-Encoding -> compressor for answers with enable_http_compression=1 (as ClickHouse: gzip,
+# deflate, zstd, lz4; the client's first acceptable one wins)
+_COMPRESSORS = {
+    "gzip": lambda b: gzip.compress(b, compresslevel=3),
+    "deflate": lambda b: zlib.compress(b, 3),
+    "zstd": lambda b: _zstd_module().compress(b, 3),
+    "lz4": _lz4_compress,
+}
+
+
+def _response_encoding(accept_encoding: str | None) -> str | None:
+    for item in (accept_encoding or "").split(","):
+        name, _, params = item.strip().lower().partition(";")
+        if name.strip() in _COMPRESSORS and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return name.strip()
+    return None
+
+
+def _error_body(code: int, message: str, version: str) -> bytes:
+    """ClickHouse's exception text: ``Code: N. DB::Exception: message. (NAME) (version V)``."""
+    if message.startswith("Code:"):  # an engine error, already in that form
         return (message.rstrip() + "\n").encode()
-    return f"Code: {code}. DB::Exception: {message}. (version otelproc query endpoint)\n".encode()
+    name = _CODE_NAMES.get(code, "")
+    return (f"Code: {code}. DB::Exception: {message.rstrip('.')}."
+            f"{f' ({name})' if name else ''} (version {version})\n").encode()
 
 
 class _Engine:
@@ -305,6 +406,9 @@ class _Engine:
         probe = chdb.connect(path)
         try:
             version, tz = probe.query("SELECT version(), timezone()", "TabSeparated").bytes().decode().split("\t")
+            # chDB ignores unknown names in its connection string; a server refuses them (UNKNOWN_SETTING)
+            self.settings = frozenset(probe.query("SELECT name FROM system.settings",  # aliases included
+                                                  "TabSeparated").bytes().decode().split())
         finally:
             probe.close()
         self.version, self.timezone = version.strip(), tz.strip()
@@ -358,8 +462,8 @@ class QueryEndpoint(Extension):
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
-    def _store_location(self) -> tuple[str, str]:
-        """(chDB path, database) of the configured exporter, from the whole config."""
+    def _store_location(self) -> tuple[str, str] | None:
+        """(chDB path, database) of the configured exporter, from the whole config; None for a server."""
         whole = self.context.config
         if whole is None:
             raise RuntimeError(f"extension {self.name}: needs the service config to find exporter "
@@ -373,24 +477,28 @@ class QueryEndpoint(Extension):
         endpoint = str(exp.endpoint)
         scheme, _, rest = endpoint.partition("://")
         if scheme.lower() not in ("chdb", "chdb+connect") or not rest:
-            raise ValueError(f"extensions::{self.name}: exporter {self.config.exporter!r} writes to {endpoint}, "
-                             f"a ClickHouse server; point Grafana at that server directly. This endpoint only "
-                             f"serves embedded stores (chdb://<path>)")
+            # not an error: the shipped config turns this endpoint on, and its exporter may write to a server
+            log.warning("%s: not started: exporter %r writes to %s, a ClickHouse server; point Grafana and "
+                        "`otelproc sql` at that server. This endpoint only serves embedded stores (chdb://<path>)",
+                        self.name, self.config.exporter, endpoint)
+            return None
         return rest, str(exp.database)
 
     def start(self) -> None:
         from otelproc.store.embedded import acquire_engine, release_engine
 
-        path, database = self._store_location()
+        location = self._store_location()
+        if location is None:
+            return
+        path, database = location
         host, port = parse_host_port(self.config.endpoint)
         abspath = acquire_engine(path)
         try:
-            import os
-
             os.makedirs(abspath, exist_ok=True)
             self._engine = _Engine(abspath, database, self.config)
             handler = type("_BoundHandler", (_Handler,), {"endpoint": self})
-            self._server = ThreadingHTTPServer((host, port), handler)
+            server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
+            self._server = server_class((host, port), handler)
         except OSError as e:
             release_engine(abspath)
             raise OSError(e.errno, f"extension {self.name}: cannot listen on {self.config.endpoint}: "
@@ -403,8 +511,14 @@ class QueryEndpoint(Extension):
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"query-{self.name}", daemon=True)
         self._thread.start()
         h, p = self.address
+        url = local_url(f"{h}:{p}")
+        try:  # lets `otelproc sql` and the views of this store find the endpoint
+            write_endpoint_file(abspath, url, database, self.config.username, self.config.anonymous)
+        except OSError as e:
+            log.warning("%s: cannot write %s in %s (%s): the CLI will use the configured endpoint",
+                        self.name, ENDPOINT_FILE, abspath, e)
         log.info("%s: ClickHouse HTTP query endpoint on http://%s:%d (read-only, database %s, %s)",
-                 self.name, h, p, database, "anonymous" if self.config.allow_anonymous else
+                 self.name, h, p, database, "anonymous" if self.config.anonymous else
                  f"user {self.config.username}")
 
     def shutdown(self) -> None:
@@ -420,12 +534,13 @@ class QueryEndpoint(Extension):
         path, self._engine_path = self._engine_path, None
         self._engine = None
         if path is not None:
+            remove_endpoint_file(path)
             release_engine(path)
 
     # -- requests ----------------------------------------------------------------------------
 
     def _authenticate(self, headers: Mapping[str, str], qs: Mapping[str, str]) -> None:
-        if self.config.allow_anonymous:
+        if self.config.anonymous:
             return
         user = headers.get("x-clickhouse-user")
         password = headers.get("x-clickhouse-key")
@@ -443,19 +558,22 @@ class QueryEndpoint(Extension):
         if not (ok_user and ok_password):
             raise _ClientError(_CODE_AUTHENTICATION_FAILED,
                                f"{user}: Authentication failed: password is incorrect, or there is no user "
-                               f"with such name. (AUTHENTICATION_FAILED)")
+                               f"with such name")
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> QueryResponse:
-        """Answer one HTTP request (``headers`` with lower-case names, ``body`` as received)."""
+        """Answer one HTTP request (``headers`` with lower-case names, ``body`` as received).
+
+        Never raises: every failure becomes a ClickHouse-style error answer."""
         t0 = time.perf_counter()
-        url = urlsplit(target)
-        qs = dict(parse_qsl(url.query, keep_blank_values=True))
-        query_id = qs.get("query_id") or str(uuid.uuid4())
         engine = self._engine
-        hdr = {"X-ClickHouse-Query-Id": query_id, "X-ClickHouse-Server-Display-Name": f"otelproc/{self.name}"}
-        if engine is not None:
-            hdr["X-ClickHouse-Timezone"] = engine.timezone
+        version = engine.version if engine is not None else "unknown"
+        hdr = {"X-ClickHouse-Server-Display-Name": f"otelproc/{self.name}"}
         try:
+            url = urlsplit(target)
+            qs = dict(parse_qsl(url.query, keep_blank_values=True))
+            hdr["X-ClickHouse-Query-Id"] = qs.get("query_id") or str(uuid.uuid4())
+            if engine is not None:
+                hdr["X-ClickHouse-Timezone"] = engine.timezone
             if url.path in ("/ping", "/replicas_status") or (url.path == "/" and "query" not in qs and not body):
                 return QueryResponse(200, {"Content-Type": "text/plain; charset=UTF-8"}, b"Ok.\n")
             if url.path != "/":
@@ -466,22 +584,33 @@ class QueryEndpoint(Extension):
             self._authenticate(headers, qs)
             if qs.get("decompress") == "1" or qs.get("compress") == "1":
                 raise _ClientError(_CODE_UNSUPPORTED, "ClickHouse block compression (compress=1/decompress=1) "
-                                                      "is not supported; use HTTP compression (gzip) or none")
-            body = _decode_body(body, headers.get("content-encoding"))
-            text = body.decode("utf-8", "replace")
+                                                      "is not supported; use HTTP compression (gzip, zstd, lz4) "
+                                                      "or none")
+            body = _decode_body(body, headers.get("content-encoding"), int(self.config.max_request_size))
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _ClientError(_CODE_CANNOT_PARSE, f"the query is not valid UTF-8 (byte {e.start})") from None
             sql = qs["query"] + ("\n" + text if text else "") if "query" in qs else text
             why = check_read_only(sql)
             if why is not None:
-                raise _ClientError(_CODE_READONLY, f"{why}. (READONLY)")
+                raise _ClientError(_CODE_READONLY, why)
             resp = self._run(engine, sql, qs, headers, hdr)
         except _ClientError as e:
-            hdr["X-ClickHouse-Exception-Code"] = str(e.code)
-            hdr["Content-Type"] = "text/plain; charset=UTF-8"
-            resp = QueryResponse(e.status, hdr, _error_body(e.code, str(e)))
+            resp = self._error(e.status, e.code, str(e), version, hdr)
+        except Exception as e:  # noqa: BLE001 - a fault here must still answer like ClickHouse, not drop the socket
+            log.exception("%s: request failed", self.name)
+            resp = self._error(500, _CODE_INTERNAL, f"internal error of the query endpoint: {e}", version, hdr)
         if self._m is not None:
             self._m["requests"].labels(self.name, str(resp.status)).inc()
             self._m["latency"].labels(self.name).observe(time.perf_counter() - t0)
         return resp
+
+    @staticmethod
+    def _error(status: int, code: int, message: str, version: str, hdr: dict[str, str]) -> QueryResponse:
+        hdr["X-ClickHouse-Exception-Code"] = str(code)
+        hdr["Content-Type"] = "text/plain; charset=UTF-8"
+        return QueryResponse(status, hdr, _error_body(code, message, version))
 
     def _run(self, engine: _Engine, sql: str, qs: Mapping[str, str], headers: Mapping[str, str],
              hdr: dict[str, str]) -> QueryResponse:
@@ -492,23 +621,30 @@ class QueryEndpoint(Extension):
                 continue
             if not _SETTING_NAME_RE.match(key):
                 raise _ClientError(_CODE_BAD_ARGUMENTS, f"invalid setting name {key!r}")
+            if key not in engine.settings:
+                raise _ClientError(_CODE_UNKNOWN_SETTING, f"Unknown setting '{key}'")
             if key == "readonly":
-                if value != "1":
-                    raise _ClientError(_CODE_READONLY, f"Cannot modify 'readonly' setting in readonly mode. (READONLY)")
+                if value not in ("1", "2"):  # 1 and 2 both forbid writes; every statement runs at readonly=1
+                    raise _ClientError(_CODE_READONLY, "Cannot modify 'readonly' setting in readonly mode")
                 continue
             if key == "result_overflow_mode":
                 continue  # always 'throw': a truncated result would silently mislead a dashboard
             settings[key] = value
+        revision_text = qs.get("client_protocol_version") or "0"
+        try:
+            revision = int(revision_text)
+        except ValueError:
+            raise _ClientError(_CODE_CANNOT_PARSE, f"client_protocol_version must be a whole number, "
+                                                   f"got {revision_text!r}") from None
         database = qs.get("database") or headers.get("x-clickhouse-database") or engine.database
         if not _IDENTIFIER_RE.match(database):
             raise _ClientError(_CODE_BAD_ARGUMENTS, f"database name must match [A-Za-z_][A-Za-z0-9_]*, "
                                                     f"got {database!r}")
-        fmt = qs.get("default_format") or "TabSeparated"
-        m = _FORMAT_CLAUSE_RE.search(_strip_trailing_comments(sql))
-        effective = m.group(1) if m else fmt
+        fmt = qs.get("default_format") or headers.get("x-clickhouse-format") or "TabSeparated"
+        effective = output_format_clause(sql) or fmt
         for f in {fmt, effective}:
             if not _FORMAT_NAME_RE.match(f) or f.lower() in _CHDB_ONLY_FORMATS:
-                raise _ClientError(_CODE_UNKNOWN_FORMAT, f"Unknown output format {f!r}. (UNKNOWN_FORMAT)")
+                raise _ClientError(_CODE_UNKNOWN_FORMAT, f"Unknown output format {f!r}")
         try:
             conn = engine.connect(settings)
         except _ClientError:
@@ -524,6 +660,12 @@ class QueryEndpoint(Extension):
             if not hasattr(result, "bytes"):
                 raise _ClientError(_CODE_UNKNOWN_FORMAT, f"format {effective!r} is not a ClickHouse output format")
             out = result.bytes()
+            if effective == "Native" and revision:
+                types = self._result_types(conn, sql, params) if has_plain_datetime(out) else None
+                try:
+                    out = native_at_revision(out, revision, types)
+                except NativeFormatError as e:
+                    raise _ClientError(_CODE_UNSUPPORTED, str(e)) from None
             hdr["X-ClickHouse-Format"] = effective
             hdr["Content-Type"] = _CONTENT_TYPES.get(effective.lower(), "application/json; charset=UTF-8"
                                                      if effective.lower().startswith("json")
@@ -537,15 +679,21 @@ class QueryEndpoint(Extension):
             conn.close()
 
     @staticmethod
+    def _result_types(conn: Any, sql: str, params: Mapping[str, str]) -> list[str] | None:
+        """The result's column types by ``DESCRIBE`` (analysis only, the query does not run again), or None."""
+        describe = f"DESCRIBE TABLE (\n{without_format_clause(sql)}\n)"
+        fmt = "JSONCompactEachRow"  # [name, type, ...] per column
+        try:
+            res = conn.query(describe, fmt, params=params) if params else conn.query(describe, fmt)
+            return [json.loads(line)[1] for line in res.bytes().decode().splitlines() if line.strip()]
+        except Exception:  # noqa: BLE001 - no better names than revision 0's: keep those
+            return None
+
+    @staticmethod
     def _engine_error(e: Exception) -> _ClientError:
         msg = str(e)
         m = _CODE_RE.search(msg)
-        return _ClientError(int(m.group(1)) if m else 1000, msg)
-
-
-def _strip_trailing_comments(sql: str) -> str:
-    lines = [ln for ln in sql.rstrip().splitlines() if not ln.strip().startswith("--")]
-    return "\n".join(lines).rstrip()
+        return _ClientError(int(m.group(1)) if m else _CODE_INTERNAL, msg)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -593,28 +741,24 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self.close_connection = True
             limit = int(self.endpoint.config.max_request_size)
-            resp = QueryResponse(413, {"X-ClickHouse-Exception-Code": str(_CODE_SIZE_LIMIT),
-                                       "Content-Type": "text/plain; charset=UTF-8"},
-                                 _error_body(_CODE_SIZE_LIMIT, f"request body larger than max_request_size "
-                                                               f"({limit} bytes) or malformed"))
+            engine = self.endpoint._engine
+            resp = QueryEndpoint._error(413, _CODE_QUERY_TOO_LARGE, f"request body larger than max_request_size "
+                                                                    f"({limit} bytes) or malformed",
+                                        engine.version if engine is not None else "unknown", {})
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
             resp = self.endpoint.handle(method, self.path, headers, body)
         payload = resp.body
+        # as ClickHouse: answers are compressed only when the client asks with enable_http_compression=1
         qs = dict(parse_qsl(urlsplit(self.path).query))
-        if resp.status == 200 and qs.get("enable_http_compression") == "1" and len(payload) > 256:
-            accepted = [a.split(";")[0].strip().lower() for a in (self.headers.get("Accept-Encoding") or "").split(",")]
-            if "gzip" in accepted:
-                payload = gzip.compress(payload, compresslevel=3)
-                resp.headers["Content-Encoding"] = "gzip"
-            elif "deflate" in accepted:
-                payload = zlib.compress(payload, 3)
-                resp.headers["Content-Encoding"] = "deflate"
+        if resp.status == 200 and qs.get("enable_http_compression", "").lower() in ("1", "true"):
+            encoding = _response_encoding(self.headers.get("Accept-Encoding"))
+            if encoding is not None:
+                payload = _COMPRESSORS[encoding](payload)
+                resp.headers["Content-Encoding"] = encoding
         self.send_response(resp.status)
         for k, v in resp.headers.items():
             self.send_header(k, v)
-        if resp.status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="otelproc", charset="UTF-8"')
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if method != "HEAD":
@@ -628,6 +772,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._answer("POST")
+
+
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _create(name: str, config: QueryEndpointConfig, next_consumer: Any = None,

@@ -28,8 +28,13 @@ look like names and never changed on the pattern's lines shown as text (``port <
 from the parameters of the lines (:mod:`otelproc.kernels.param_evidence`).
 
 Ids: ``pattern_id = blake2b-64(service NUL mined template)``, so the same template gets the same
-id on every instance and after restarts (what is shown does not change the id). When a pattern generalises, its new template gets
-a new id and the old id is kept in ``aliases`` (history stays joinable).
+id on every instance and after restarts (what is shown does not change the id). When a pattern
+generalises, its new template gets a new id and the old id is kept in ``aliases`` (history stays
+joinable).
+
+User rules: masking rules (regex -> ``<name>``) rewrite the bodies before mining; pinned templates
+take every body they match (checked once per new key, on its first line) and the mined patterns
+they cover (their ids become aliases); both leave every other pattern and its id as it was.
 
 Memory: at most ``max_patterns_per_service`` patterns per service. When a service is full,
 the least recently seen patterns (ties: lowest count) are evicted, 1/16 of the cap at once so
@@ -39,8 +44,8 @@ cleared and refills (it is only a cache: a key's pattern is found again by step 
 """
 from __future__ import annotations
 
-import hashlib
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -63,7 +68,7 @@ log = logging.getLogger("otelproc.patterns")
 
 VAR = "<*>"
 STATE_FORMAT = "otelproc-patterns"
-STATE_VERSION = 2   # 2: p_genpos, max_repeat (version 1 files load)
+STATE_VERSION = 2   # 2: p_genpos, p_pinned, p_refined, max_repeat, min_constant_lines (version 1 files load)
 STATE_FILE = "patterns_state.npz"
 
 DEFAULT_SIMILARITY = 0.7
@@ -77,11 +82,11 @@ DEFAULT_MAX_REPEAT = 100.0
 DEFAULT_MIN_CONSTANT_LINES = 2
 # parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
 EVIDENCE_PARAMS = 8
+EVIDENCE_WORDS = 4
+EVIDENCE_HEAD = 16   # bytes of a parameter's shared head and tail that are tracked (node-<*>, chdir(<*>))
 # a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
 MAX_SPAN = 3
 _SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
-EVIDENCE_WORDS = 4
-EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
 
 class ChangeType:
@@ -179,23 +184,18 @@ class PatternMiner:
         # bit j: template token j is a variable with text around it, made by a merge (_generalise)
         self.p_genpos = np.zeros(0, dtype=np.uint64)
         self.p_pinned = np.zeros(0, dtype=np.bool_)    # a user's pinned template: never merged, never evicted
+        # a pattern refined from the template without text ("<*>") by its line's words (see _refine): found
+        # through (service, text) in _refined, not by similarity
+        self.p_refined = np.zeros(0, dtype=np.bool_)
+        self._refined: dict[tuple[int, str], int] = {}
+        self._textless: set[int] = set()   # slots whose template is "<*>" alone
         self.p_aliases: list[list[int]] = []
         # the template as shown: p_tokens with the masked words its lines never changed (see template())
         self.p_display: list[str] = []
         self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
         # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
         # line's parameter values are kept to show a constant word
-        self.ev_seen = np.zeros(0, dtype=np.int64)
-        self.ev_lines = np.zeros(0, dtype=np.int64)
-        self.ev_irregular = np.zeros(0, dtype=np.bool_)
-        self.ev_words = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_hash = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
-        self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
-        self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-        self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_sample: list[list[str] | None] = []
+        self._new_evidence(0)
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
         # patterns per new key made the miss path O(patterns) interpreter steps)
@@ -331,6 +331,8 @@ class PatternMiner:
                 learned_now = uniq[pos] == hashes[still]
                 slot[still] = np.where(learned_now, new_slots[pos], slot0[still])
                 vmask[still] = np.where(learned_now, new_vmask[pos], vmask0[still])
+        if self._textless and len(self._textless & set(np.unique(slot).tolist())):
+            self._refine(buf, off, slot, line_svc, changes)
         genmask = self.p_tvmask[slot] & ~vmask
         params = None
         if with_params:
@@ -366,6 +368,20 @@ class PatternMiner:
         poff, start, end = param_spans(buf, off, genmask)
         vbuf, voff = gather_spans(buf, start, end)
         return poff, StringArray(vbuf, voff)
+
+    def _new_evidence(self, n: int) -> None:
+        """Empty parameter evidence for n slots."""
+        self.ev_seen = np.zeros(n, dtype=np.int64)
+        self.ev_lines = np.zeros(n, dtype=np.int64)
+        self.ev_irregular = np.zeros(n, dtype=np.bool_)
+        self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+        self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
+        self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_sample: list[list[str] | None] = [None] * n
 
     def _add_evidence(self, params: StringArray, slot: np.ndarray) -> None:
         """Compare this batch's parameters with what each slot's lines showed so far, and show the
@@ -502,7 +518,11 @@ class PatternMiner:
             key = self._token_ids(tokens)
             cands = index.slots[:index.n]
             literals, sims = index.scores(key)
-            if literals.max() >= 0:   # the pattern with the most literal tokens that all equal the key's
+            # the pattern with the most literal tokens that all equal the key's; a template without text
+            # ("<*>") takes only keys without text: "name(<*>)" is not an instance of "<*>"
+            if any(t != VAR for t in tokens):
+                literals[literals == 0] = -1
+            if literals.max() >= 0:
                 slot = int(cands[int(np.argmax(literals))])
             else:
                 b = int(np.argmax(sims))
@@ -559,18 +579,21 @@ class PatternMiner:
         """Patterns of the service within 2 * MAX_SPAN tokens of ``tokens``' count with the same first
         token that share the most token values with it (at most _SPAN_CANDIDATES)."""
         n = len(tokens)
-        if n == 0:
-            return []
         key = self._token_ids(tokens)
+        if n == 0 or key[0] == -2:   # (a first token no pattern has)
+            return []
         cands: list[tuple[int, int]] = []
         for m in range(max(1, n - MAX_SPAN * 2), n + MAX_SPAN * 2 + 1):
             index = self._by_shape.get((svc, m))
             if index is None or not index.n:
                 continue
-            rows = index.tokens[:index.n]
-            shared = np.isin(rows, key).sum(axis=1)
-            ok = np.flatnonzero((rows[:, 0] == key[0]) & (shared >= self.similarity * (min(m, n) - MAX_SPAN)))
-            cands.extend((int(shared[r]), int(index.slots[r])) for r in ok.tolist())
+            same_first = np.flatnonzero(index.tokens[:index.n, 0] == key[0])   # cheap first: most rows differ
+            if not len(same_first):
+                continue
+            rows = index.tokens[same_first]
+            shared = (rows[:, :, None] == key[None, None, :]).any(axis=2).sum(axis=1)
+            ok = np.flatnonzero(shared >= self.similarity * (min(m, n) - MAX_SPAN))
+            cands.extend((int(shared[r]), int(index.slots[same_first[r]])) for r in ok.tolist())
         return [c for _, c in sorted(cands, reverse=True)[:_SPAN_CANDIDATES]]
 
     def _token_ids(self, tokens: tuple[str, ...], add: bool = False) -> np.ndarray:
@@ -607,10 +630,7 @@ class PatternMiner:
             if self.p_first_ns[c] and (not self.p_first_ns[target] or self.p_first_ns[c] < self.p_first_ns[target]):
                 self.p_first_ns[target] = self.p_first_ns[c]
             self.p_last_ns[target] = max(self.p_last_ns[target], self.p_last_ns[c])
-            self.p_alive[c] = False
-            if not self.p_pinned[c]:
-                self._by_shape[(svc, len(self.p_tokens[c]))].remove(c)
-            self._released.append(c)
+            self._kill(c)
             changes.append(PatternChange(c, ChangeType.MERGED, int(self.p_id[c]), into=target))
         self._alive_per_service[svc] -= len(absorbed)
         self.table.remap(np.asarray(absorbed, dtype=np.int32), target)
@@ -618,27 +638,30 @@ class PatternMiner:
 
     def _set_template(self, slot: int, tokens: tuple[str, ...]) -> None:
         old = self.p_tokens[slot]
+        if tokens == (VAR,) and not self.p_refined[slot]:
+            self._textless.add(slot)
+        else:
+            self._textless.discard(slot)
         if len(old) != len(tokens) and not self.p_pinned[slot]:   # (a span merge changes the token count)
             index = self._by_shape.get((self.p_service[slot], len(old)))
             if index is not None and slot in index._row:
                 index.remove(slot)
         self.p_tokens[slot] = tokens
-        if not self.p_pinned[slot]:   # a pinned template is matched by its regex, never by similarity
+        if not (self.p_pinned[slot] or self.p_refined[slot]):   # pinned / refined: never found by similarity
             self._shape_index(self.p_service[slot], len(tokens)).put(slot, self._token_ids(tokens, add=True))
         self.p_id[slot] = pattern_id(self.services[self.p_service[slot]], " ".join(tokens))
         # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
-        self.p_tvmask[slot] = 0 if self.p_pinned[slot] else _var_mask(tokens)
+        self.p_tvmask[slot] = 0 if self.p_pinned[slot] or self.p_refined[slot] else _var_mask(tokens)
         self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
         self.p_display[slot] = " ".join(tokens)
         self.ev_seen[slot] = 0
         self.ev_lines[slot] = 0
-        self.ev_irregular[slot] = False
+        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # (a pinned template is shown as the user wrote it)
         self.ev_varied[slot] = 0
         self.ev_sample[slot] = None
-        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # shown as the user wrote it
         self._templates_cache = None
 
-    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False) -> int:
+    def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False, refined: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
             self._evict(svc)
         if self._free:
@@ -657,6 +680,7 @@ class PatternMiner:
         self.p_count[slot] = 0
         self.p_genpos[slot] = 0
         self.p_pinned[slot] = pinned
+        self.p_refined[slot] = refined
         self.p_first_ns[slot] = 0
         self.p_last_ns[slot] = 0
         self.p_last_seq[slot] = self.seq
@@ -672,7 +696,7 @@ class PatternMiner:
         return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
-                    "p_pinned",
+                    "p_pinned", "p_refined",
                     "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
                     "ev_tail", "ev_suffix")
 
@@ -691,6 +715,36 @@ class PatternMiner:
             view[len(cur):] = 0
             setattr(self, name, view)
 
+    def _kill(self, slot: int) -> None:
+        """Mark a slot dead (merged away or evicted) and drop it from the indexes that find it."""
+        self.p_alive[slot] = False
+        if self.p_refined[slot]:
+            self._refined.pop((self.p_service[slot], " ".join(self.p_tokens[slot])), None)
+        elif not self.p_pinned[slot]:
+            self._by_shape[(self.p_service[slot], len(self.p_tokens[slot]))].remove(slot)
+        self._textless.discard(slot)
+        self._released.append(slot)
+
+    def _refine(self, buf: np.ndarray, off: np.ndarray, slot: np.ndarray, line_svc: np.ndarray,
+                changes: list[PatternChange]) -> None:
+        """Lines of a template without text (``<*>``: every token masked, e.g. ``name2``,
+        ``onResume3``) go to a pattern of their words' text (``name<*>``), per line: the key alone
+        cannot tell ``name2`` from ``other7``. A word keeps its letters when it has a run of three
+        (not a month or weekday name), with its digit runs masked; other words are ``<*>``. Lines
+        whose text is all ``<*>`` (numbers, ids) stay in the template without text."""
+        rows = np.flatnonzero(np.isin(slot, np.fromiter(self._textless, dtype=np.int64)))
+        for r in rows.tolist():
+            text = _refined_text(buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape"))
+            if text == VAR:
+                continue
+            svc = int(line_svc[r])
+            s = self._refined.get((svc, text))
+            if s is None:
+                s = self._new_pattern(svc, tuple(text.split(" ")), refined=True)
+                self._refined[(svc, text)] = s
+                changes.append(PatternChange(s, ChangeType.CREATED, 0))
+            slot[r] = s
+
     def _evict(self, svc: int) -> None:
         """Evict the least recently seen patterns of ``svc`` (ties: lowest count), cap/16 at once."""
         slots = np.flatnonzero(self.p_alive & ~self.p_pinned & (np.asarray(self.p_service) == svc))
@@ -698,9 +752,7 @@ class PatternMiner:
         order = np.lexsort((self.p_count[slots], self.p_last_seq[slots]))
         victims = slots[order[:k]]
         for v in victims.tolist():
-            self.p_alive[v] = False
-            self._by_shape[(svc, len(self.p_tokens[v]))].remove(v)
-            self._released.append(v)
+            self._kill(v)
         self._alive_per_service[svc] -= len(victims)
         self.table.rebuild_without(victims.astype(np.int32))
         self._templates_cache = None
@@ -731,7 +783,8 @@ class PatternMiner:
                      key=k, key_slot=v, key_vmask=m,
                      p_service=np.asarray(self.p_service, dtype=np.int32), p_id=self.p_id, p_count=self.p_count,
                      p_first_ns=self.p_first_ns, p_last_ns=self.p_last_ns, p_last_seq=self.p_last_seq,
-                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
+                     p_alive=self.p_alive, p_genpos=self.p_genpos, p_pinned=self.p_pinned, p_refined=self.p_refined,
+                     p_ntok=ntok, templates_buf=templates.buf, templates_off=templates.off,
                      alias_off=alias_off, alias_val=alias_val)
         os.replace(tmp, d / STATE_FILE)
         log.info("saved pattern state: %d patterns, %d keys, %d bytes", self.pattern_count, len(k),
@@ -776,22 +829,12 @@ class PatternMiner:
             # (version 1 files have no p_genpos: their templates have no generalised tokens)
             self.p_genpos = z["p_genpos"].copy() if "p_genpos" in z.files else np.zeros(len(self.p_alive), np.uint64)
             stored_pins = z["p_pinned"].copy() if "p_pinned" in z.files else np.zeros(len(self.p_alive), np.bool_)
+            self.p_refined = z["p_refined"].copy() if "p_refined" in z.files else np.zeros(len(self.p_alive), np.bool_)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
-            n = len(self.p_tokens)
             self.p_display = [" ".join(t) for t in self.p_tokens]
             self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
-            self.ev_seen = np.zeros(n, dtype=np.int64)
-            self.ev_lines = np.zeros(n, dtype=np.int64)
-            self.ev_irregular = np.zeros(n, dtype=np.bool_)
-            self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
-            self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
-            self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-            self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_sample = [None] * n
+            self._new_evidence(len(self.p_tokens))
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
             self.table.insert(z["key"], z["key_slot"], z["key_vmask"])
@@ -807,7 +850,12 @@ class PatternMiner:
                     self.p_tvmask[slot] = 0
                     self.ev_irregular[slot] = True
                     self._pin_slot[(svc, i)] = slot
+                elif self.p_refined[slot]:
+                    self.p_tvmask[slot] = 0
+                    self._refined[(svc, " ".join(self.p_tokens[slot]))] = slot
                 else:
+                    if self.p_tokens[slot] == (VAR,):
+                        self._textless.add(slot)
                     self._shape_index(svc, len(self.p_tokens[slot])).put(slot, self._token_ids(self.p_tokens[slot],
                                                                                                add=True))
                 self._alive_per_service[svc] = self._alive_per_service.get(svc, 0) + 1
@@ -1043,3 +1091,20 @@ _CLOSING = {"(": ")", "[": "]", "{": "}", "<": ">"}
 def _bracketed(span: tuple[str, ...]) -> bool:
     text = " ".join(span).rstrip(",;:.")
     return len(text) >= 2 and text[0] in _CLOSING and text[-1] == _CLOSING[text[0]]
+
+
+_LETTERS3 = re.compile(r"[A-Za-z]{3}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _refined_text(text: str) -> str:
+    """The words of a line without text as a template (see PatternMiner._refine)."""
+    out: list[str] = []
+    for word in _SPACES.split(text.strip(_SPACE_CHARS)):
+        if _LETTERS3.search(word) and word.lower() not in _TIME_WORDS:
+            w = _DIGITS.sub(VAR, word)
+        else:
+            w = VAR
+        if not (w == VAR and out and out[-1] == VAR):
+            out.append(w)
+    return " ".join(out) if out else VAR

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "Store", "StoreError", "Rows", "TlsOptions", "open_store", "StoreRegistry",
-    "quote_identifier", "check_identifier", "error_code",
+    "quote_identifier", "check_identifier", "error_code", "output_format_clause",
+    "without_format_clause",
 ]
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,6 +47,24 @@ def error_code(message: str) -> int:
     """The ClickHouse error code in an exception message (``Code: 47. DB::Exception...``), 0 if none."""
     m = _CODE_RE.search(message)
     return int(m.group(1)) if m else 0
+
+
+_FORMAT_CLAUSE_RE = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9]*)\s*;?\s*$", re.I)
+
+
+def _without_comment_lines(sql: str) -> str:
+    return "\n".join(ln for ln in sql.rstrip().splitlines() if not ln.strip().startswith("--")).rstrip()
+
+
+def output_format_clause(sql: str) -> str | None:
+    """The format named by a trailing ``FORMAT X`` clause (``--`` comment lines ignored), or None."""
+    m = _FORMAT_CLAUSE_RE.search(_without_comment_lines(sql))
+    return m.group(1) if m else None
+
+
+def without_format_clause(sql: str) -> str:
+    """``sql`` without its trailing ``FORMAT X`` clause, ``;`` and ``--`` comment lines."""
+    return _FORMAT_CLAUSE_RE.sub("", _without_comment_lines(sql)).rstrip().rstrip(";").rstrip()
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
@@ -116,6 +135,11 @@ class Store:
                 values = [dict(v) if v is not None else None for v in values]
             columns.append(values)
         return Rows(list(zip(*columns)) if columns else [], tuple(table.column_names))
+
+    def query_bytes(self, sql: str, params: Mapping[str, Any] | None = None) -> bytes:
+        """Run a query and return its output as the engine writes it: in the format of the query's
+        ``FORMAT`` clause (see :func:`output_format_clause`), else TabSeparated."""
+        raise NotImplementedError
 
     def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         """Insert a ``pyarrow.Table`` into ``table_name`` (in ``database``), columns matched by name.
@@ -192,6 +216,9 @@ class _Shared(Store):
 
     def query_rows(self, sql, params=None):
         return self._inner.query_rows(sql, params)
+
+    def query_bytes(self, sql, params=None):
+        return self._inner.query_bytes(sql, params)
 
     def insert_arrow(self, table_name, arrow_table, dedup_token=""):
         return self._inner.insert_arrow(table_name, arrow_table, dedup_token)

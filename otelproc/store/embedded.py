@@ -172,6 +172,9 @@ class EmbeddedStore(Store):
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None):
         return self._run(self._conn(), sql, "ArrowTable", params)
 
+    def query_bytes(self, sql: str, params: Mapping[str, Any] | None = None) -> bytes:
+        return self._run(self._conn(), sql, "TabSeparated", params).bytes()
+
     def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows
         if n == 0:

@@ -126,6 +126,9 @@ class ServerStore(Store):
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None):
         return self._call(self._client.query_arrow, sql, parameters=dict(params) if params else None)
 
+    def query_bytes(self, sql: str, params: Mapping[str, Any] | None = None) -> bytes:
+        return self._call(self._client.raw_query, sql, parameters=dict(params) if params else None)
+
     def insert_arrow(self, table_name: str, arrow_table, dedup_token: str = "") -> int:
         n = arrow_table.num_rows
         if n == 0:

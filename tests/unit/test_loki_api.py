@@ -436,3 +436,15 @@ def test_provisioned_loki_datasource_reaches_the_extension(monkeypatch):
     monkeypatch.delenv("OTELPROC_LOKI_ENDPOINT")
     embedded = load_config(repo / "config" / "otelproc.yaml")
     assert "loki" in embedded.service.extensions and embedded.extensions["loki"].endpoint == "127.0.0.1:3100"
+
+
+def test_bytes_limit(store, request):
+    chdb_path = request.getfixturevalue("chdb_path")
+    cfg = parse_config(_config(chdb_path, store.database, "    max_bytes_read: 4KiB"))
+    ext = LokiExtension("loki", cfg.extensions["loki"], Context(config=cfg))
+    ext.start()
+    try:
+        status, body = get(ext, "/loki/api/v1/query_range", rng(query='{service_name="api"} |= "x"'), token="")
+        assert status == 400 and "max_bytes_read" in body
+    finally:
+        ext.shutdown()

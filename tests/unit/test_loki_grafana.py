@@ -210,6 +210,8 @@ def test_grafana_request(req, demo, top_pattern):
         SHAPE_BY_PATH[req["path"]](doc)
     elif req["path"].startswith("/loki/api/v1/label/"):
         shape_strings(doc)
+    elif req["path"].startswith("/loki/api/v1/detected_field/"):
+        assert set(doc) == {"values"} and all(isinstance(v, str) for v in doc["values"])
     elif doc["data"]["resultType"] == "streams":
         shape_streams(doc, categorized=categorized, direction=params.get("direction", "backward"))
     elif doc["data"]["resultType"] == "matrix":
@@ -217,6 +219,21 @@ def test_grafana_request(req, demo, top_pattern):
     else:
         shape_vector(doc)
     CHECKS[req["check"]](doc, store, start, end, params, top_pattern)
+
+
+def test_volume_range_shape_and_sum(demo):
+    """index/volume_range (Loki HTTP API reference, "Query log volume"): a matrix per service; its points
+    add up to the service's bytes in the range."""
+    ext, store, start, end = demo
+    status, doc = _get(ext, "/loki/api/v1/index/volume_range", {"query": '{service_name=~".+"}', "step": "300",
+                                                                "start": str(start * NS), "end": str(end * NS)}, {})
+    assert status == 200
+    shape_matrix(doc)
+    got = {r["metric"]["service_name"]: sum(int(v) for _, v in r["values"]) for r in doc["data"]["result"]}
+    want = dict(store.query_rows(f"SELECT ServiceName, sum(length(Body)) FROM otel_logs WHERE "
+                                 f"Timestamp > fromUnixTimestamp64Nano(toInt64({(start - 300) * NS})) AND "
+                                 f"Timestamp <= fromUnixTimestamp64Nano(toInt64({end * NS})) GROUP BY ServiceName"))
+    assert got == want
 
 
 # --------------------------------------------------------------------------- the same questions in SQL
@@ -351,6 +368,13 @@ def check_detected_fields(doc, store, start, end, *_):
     n = store.query_rows(f"SELECT uniqExact(l) FROM (SELECT {SQL_LEVEL} AS l {_window_rows(store, start, end)} "
                          f"AND ServiceName = 'checkout' ORDER BY Timestamp DESC LIMIT 1000)")[0][0]
     assert fields["detected_level"]["cardinality"] == n and fields["detected_level"]["parsers"] is None
+
+
+def check_detected_level_values(doc, store, start, end, *_):
+    want = [r[0] for r in store.query_rows(
+        f"SELECT DISTINCT l FROM (SELECT {SQL_LEVEL} AS l {_window_rows(store, start, end)} AND "
+        f"ServiceName = 'checkout' ORDER BY Timestamp DESC LIMIT 1000) ORDER BY l")]
+    assert doc["values"] == want and "info" in want
 
 
 def check_patterns(doc, store, start, end, *_):

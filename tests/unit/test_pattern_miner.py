@@ -381,3 +381,24 @@ def test_variables_that_span_a_varying_number_of_tokens_do_not_split_an_event():
                 + [f"Connection closed by 10.0.0.{i}" for i in range(3)] + [f"Connection closed by 10.0.0.{i} [preauth]"
                                                                            for i in range(3)])
     assert len(set(res.slot.tolist())) == 4
+
+
+def test_single_token_messages_are_not_one_pattern():
+    """A template without text ("<*>") takes no key with text, and its lines are told apart by their
+    words: name2 / name7 are one event, other3 another, a bare number stays "<*>"."""
+    lines = ["name(true)", "name2", "name3,index:4", "name(false)", "name7", "other3", "12345", "67890",
+             "name5,index:6"]
+    for order in (lines, lines[::-1]):
+        m = PatternMiner()
+        res = learn(m, order)
+        got = {line: m.template(s) for line, s in zip(order, res.slot.tolist())}
+        assert got == {"name(true)": "name(<*>)", "name(false)": "name(<*>)", "name2": "name<*>", "name7": "name<*>",
+                       "other3": "other<*>", "12345": "<*>", "67890": "<*>", "name3,index:4": "<*>,index:<*>",
+                       "name5,index:6": "<*>,index:<*>"}, got
+        # the refined patterns are found again after a restart, with the same ids
+        ids = {line: int(m.p_id[s]) for line, s in zip(order, res.slot.tolist())}
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            m.save(d)
+            back = PatternMiner.load(d)
+            assert {line: int(back.p_id[s]) for line, s in zip(order, learn(back, order).slot.tolist())} == ids

@@ -76,10 +76,17 @@ def _post(ep: QueryEndpoint, body: bytes, params: str = "", headers: dict | None
 
 # --------------------------------------------------------------------------- config and statement check
 
-def test_config_requires_password_unless_anonymous(chdb_path, chdb_database):
+def test_config_requires_password_off_loopback_unless_anonymous(chdb_path, chdb_database):
     with pytest.raises(ConfigError) as e:
-        parse_config(_config_yaml(chdb_path, chdb_database, "    endpoint: 127.0.0.1:8123"))
-    assert any("extensions::clickhouse_query::password: required" in m for m in e.value.errors)
+        parse_config(_config_yaml(chdb_path, chdb_database, "    endpoint: 0.0.0.0:8123"))
+    assert any("extensions::clickhouse_query::password: required when listening on 0.0.0.0:8123" in m
+               for m in e.value.errors)
+    # on loopback no password means no credentials (ClickHouse's passwordless default user on localhost)
+    for endpoint in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123"):
+        cfg = parse_config(_config_yaml(chdb_path, chdb_database, f"    endpoint: '{endpoint}'"))
+        assert cfg.extensions["clickhouse_query"].anonymous
+    cfg = parse_config(_config_yaml(chdb_path, chdb_database, "    endpoint: 127.0.0.1:8123\n    password: x"))
+    assert not cfg.extensions["clickhouse_query"].anonymous
     with pytest.raises(ConfigError) as e:
         parse_config(_config_yaml(chdb_path, chdb_database,
                                   "    allow_anonymous: true\n    password: x\n    endpoint: nohost"))
@@ -112,13 +119,16 @@ def test_write_statements_refused(sql, why):
     assert why in (check_read_only(sql) or "")
 
 
-def test_extension_refuses_a_server_exporter(chdb_database):
+def test_extension_stays_off_for_a_server_exporter(chdb_database, caplog):
+    """The shipped config turns the endpoint on; OTELPROC_STORE=http://... must not stop otelproc from serving."""
     cfg = parse_config(_config_yaml("/nonexistent", chdb_database, "    allow_anonymous: true").replace(
         '"chdb:///nonexistent"', "http://127.0.0.1:1"))
     ep = QueryEndpoint("clickhouse_query", cfg.extensions["clickhouse_query"], Context(config=cfg))
-    with pytest.raises(ValueError, match="point Grafana at that server directly"):
-        ep.start()
-    ep.shutdown()  # safe after a failed start
+    ep.start()
+    assert "point Grafana and `otelproc sql` at that server" in caplog.text
+    with pytest.raises(RuntimeError, match="not started"):
+        ep.address
+    ep.shutdown()  # safe when it never listened
 
 
 # --------------------------------------------------------------------------- clickhouse-connect
@@ -155,16 +165,16 @@ def test_writes_are_rejected_and_data_unchanged(endpoint, store):
     assert store.query_rows("SELECT count() FROM t")[0][0] == 5000
 
 
-def test_bad_password_is_401_with_code_516(endpoint):
+def test_bad_password_is_403_with_code_516(endpoint):
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     with pytest.raises(DatabaseError, match="516"):
         _client(endpoint, password="wrong")
     status, headers, body = _post(endpoint, b"SELECT 1")  # no credentials at all
-    assert status == 401 and headers["X-ClickHouse-Exception-Code"] == "516"
+    assert status == 403 and headers["X-ClickHouse-Exception-Code"] == "516"  # ClickHouse's status for 516
     assert b"AUTHENTICATION_FAILED" in body
     status, _, _ = _post(endpoint, b"SELECT 1", headers={"X-ClickHouse-User": USER, "X-ClickHouse-Key": "nope"})
-    assert status == 401
+    assert status == 403
 
 
 def test_result_row_limit(endpoint):
@@ -211,13 +221,13 @@ def test_grafana_style_native_gzip_request(endpoint, store):
 def test_errors_look_like_clickhouse(endpoint, store):
     auth = {"X-ClickHouse-User": USER, "X-ClickHouse-Key": PASSWORD}
     status, rh, body = _post(endpoint, b"SELECT nope FROM t", f"database={store.database}", auth)
-    assert status == 400 and rh["X-ClickHouse-Exception-Code"] == "47" and body.startswith(b"Code: 47")
+    assert status == 404 and rh["X-ClickHouse-Exception-Code"] == "47" and body.startswith(b"Code: 47")
     status, rh, _ = _post(endpoint, b"SELECT 1", "database=no_such_db_x", auth)
     assert status == 404 and rh["X-ClickHouse-Exception-Code"] == "81"
     status, rh, _ = _post(endpoint, b"SELECT 1", "compress=1", auth)
     assert status == 501
     status, rh, _ = _post(endpoint, b"SELECT 1", "readonly=0", auth)
-    assert status == 403 and rh["X-ClickHouse-Exception-Code"] == "164"
+    assert status == 500 and rh["X-ClickHouse-Exception-Code"] == "164"
     status, rh, body = _post(endpoint, b"SELECT 1 FORMAT JSON", "", auth)
     assert status == 200 and json.loads(body)["data"] == [{"1": 1}]
 

@@ -15,11 +15,14 @@ Endpoints (GET, or POST with a form body): ``/loki/api/v1/query_range``, ``/quer
 ``/label/<name>/values``, ``/series``, ``/index/stats``, ``/index/volume``, ``/index/volume_range``,
 ``/detected_labels``, ``/detected_fields``, ``/detected_field/<name>/values``, ``/patterns``,
 ``/status/buildinfo``, plus ``/ready``. LogQL answered: stream selectors (``= != =~ !~``), line
-filters (``|= != |~ !~``, ``or``), ``| json``, ``| logfmt``, label filters (string and number,
-``and``/``or``/``,``), ``| drop``, ``| keep``; ``count_over_time``, ``rate``, ``bytes_over_time``,
+filters (``|= != |~ !~`` and the pattern filters ``|> !>``, with ``or``), ``| json``, ``| logfmt``,
+``| pattern``, label filters (string and number, ``and``/``or``/``,``), ``| drop``, ``| keep``,
+``| line_format`` with ``{{.label}}`` references; ``count_over_time``, ``rate``, ``bytes_over_time``,
 ``bytes_rate`` (with ``offset``); ``sum count min max avg topk bottomk`` with ``by``/``without``;
 ``vector()``, numbers and ``+ - * / % ^``. Anything else is answered 400 ``parse error ...`` naming
-what is not supported. How labels map onto the table: :mod:`otelproc.extensions.loki.sql`.
+what is not supported. How labels map onto the table: :mod:`otelproc.extensions.loki.sql`. Not
+served: push, tail, rules, delete; the ``interval`` parameter of log queries is ignored. A line that a
+parser cannot read gets no labels from it instead of ``__error__`` (so ``| __error__=""`` keeps it).
 
 Patterns come from ``pattern_counts`` (every line counted at ingest, per minute, kept as long as
 the store keeps data) with the partial minutes at either end of the range counted from
@@ -218,8 +221,9 @@ class LokiExtension(Extension):
             resp = self._dispatch(method, path, endpoint, url.query, headers, body)
         except APIError as e:
             resp = _error(e.status, str(e))
-        except Exception as e:  # noqa: BLE001 - no traceback reaches a client; the log has it
-            log.exception("%s: %s %s failed", self.name, method, path)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the server down or show a traceback
+            log.error("%s: %s %s failed: %s: %s", self.name, method, path, type(e).__name__, e)
+            log.debug("%s: traceback", self.name, exc_info=True)
             resp = _error(500, f"internal error answering {path}: {type(e).__name__}: {e}")
         if self._m is not None:
             self._m["requests"].labels(self.name, endpoint_name, str(resp.status)).inc()

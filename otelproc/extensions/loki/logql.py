@@ -8,12 +8,13 @@ the construct, so a user sees *what* is unsupported instead of a wrong answer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["LogQLError", "Matcher", "LineFilter", "Parser", "LineFormat", "pattern_parts", "pattern_regex", "template_parts", "LabelFilter", "LabelFilterExpr", "Drop", "Keep",
-           "LogQuery", "RangeAggregation", "VectorAggregation", "Literal", "VectorLiteral", "BinaryOp",
-           "MetricExpr", "parse", "parse_selector", "parse_duration_ns"]
+__all__ = ["LogQLError", "Matcher", "LineFilter", "Parser", "LineFormat", "LabelFilter", "LabelFilterExpr", "Drop",
+           "Keep", "LogQuery", "RangeAggregation", "VectorAggregation", "Literal", "VectorLiteral", "BinaryOp",
+           "MetricExpr", "parse", "parse_selector", "parse_duration_ns", "pattern_parts", "pattern_regex",
+           "template_parts"]
 
 
 class LogQLError(ValueError):
@@ -287,7 +288,7 @@ class _Parser:
                 break
         return tuple(matchers)
 
-    def log_query(self, *, in_range: bool = False) -> LogQuery:
+    def log_query(self) -> LogQuery:
         matchers = self.selector()
         stages: list[Stage] = []
         while True:
@@ -495,7 +496,7 @@ class _Parser:
 
     def range_aggregation(self, fn: str) -> RangeAggregation:
         self.expect("(")
-        query = self.log_query(in_range=True)
+        query = self.log_query()
         if self.peek() is not None and self.peek().text == "|" and self.peek(1) is not None \
                 and self.peek(1).text == "unwrap":
             raise self.error("unwrap is not supported by otelproc's Loki API")
@@ -578,13 +579,13 @@ def pattern_parts(expression: str, error=None, tok=None) -> list[tuple[str, str]
 
 
 def pattern_regex(expression: str, capture: str | None = None) -> str:
-    """The regex (RE2 and Python syntax) a whole line must match for a Loki pattern; only the first
-    ``<capture>`` is a group when ``capture`` is given (for extracting that field)."""
+    """The regex (RE2 and Python syntax) a whole line matches for a Loki pattern: every capture is a group,
+    or, with ``capture``, only the first capture of that name (for extracting one field in SQL)."""
     out, taken = ["(?s)^"], False
     for kind, text in pattern_parts(expression):
         if kind == "literal":
             out.append(re.escape(text))
-        elif capture is not None and text == capture and not taken:
+        elif capture is None or (text == capture and not taken):
             out.append("(.*?)")
             taken = True
         else:

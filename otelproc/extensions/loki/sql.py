@@ -163,8 +163,8 @@ class Translator:
                 anyof = "1"
             else:
                 anyof = " OR ".join(f"position(Body, {self.p(v)}) > 0" for v in f.values)
-        elif f.op in ("|>", "!>"):
-            anyof = " OR ".join(f"match(Body, {self.p(pattern_regex(v))})" for v in f.values)
+        elif f.op in ("|>", "!>"):   # a pattern is a whole-line LIKE: literals in order, <_> = any text
+            anyof = " OR ".join(f"Body LIKE {self.p(pattern_like(v))}" for v in f.values)
         else:
             anyof = " OR ".join(f"match(Body, {self.p(v)})" for v in f.values)
         return f"({anyof})" if f.op in ("|=", "|~", "|>") else f"NOT ({anyof})"
@@ -201,10 +201,16 @@ class Translator:
                 f"Timestamp {lo_op} fromUnixTimestamp64Nano(toInt64({int(lo_ns)}))",
                 f"Timestamp {hi_op} fromUnixTimestamp64Nano(toInt64({int(hi_ns)}))"]
 
-    def stream_labels_sql(self) -> str:
-        """The resource attributes that are stream labels, as a Map column (service.name is ServiceName)."""
+    def stream_labels_sql(self, column: str = "ResourceAttributes") -> str:
+        """The resource attributes that are stream labels, as a Map (service.name is ServiceName)."""
         keys = ", ".join(self.p(k) for k in self.index_keys)
-        return f"mapFilter((k, v) -> has([{keys}], k), ResourceAttributes)" if keys else "map()"
+        return f"mapFilter((k, v) -> has([{keys}], k), {column})" if keys else "map()"
+
+
+def pattern_like(expression: str) -> str:
+    """A Loki pattern as an SQL LIKE pattern (captures match any text, the whole line must match)."""
+    return "".join("%" if kind == "capture" else re.sub(r"([%_\\])", r"\\\1", text)
+                   for kind, text in pattern_parts(expression))
 
 
 def parsers_of(q: LogQuery) -> list[Parser]:
