@@ -154,13 +154,13 @@ def query(port: int, sql: str) -> tuple[float, int]:
 
 
 class _EndpointStore:
-    """What otelproc.report.variable_values needs of a store, answered over HTTP (JSON, names and rows)."""
+    """What otelproc.report.variable_values needs of a store, answered over HTTP (JSON, names and rows);
+    the variable queries are timed with the panels in :func:`measure`."""
 
     def __init__(self, port: int):
         self.port = port
 
     def query_rows(self, sql: str):
-        _, _ = query(self.port, sql)  # the variable query as Grafana sends it (timed with the panels)
         params = urllib.parse.urlencode({"database": DATABASE, "default_format": "JSONCompact"})
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/?{params}", data=sql.encode(), method="POST",
                                      headers={"X-ClickHouse-User": USER, "X-ClickHouse-Key": PASSWORD})

@@ -28,8 +28,13 @@ look like names and never changed on the pattern's lines shown as text (``port <
 from the parameters of the lines (:mod:`otelproc.kernels.param_evidence`).
 
 Ids: ``pattern_id = blake2b-64(service NUL mined template)``, so the same template gets the same
-id on every instance and after restarts (what is shown does not change the id). When a pattern generalises, its new template gets
-a new id and the old id is kept in ``aliases`` (history stays joinable).
+id on every instance and after restarts (what is shown does not change the id). When a pattern
+generalises, its new template gets a new id and the old id is kept in ``aliases`` (history stays
+joinable).
+
+User rules: masking rules (regex -> ``<name>``) rewrite the bodies before mining; pinned templates
+take every body they match (checked once per new key, on its first line) and the mined patterns
+they cover (their ids become aliases); both leave every other pattern and its id as it was.
 
 Memory: at most ``max_patterns_per_service`` patterns per service. When a service is full,
 the least recently seen patterns (ties: lowest count) are evicted, 1/16 of the cap at once so
@@ -39,8 +44,8 @@ cleared and refills (it is only a cache: a key's pattern is found again by step 
 """
 from __future__ import annotations
 
-import hashlib
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -63,7 +68,7 @@ log = logging.getLogger("otelproc.patterns")
 
 VAR = "<*>"
 STATE_FORMAT = "otelproc-patterns"
-STATE_VERSION = 2   # 2: p_genpos, max_repeat (version 1 files load)
+STATE_VERSION = 2   # 2: p_genpos, p_pinned, p_refined, max_repeat, min_constant_lines (version 1 files load)
 STATE_FILE = "patterns_state.npz"
 
 DEFAULT_SIMILARITY = 0.7
@@ -77,11 +82,11 @@ DEFAULT_MAX_REPEAT = 100.0
 DEFAULT_MIN_CONSTANT_LINES = 2
 # parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
 EVIDENCE_PARAMS = 8
+EVIDENCE_WORDS = 4
+EVIDENCE_HEAD = 16   # bytes of a parameter's shared head and tail that are tracked (node-<*>, chdir(<*>))
 # a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
 MAX_SPAN = 3
 _SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
-EVIDENCE_WORDS = 4
-EVIDENCE_HEAD = 16   # bytes of a parameter's shared head that are tracked (node-<*>)
 
 
 class ChangeType:
@@ -190,17 +195,7 @@ class PatternMiner:
         self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
         # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
         # line's parameter values are kept to show a constant word
-        self.ev_seen = np.zeros(0, dtype=np.int64)
-        self.ev_lines = np.zeros(0, dtype=np.int64)
-        self.ev_irregular = np.zeros(0, dtype=np.bool_)
-        self.ev_words = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_hash = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
-        self.ev_varied = np.zeros((0, EVIDENCE_PARAMS), dtype=np.uint16)
-        self.ev_head = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-        self.ev_prefix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_tail = np.zeros((0, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-        self.ev_suffix = np.zeros((0, EVIDENCE_PARAMS), dtype=np.int32)
-        self.ev_sample: list[list[str] | None] = []
+        self._new_evidence(0)
         # (service, token count) -> the patterns of that shape as a token-id matrix, so a new key is
         # compared with all of them in a few numpy operations (a Python loop over thousands of
         # patterns per new key made the miss path O(patterns) interpreter steps)
@@ -373,6 +368,20 @@ class PatternMiner:
         poff, start, end = param_spans(buf, off, genmask)
         vbuf, voff = gather_spans(buf, start, end)
         return poff, StringArray(vbuf, voff)
+
+    def _new_evidence(self, n: int) -> None:
+        """Empty parameter evidence for n slots."""
+        self.ev_seen = np.zeros(n, dtype=np.int64)
+        self.ev_lines = np.zeros(n, dtype=np.int64)
+        self.ev_irregular = np.zeros(n, dtype=np.bool_)
+        self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
+        self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
+        self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
+        self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
+        self.ev_sample: list[list[str] | None] = [None] * n
 
     def _add_evidence(self, params: StringArray, slot: np.ndarray) -> None:
         """Compare this batch's parameters with what each slot's lines showed so far, and show the
@@ -647,10 +656,9 @@ class PatternMiner:
         self.p_display[slot] = " ".join(tokens)
         self.ev_seen[slot] = 0
         self.ev_lines[slot] = 0
-        self.ev_irregular[slot] = False
+        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # (a pinned template is shown as the user wrote it)
         self.ev_varied[slot] = 0
         self.ev_sample[slot] = None
-        self.ev_irregular[slot] = bool(self.p_pinned[slot])   # shown as the user wrote it
         self._templates_cache = None
 
     def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False, refined: bool = False) -> int:
@@ -824,20 +832,9 @@ class PatternMiner:
             self.p_refined = z["p_refined"].copy() if "p_refined" in z.files else np.zeros(len(self.p_alive), np.bool_)
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
-            n = len(self.p_tokens)
             self.p_display = [" ".join(t) for t in self.p_tokens]
             self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
-            self.ev_seen = np.zeros(n, dtype=np.int64)
-            self.ev_lines = np.zeros(n, dtype=np.int64)
-            self.ev_irregular = np.zeros(n, dtype=np.bool_)
-            self.ev_words = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_hash = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_WORDS), dtype=np.uint64)
-            self.ev_varied = np.zeros((n, EVIDENCE_PARAMS), dtype=np.uint16)
-            self.ev_head = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-            self.ev_prefix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_tail = np.zeros((n, EVIDENCE_PARAMS, EVIDENCE_HEAD), dtype=np.uint8)
-            self.ev_suffix = np.zeros((n, EVIDENCE_PARAMS), dtype=np.int32)
-            self.ev_sample = [None] * n
+            self._new_evidence(len(self.p_tokens))
             ao, av = z["alias_off"], z["alias_val"]
             self.p_aliases = [av[ao[i]:ao[i + 1]].tolist() for i in range(len(ao) - 1)]
             self.table.insert(z["key"], z["key_slot"], z["key_vmask"])

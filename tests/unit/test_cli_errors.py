@@ -4,6 +4,7 @@ a port in use."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from otelproc import defaults
 from otelproc.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,9 +72,9 @@ def test_port_in_use(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = _otelproc(tmp_path, "serve", OTELPROC_GRPC_ENDPOINT="127.0.0.1:0", OTELPROC_LOKI_ENDPOINT="127.0.0.1:0",
-                         OTELPROC_QUERY_ENDPOINT="127.0.0.1:0",
-                         OTELPROC_METRICS_ENDPOINT="127.0.0.1:0", OTELPROC_HTTP_ENDPOINT=f"127.0.0.1:{port}")
+        # every other listener of the default config on a free port (whatever endpoints it gains)
+        free = {var: "127.0.0.1:0" for var in re.findall(r"\$\{env:(OTELPROC_\w+_ENDPOINT)", defaults.CONFIG.read_text())}
+        proc = _otelproc(tmp_path, "serve", **{**free, "OTELPROC_HTTP_ENDPOINT": f"127.0.0.1:{port}"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and errors[0].endswith(

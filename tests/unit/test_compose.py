@@ -301,7 +301,7 @@ def test_alert_receivers_are_reachable_from_the_containers():
                 assert c.smarthost.rsplit(":", 1)[0] in shared, f"{service}: receiver {r.name} -> {c.smarthost}"
 
 
-def test_alert_sink_receives_webhooks_and_mail(tmp_path):
+def test_alert_sink_receives_webhooks_and_mail():
     """The compose alert sink, run here: a webhook POST and a mail from Python's smtplib are printed."""
     import smtplib
     import socket
