@@ -27,6 +27,7 @@ the findings live traffic gave.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,9 +97,13 @@ class EngineParams:
     trend_reference_s: float = 7200.0
     trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
-    vanish_factor: float = 5.0
+    trend_critical_t: float = 5.0
+    vanish_p: float = 1e-9
     vanish_min_s: float = 180.0
+    vanish_max_dispersion: float = 0.5
     steady_min: int = 10
+    drop_min_s: float = 180.0
+    new_error_min_lines: float = 3.0
     band_sigmas: float = 3.0
     series_table: bool = True
 
@@ -112,6 +117,7 @@ class _ResolutionState:
     count_spot: det.SpotState
     cusum_up: np.ndarray
     cusum_down: np.ndarray
+    drop_run: np.ndarray
     err_ew_err: np.ndarray
     err_ew_tot: np.ndarray
     err_n: np.ndarray
@@ -137,7 +143,9 @@ class AnomalyEngine:
     #    hfirst, hsum, hw, hour)
     # 4: trend state adds the smoothed load ring (load, load_ew) of the day-1 load adjustment
     # 5: the latency shift state (latency.*, value_unit) replaces the value baseline / SPOT of log p50
-    STATE_VERSION = 5
+    # 6: presence adds the gap and per-step count moments (gap_sq, rate, rate_sq) of the cadence test;
+    #    counts add drop_run (sustained drops)
+    STATE_VERSION = 6
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
@@ -154,6 +162,13 @@ class AnomalyEngine:
         self.samples: dict[int, str] = {}
         self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
         self.last_fired: dict[tuple, int] = {}
+        self._last_rank: dict[tuple, int] = {}  # severity rank of the last finding per key (not persisted)
+        # not persisted (a restart starts new groups): service -> (incident key, last finding time ns)
+        self._groups: dict[str, tuple[str, int]] = {}
+        # service code -> event time of its latest new-pattern finding (a deploy's patterns replace old ones)
+        self._last_new: dict[int, int] = {}
+        # count column -> first time of a new ERROR pattern reported with too few lines to page (yet)
+        self._new_errors: dict[int, int] = {}
         coarsest = max(self.p.resolutions_s)
         self._finest = int(np.argmin(self.p.resolutions_s))
         # severity reported so far for the current latency run of each (series key, direction): a run is
@@ -170,7 +185,7 @@ class AnomalyEngine:
                 window=BucketWindow(width, int(self.p.allowed_lateness_s * NS), max_rows), step_s=r,
                 coarsest=(r == coarsest),
                 count_base=det.BaselineState(0, N_SLOTS), count_spot=det.SpotState(0, 64),
-                cusum_up=np.zeros(0), cusum_down=np.zeros(0),
+                cusum_up=np.zeros(0), cusum_down=np.zeros(0), drop_run=np.zeros(0, dtype=np.int64),
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
@@ -244,6 +259,7 @@ class AnomalyEngine:
         rs.presence.grow(nc)
         rs.cusum_up = det.grow_rows(rs.cusum_up, nc, 0.0)
         rs.cusum_down = det.grow_rows(rs.cusum_down, nc, 0.0)
+        rs.drop_run = det.grow_rows(rs.drop_run, nc, 0)
         rs.err_ew_err = det.grow_rows(rs.err_ew_err, ns_, 0.0)
         rs.err_ew_tot = det.grow_rows(rs.err_ew_tot, ns_, 0.0)
         rs.err_n = det.grow_rows(rs.err_n, ns_, 0)
@@ -271,7 +287,8 @@ class AnomalyEngine:
                                service_totals=None, service_errors=None, values={}, after_gap=after_gap,
                                value_points=pts["value"])
             cb.service_totals, cb.service_errors = summed_cells(*pts["svc"], B, len(self.service_ids))
-            cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
+            if rs.coarsest:  # per-bucket value aggregates feed the trend test and the series table only
+                cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
             w.next_bucket = end
             self._detect(rs, cb, out)
             after_gap = False
@@ -313,11 +330,15 @@ class AnomalyEngine:
         with np.errstate(invalid="ignore"):
             big = (np.abs(z) >= np.maximum(thr, p.min_z)) & (np.abs(c - expected) >= p.min_count_change)
             spike = big & (z > 0) & (c >= p.min_ratio * expected)
-            drop = big & (z < 0) & (c * p.min_ratio <= expected)
+            low = big & (z < 0) & (c * p.min_ratio <= expected)
+        drop = self._sustained(rs, low, max(1, int(math.ceil(p.drop_min_s / res_s))))
         _, alarm = det.cusum(np.nan_to_num(z), rs.cusum_up, rs.cusum_down, k=p.cusum_k, h=p.cusum_h)
         with np.errstate(invalid="ignore"):
-            shift = (alarm != 0) & ~spike & ~drop & (np.abs(c - expected) >= p.min_count_change) & \
-                ((c >= 1.5 * expected) | (c * 1.5 <= expected))
+            # a change point of at least the spike/drop ratio: rate wobbles of tens of per cent are not shifts
+            shift = (alarm != 0) & ~spike & ~low & (np.abs(c - expected) >= p.min_count_change) & \
+                ((c >= p.min_ratio * expected) | (c * p.min_ratio <= expected))
+        if len(self.counts):
+            spike, drop = self._one_row_per_event(spike, drop, rs)
         self._emit(out, rs, bucket_ns, spike, FindingKind.SPIKE, "counts", c, expected, lower, upper, score)
         self._emit(out, rs, bucket_ns, drop, FindingKind.DROP, "counts", c, expected, lower, upper, score)
         self._emit(out, rs, bucket_ns, shift, FindingKind.LEVEL_SHIFT, "counts", c, expected, lower, upper,
@@ -326,13 +347,17 @@ class AnomalyEngine:
         if rs.coarsest:
             pattern_cols = self.counts.pattern != 0
             ev = det.presence(np.where(pattern_cols[None, :], c, 0.0), step0, rs.presence,
-                              warmup_steps=warm_steps, steady_min=p.steady_min, max_gap=10.0,
-                              vanish_factor=p.vanish_factor, vanish_min=max(2, int(p.vanish_min_s / res_s)))
+                              warmup_steps=warm_steps, steady_min=p.steady_min,
+                              max_dispersion=p.vanish_max_dispersion, vanish_p=p.vanish_p,
+                              vanish_min=max(2, int(p.vanish_min_s / res_s)))
             for kind, code in ((FindingKind.NEW_PATTERN, det.EVENT_NEW), (FindingKind.VANISHED_PATTERN,
                                det.EVENT_VANISHED), (FindingKind.RARE_PATTERN, det.EVENT_RARE)):
                 mask = (ev == code) & pattern_cols[None, :]
                 sc = np.full(c.shape, 0.9 if code != det.EVENT_RARE else 0.6)
-                self._emit(out, rs, bucket_ns, mask, kind, "counts", c, expected, lower, upper, sc)
+                self._emit(out, rs, bucket_ns, mask, kind, "counts", c, expected, lower, upper, sc,
+                           silence=rs.presence.zero_run if code == det.EVENT_VANISHED else None)
+            if self._new_errors:
+                self._new_error_repeats(out, rs, bucket_ns, c, expected, lower, upper)
 
         # ---- error ratio per service
         if len(self.service_ids):
@@ -354,10 +379,10 @@ class AnomalyEngine:
 
         # ---- numeric parameters (durations): latency shift (finest resolution) + creep (coarsest)
         if len(self.values):
-            p50 = cb.values["p50"]
             if rs is self.res[self._finest]:
                 self._latency(rs, cb, bucket_ns, out)
             if rs.coarsest:
+                p50 = cb.values["p50"]
                 # the band of the series table: the latency baseline's spread of single values
                 mu, sd = self.latency.mu[None, :], 1.2533 * np.maximum(self.latency.mad, lat.MIN_SD)[None, :]
                 known = self.latency.weight[None, :] > 0
@@ -371,8 +396,12 @@ class AnomalyEngine:
                                steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
                                season_gamma=p.season_gamma, ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
-                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50", p50, tr["level"],
-                           lo_v, hi_v, sc_t, index=self.values, trend=tr)
+                # a creep the data show beyond doubt (t >= trend_critical_t: it has held for a while) is critical
+                strong = np.nan_to_num(tr["t"]) >= p.trend_critical_t
+                for mask, sev in (((tr["flag"] == 1) & ~strong, Severity.WARNING),
+                                  ((tr["flag"] == 1) & strong, Severity.CRITICAL)):
+                    self._emit(out, rs, bucket_ns, mask, FindingKind.TREND, "p50", p50, tr["level"], lo_v, hi_v, sc_t,
+                               index=self.values, trend=tr, severity=sev)
                 if p.series_table:
                     self._series_rows(out, bucket_ns, self.values, "p50", res_s, p50, exp_v, lo_v, hi_v, sc_v)
         if p.series_table and rs.coarsest and len(self.counts):
@@ -427,6 +456,99 @@ class AnomalyEngine:
         """Unit of value series k in texts: ms, or none when its values had no unit."""
         return "ms" if self.value_unit[k] else ""
 
+    def _new_error_repeats(self, out: Output, rs: _ResolutionState, bucket_ns, c, expected, lower, upper) -> None:
+        """A new ERROR pattern is a warning at first sight; when it comes back in a later bucket within
+        ``cooldown`` of its first line, with ``new_error_min_lines`` lines in all, it is reported again as
+        critical (a new error that keeps coming, not one burst of a retry loop), in the same incident."""
+        B = c.shape[0]
+        lines = np.zeros_like(c)
+        fire = np.zeros(c.shape, dtype=bool)
+        for k, t0 in list(self._new_errors.items()):
+            # lines since first seen, at each row: the total now less what came in later rows
+            cum = rs.presence.total[k] - (np.cumsum(c[::-1, k])[::-1] - c[:, k])
+            ok = np.flatnonzero((cum >= self.p.new_error_min_lines) & (bucket_ns > t0) & (c[:, k] > 0) &
+                                (bucket_ns - t0 <= self.p.cooldown_s * NS))
+            if len(ok):
+                fire[ok[0], k] = True
+                lines[:, k] = cum
+                del self._new_errors[k]
+            elif bucket_ns[B - 1] - t0 > self.p.cooldown_s * NS:
+                del self._new_errors[k]
+        if fire.any():
+            self._emit(out, rs, bucket_ns, fire, FindingKind.NEW_PATTERN, "counts", lines, expected, lower, upper,
+                       np.full(c.shape, 0.9), severity=Severity.CRITICAL)
+
+    @staticmethod
+    def _sustained(rs: _ResolutionState, low: np.ndarray, need: int) -> np.ndarray:
+        """True where ``low`` has held for exactly ``need`` consecutive buckets of the series (once per run):
+        a restart's silence of a minute or so is not a traffic drop."""
+        out = np.zeros(low.shape, dtype=bool)
+        run = rs.drop_run
+        for r in range(low.shape[0]):
+            run[:] = np.where(low[r], run + 1, 0)
+            out[r] = run == need
+        return out
+
+    def _one_row_per_event(self, spike: np.ndarray, drop: np.ndarray, rs: _ResolutionState):
+        """One finding row per event: a service whose total dropped does not also get a drop row per pattern
+        (they all fell with it), and a spike of one pattern is not repeated on the service total."""
+        svc = self.counts.service
+        totals = self.counts.pattern == 0
+        n_svc = len(self.services)
+        if drop.any():
+            total_low = np.zeros((drop.shape[0], n_svc), dtype=bool)
+            r, k = np.nonzero(drop & totals[None, :])
+            total_low[r, svc[k]] = True
+            # the total is still in its drop run while patterns reach theirs a bucket later
+            in_run = np.zeros(n_svc, dtype=bool)
+            in_run[svc[totals & (rs.drop_run > 0)]] = True
+            drop = drop & (totals[None, :] | ~(total_low[:, svc] | in_run[svc][None, :]))
+        if spike.any():
+            pat_spike = np.zeros((spike.shape[0], n_svc), dtype=bool)
+            r, k = np.nonzero(spike & ~totals[None, :])
+            pat_spike[r, svc[k]] = True
+            spike = spike & ~(totals[None, :] & pat_spike[:, svc])
+        return spike, drop
+
+    def _severity(self, kind: FindingKind, index: SeriesIndex, k: int, pid: int, t: int, step_s: float,
+                  silence: int) -> Severity:
+        """What a person should be woken for is critical; ordinary variation is info.
+
+        critical: an error-ratio jump, a spike of an ERROR pattern (error burst), a new ERROR pattern that
+        keeps coming (reported again by _new_error_repeats), a sustained drop of a service's traffic, a
+        pattern with a cadence that vanished without a new pattern replacing it (a restart or deploy
+        replaces patterns: info). warning: a new ERROR pattern at first sight, latency findings. info: the rest
+        (new / rare non-error patterns, spikes and shifts of non-error lines, drops of single patterns).
+        """
+        is_error = index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY
+        if kind == FindingKind.ERROR_RATIO:
+            return Severity.CRITICAL
+        if kind == FindingKind.SPIKE:
+            return Severity.CRITICAL if is_error and pid else Severity.INFO
+        if kind == FindingKind.NEW_PATTERN:
+            # a new ERROR pattern pages when it keeps coming (see _new_error_repeats), not at first sight
+            return Severity.WARNING if is_error else Severity.INFO
+        if kind == FindingKind.DROP:
+            return Severity.CRITICAL if pid == 0 else Severity.INFO
+        if kind == FindingKind.VANISHED_PATTERN:
+            svc = int(index.service[k])
+            silence_start = t - silence * int(step_s * NS)
+            replaced = self._last_new.get(svc, -1) >= silence_start
+            return Severity.INFO if replaced else Severity.CRITICAL
+        if kind in (FindingKind.VALUE_ANOMALY, FindingKind.TREND):
+            return Severity.WARNING
+        return Severity.INFO
+
+    def _incident_key(self, svc: str, t: int) -> str:
+        """The finding's group: findings of one service closer than ``cooldown`` in event time share it
+        (one incident -> one alert group, whichever detectors saw it)."""
+        gap = int(self.p.cooldown_s * NS)
+        key, last = self._groups.get(svc, ("", None))
+        if last is None or abs(t - last) > gap:
+            key = f"{svc}@{_iso(t)}"
+        self._groups[svc] = (key, max(t, last) if last is not None else t)
+        return key
+
     # ----------------------------------------------------------------- outputs
 
     def _series_rows(self, out: Output, bucket_ns, index: SeriesIndex, name: str, res_s: float, obs, exp, lo, hi,
@@ -457,7 +579,8 @@ class AnomalyEngine:
 
     def _emit(self, out: Output, rs: _ResolutionState, bucket_ns, mask, kind: FindingKind, series: str, obs, exp,
               lo, hi, score, index: SeriesIndex | None = None, trend: dict | None = None,
-              severity: Severity | None = None, extra_labels: dict | None = None, cooldown: bool = True) -> None:
+              silence: np.ndarray | None = None, severity: Severity | None = None,
+              extra_labels: dict | None = None, cooldown: bool = True) -> None:
         index = index or self.counts
         rows, cols = np.nonzero(mask)
         if len(rows) == 0:
@@ -469,15 +592,26 @@ class AnomalyEngine:
             t = int(bucket_ns[r])
             key = (kind.value, series, int(index.keys[k]))
             last = self.last_fired.get(key)
-            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
+            # within the cooldown only an escalation (a higher explicit severity) is reported again
+            rank = _RANK[severity] if severity is not None else 0
+            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,) \
+                    and rank <= self._last_rank.get(key, 0):
                 continue
             self.last_fired[key] = t
+            self._last_rank[key] = rank
             svc = self.services[int(index.service[k])]
             pid = int(index.pattern[k])
             o, e, l, u = (float(a[r, k]) for a in (obs, exp, lo, hi))
             sc = float(np.nan_to_num(score[r, k], nan=0.5))
-            sev = Severity.WARNING
-            labels = {"resolution": f"{rs.step_s:g}s", "series": series}
+            # silent buckets at row r = those at the end of this call less the rows after r
+            quiet = max(int(silence[k]) - (len(bucket_ns) - 1 - r), int(self.p.vanish_min_s / rs.step_s)) \
+                if silence is not None else 0
+            sev = severity or self._severity(kind, index, k, pid, t, rs.step_s, quiet)
+            if kind == FindingKind.NEW_PATTERN:
+                self._last_new[int(index.service[k])] = max(t, self._last_new.get(int(index.service[k]), t))
+                if sev == Severity.WARNING:
+                    self._new_errors[k] = t
+            labels = {"resolution": f"{rs.step_s:g}s", "series": series, "incident": self._incident_key(svc, t)}
             unit = ""
             if index is self.values:
                 labels["parameter"] = str(int(index.ordinal[k]))
@@ -498,15 +632,6 @@ class AnomalyEngine:
                         f"{100 * rate:+.1f} %/h over the last {ramp_min:g} min (now {o:.4g}{_sp(unit)})")
                 if math.isfinite(tth):
                     desc += f"; {self.p.trend_forecast_ratio:g}x the start level in {tth:.1f} h at this rate"
-            if kind in (FindingKind.ERROR_RATIO,) or (kind == FindingKind.NEW_PATTERN and index is self.counts
-                                                      and self.pattern_severity[k] >= ERROR_SEVERITY):
-                sev = Severity.CRITICAL
-            if kind in (FindingKind.DROP, FindingKind.VANISHED_PATTERN) and pid == 0:
-                sev = Severity.CRITICAL
-            if kind == FindingKind.RARE_PATTERN:
-                sev = Severity.INFO
-            if severity is not None:
-                sev = severity
             sample = self.samples.get(pid, "") if kind in (FindingKind.NEW_PATTERN, FindingKind.RARE_PATTERN) else ""
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
@@ -556,15 +681,15 @@ class AnomalyEngine:
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
                     st[f"{pre}.{name}.{f}"] = getattr(obj, f)
-            for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
+            for f in ("cusum_up", "cusum_down", "drop_run", "err_ew_err", "err_ew_tot", "err_n"):
                 st[f"{pre}.{f}"] = getattr(rs, f)
         return st
 
     def load_state(self, st: dict[str, np.ndarray]) -> None:
         version = int(st["version"][0])
-        if version not in (2, 3, 4, self.STATE_VERSION):
+        if version not in (2, 3, 4, 5, self.STATE_VERSION):
             raise ValueError(f"anomaly state version {version} is not supported (expected {self.STATE_VERSION}, "
-                             f"or 2, 3, 4)")
+                             f"or 2, 3, 4, 5)")
         res = tuple(float(x) for x in st["resolutions_s"])
         if res != tuple(float(x) for x in self.p.resolutions_s):
             raise ValueError(f"anomaly state was written for resolutions {res}, configured {self.p.resolutions_s}")
@@ -596,7 +721,7 @@ class AnomalyEngine:
                               ("presence", rs.presence), ("trend", rs.trend)):
                 for f in obj.FIELDS:
                     key = f"{pre}.{name}.{f}"
-                    if version < self.STATE_VERSION and obj is rs.trend and key not in st:
+                    if version < self.STATE_VERSION and obj in (rs.trend, rs.presence) and key not in st:
                         continue  # written before this field existed: filled in below
                     setattr(obj, f, np.ascontiguousarray(st[key]).copy())
             if version == 2:
@@ -607,8 +732,21 @@ class AnomalyEngine:
                         setattr(rs.trend, f, getattr(fresh, f))
             if version < 4:
                 rs.trend.init_load_from_counts()
-            for f in ("cusum_up", "cusum_down", "err_ew_err", "err_ew_tot", "err_n"):
+            if version < 6:
+                n = len(rs.presence.total)
+                for f in ("gap_sq", "rate", "rate_sq"):
+                    setattr(rs.presence, f, np.zeros(n))
+                rs.presence.init_moments()
+                st = {**st, f"{pre}.drop_run": np.zeros(len(st[f"{pre}.cusum_up"]), dtype=np.int64)}
+            for f in ("cusum_up", "cusum_down", "drop_run", "err_ew_err", "err_ew_tot", "err_n"):
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+def _iso(t_ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ns // NS))
 
 
 def _one_cell(shape: tuple, r: int, k: int) -> np.ndarray:

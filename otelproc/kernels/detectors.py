@@ -507,17 +507,23 @@ class PresenceState:
     total        float64[S]  total count so far
     present      int64[S]    steps with a non-zero count
     gap_ewma     float64[S]  EW mean of the number of steps between occurrences
+    gap_sq       float64[S]  EW mean of its square (the gaps' own spread: a cadence)
+    rate         float64[S]  EW mean of the count per step since the first occurrence (zeros included)
+    rate_sq      float64[S]  EW mean of its square (the counts' own dispersion)
     zero_run     int64[S]    current run of zero-count steps
     fired        int8[S]     1 when ``vanished`` already fired for the current zero run
     """
 
-    FIELDS = ("first_step", "total", "present", "gap_ewma", "zero_run", "fired")
+    FIELDS = ("first_step", "total", "present", "gap_ewma", "gap_sq", "rate", "rate_sq", "zero_run", "fired")
 
     def __init__(self, n_series: int):
         self.first_step = np.full(n_series, -1, dtype=np.int64)
         self.total = np.zeros(n_series, dtype=np.float64)
         self.present = np.zeros(n_series, dtype=np.int64)
         self.gap_ewma = np.zeros(n_series, dtype=np.float64)
+        self.gap_sq = np.zeros(n_series, dtype=np.float64)
+        self.rate = np.zeros(n_series, dtype=np.float64)
+        self.rate_sq = np.zeros(n_series, dtype=np.float64)
         self.zero_run = np.zeros(n_series, dtype=np.int64)
         self.fired = np.zeros(n_series, dtype=np.int8)
 
@@ -530,16 +536,44 @@ class PresenceState:
         if extra <= 0:
             return
         self.first_step = grow_rows(self.first_step, n_series, -1)
-        self.total = grow_rows(self.total, n_series, 0)
-        self.present = grow_rows(self.present, n_series, 0)
-        self.gap_ewma = grow_rows(self.gap_ewma, n_series, 0)
-        self.zero_run = grow_rows(self.zero_run, n_series, 0)
-        self.fired = grow_rows(self.fired, n_series, 0)
+        for name in ("total", "present", "gap_ewma", "gap_sq", "rate", "rate_sq", "zero_run", "fired"):
+            setattr(self, name, grow_rows(getattr(self, name), n_series, 0))
+
+    def init_moments(self) -> None:
+        """Fill the fields added in state version 5 from the older ones (gaps as if regular, the rate
+        from the gap)."""
+        self.gap_sq = self.gap_ewma * self.gap_ewma
+        self.rate = np.where(self.gap_ewma > 0, 1.0 / np.maximum(self.gap_ewma, 1e-9), 0.0)
+        self.rate_sq = self.rate * self.rate
 
 
 @njit(cache=True, nogil=True)
-def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma, zero_run, fired,
-              gap_alpha, steady_min, max_gap, vanish_factor, vanish_min, rare_max, event_out):
+def _log_p_zero_per_event(phi):
+    """log P(no event) per expected event for counts of index of dispersion phi: -log(phi) / (phi - 1)
+    (negative binomial for phi > 1, binomial for phi < 1, Poisson at 1)."""
+    if abs(phi - 1.0) < 1e-6:
+        return -1.0
+    return -np.log(phi) / (phi - 1.0)
+
+
+@njit(cache=True, nogil=True)
+def _dispersions(n_steps, rate, rate_sq, n_gaps, gap, gap_sq, prior, floor):
+    """(index of dispersion of the per-step counts, squared CV of the gaps), each shrunk towards 1 (Poisson)
+    by ``prior`` pseudo-observations: a handful of values does not make a cadence."""
+    phi_c = 1.0
+    if rate > 0:
+        phi_c = max(rate_sq - rate * rate, 0.0) / rate
+    phi_c = (n_steps * phi_c + prior) / (n_steps + prior)
+    cv2 = 1.0
+    if gap > 0:
+        cv2 = max(gap_sq - gap * gap, 0.0) / (gap * gap)
+    cv2 = (n_gaps * cv2 + prior) / (n_gaps + prior)
+    return max(phi_c, floor), max(cv2, floor)
+
+
+@njit(cache=True, nogil=True)
+def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma, gap_sq, rate, rate_sq, zero_run,
+              fired, gap_alpha, steady_min, max_dispersion, log_p, vanish_min, rare_max, prior, event_out):
     T, S = counts.shape
     for t in range(T):
         step = step0 + t
@@ -549,15 +583,24 @@ def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma,
             if np.isnan(c) or c <= 0:
                 if first_step[s] >= 0:
                     zero_run[s] += 1
-                    if fired[s] == 0 and present[s] >= steady_min and gap_ewma[s] <= max_gap:
-                        need = vanish_factor * gap_ewma[s]
-                        if need < vanish_min:
-                            need = vanish_min
-                        if zero_run[s] >= need:
-                            ev = 2
-                            fired[s] = 1
+                    if fired[s] == 0 and present[s] >= steady_min and zero_run[s] >= vanish_min:
+                        # cadence test: how likely is a silence this long given this pattern's own
+                        # per-step counts and gaps (their mean and dispersion, learnt per series)?
+                        phi_c, cv2 = _dispersions(step - first_step[s] - zero_run[s] + 1.0, rate[s], rate_sq[s],
+                                                  present[s] - 1.0, gap_ewma[s], gap_sq[s], prior, 0.05)
+                        if min(phi_c, cv2) <= max_dispersion:
+                            L = float(zero_run[s])
+                            lp = L * rate[s] * _log_p_zero_per_event(phi_c)
+                            if gap_ewma[s] > 0:
+                                lp2 = (L / gap_ewma[s]) * _log_p_zero_per_event(cv2)
+                                if lp2 < lp:
+                                    lp = lp2
+                            if lp <= log_p:
+                                ev = 2
+                                fired[s] = 1
                 event_out[t, s] = ev
                 continue
+            n_steps = 0.0
             if first_step[s] < 0:
                 first_step[s] = step
                 if step >= warmup_steps:
@@ -566,10 +609,31 @@ def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma,
                 if step >= warmup_steps and total[s] <= rare_max and zero_run[s] > 0:
                     ev = 3
                 gap = zero_run[s] + 1.0
+                if fired[s] == 1:
+                    # a silence reported as vanished is an outage, not the cadence: not learnt
+                    zero_run[s] = 0
+                    gap = gap_ewma[s]
                 if present[s] <= 1:
                     gap_ewma[s] = gap
+                    gap_sq[s] = gap * gap
                 else:
                     gap_ewma[s] += gap_alpha * (gap - gap_ewma[s])
+                    gap_sq[s] += gap_alpha * (gap * gap - gap_sq[s])
+                n_steps = float(step - first_step[s])
+            # the zero steps of the silence that just ended enter the per-step moments now
+            a = gap_alpha
+            if n_steps > 0 and 1.0 / (n_steps + 1.0) > a:
+                a = 1.0 / (n_steps + 1.0)
+            if zero_run[s] > 0:
+                keep = (1.0 - a) ** min(zero_run[s], 100000)
+                rate[s] *= keep
+                rate_sq[s] *= keep
+            if n_steps == 0.0:
+                rate[s] = c
+                rate_sq[s] = c * c
+            else:
+                rate[s] += a * (c - rate[s])
+                rate_sq[s] += a * (c * c - rate_sq[s])
             present[s] += 1
             total[s] += c
             zero_run[s] = 0
@@ -578,8 +642,8 @@ def _presence(counts, step0, warmup_steps, first_step, total, present, gap_ewma,
 
 
 def presence(counts: np.ndarray, step0: int, state: PresenceState, *, warmup_steps: int = 60,
-             gap_alpha: float = 0.1, steady_min: int = 10, max_gap: float = 10.0, vanish_factor: float = 5.0,
-             vanish_min: int = 3, rare_max: float = 3.0) -> np.ndarray:
+             gap_alpha: float = 0.02, steady_min: int = 10, max_dispersion: float = 0.5, vanish_p: float = 1e-9,
+             vanish_min: int = 3, rare_max: float = 3.0, prior: float = 10.0) -> np.ndarray:
     """Pattern life-cycle events from per-step counts.
 
     Parameters
@@ -593,14 +657,23 @@ def presence(counts: np.ndarray, step0: int, state: PresenceState, *, warmup_ste
     warmup_steps : int
         A pattern first seen at step >= this is ``new``; earlier ones are the known vocabulary.
     gap_alpha : float
-        EWMA weight of the inter-occurrence gap.
-    steady_min, max_gap : int, float
-        A pattern is *steady* when it occurred in >= ``steady_min`` steps with a mean gap <= ``max_gap``.
-    vanish_factor, vanish_min : float, int
-        A steady pattern has *vanished* after ``max(vanish_min, vanish_factor * mean gap)`` empty steps
-        (fires once per silence).
+        EWMA weight of the gap and per-step count moments.
+    steady_min : int
+        Steps with the pattern needed before it can vanish (a handful of sightings is not a cadence).
+    max_dispersion : float
+        Only a pattern with a cadence can vanish: the index of dispersion of its per-step counts or the
+        squared coefficient of variation of its gaps (each shrunk towards 1 by ``prior`` pseudo-steps) must
+        be at most this (heartbeats, periodic jobs and busy lines ~0; Poisson-rare lines ~1; bursty > 1).
+    vanish_p : float
+        A silence of L steps is *vanished* when the probability of no line in L steps is below this, under a
+        count model with the pattern's own mean and dispersion (binomial / Poisson / negative binomial, from
+        the per-step counts and from the gaps; the smaller is used). Fires once per silence.
+    vanish_min : int
+        ... and never before this many empty steps.
     rare_max : float
         A pattern seen at most this many times in total that comes back after a silence is ``rare``.
+    prior : float
+        Pseudo-observations of Poisson behaviour in the dispersion estimates.
 
     Returns
     -------
@@ -608,11 +681,14 @@ def presence(counts: np.ndarray, step0: int, state: PresenceState, *, warmup_ste
     """
     S = state.n_series
     _check_matrix("counts", counts, np.float64, S)
+    if not (0 < vanish_p < 1):
+        raise ValueError(f"vanish_p must be in (0, 1), got {vanish_p}")
     T = counts.shape[0]
     event = np.zeros((T, S), dtype=np.int8)
     _presence(np.ascontiguousarray(counts), int(step0), int(warmup_steps), state.first_step, state.total,
-              state.present, state.gap_ewma, state.zero_run, state.fired, float(gap_alpha), int(steady_min),
-              float(max_gap), float(vanish_factor), float(vanish_min), float(rare_max), event)
+              state.present, state.gap_ewma, state.gap_sq, state.rate, state.rate_sq, state.zero_run, state.fired,
+              float(gap_alpha), int(steady_min), float(max_dispersion), float(np.log(vanish_p)), int(vanish_min),
+              float(rare_max), float(prior), event)
     return event
 
 

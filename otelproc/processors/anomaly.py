@@ -135,11 +135,18 @@ class AnomalyProcessorConfig:
     # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
     # series-hour of flat noise)
     trend_min_t: float = _DEFAULTS.trend_min_t
+    # trend: a creep is critical from this t statistic of its slope on (it has held long enough to be
+    # beyond doubt), warning before
+    trend_critical_t: float = _DEFAULTS.trend_critical_t
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
-    # vanished pattern: silent for max(vanish_min, vanish_factor x its usual gap)
-    vanish_factor: float = _DEFAULTS.vanish_factor
+    # vanished pattern: only a pattern with a cadence (heartbeat, periodic job, busy line) can vanish, when
+    # the probability of its silence under its own rate and dispersion falls below vanish_p, and not
+    # before vanish_min
+    vanish_p: float = _DEFAULTS.vanish_p
     vanish_min: Duration = Duration(_DEFAULTS.vanish_min_s)
+    # a drop of a service's lines must last this long (a restart's silence is not a traffic drop)
+    drop_min: Duration = Duration(_DEFAULTS.drop_min_s)
     # write expected bands to the "series" table
     series_table: bool = _DEFAULTS.series_table
     # directory for persisted detector state; empty = keep state in memory only
@@ -160,8 +167,8 @@ class AnomalyProcessorConfig:
             v = getattr(self, key)
             if v is None or v < 0:
                 out.append(f"{key}: must be >= 0, got {v}")
-        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min", "latency_window", "latency_memory",
-                    "latency_relevel"):
+        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min", "drop_min", "latency_window",
+                    "latency_memory", "latency_relevel"):
             v = getattr(self, key)
             if v is None or v <= 0:
                 out.append(f"{key}: must be > 0, got {v}")
@@ -190,8 +197,8 @@ class AnomalyProcessorConfig:
             out.append(f"trend_rate: must be > 0 (0.02 = 2 %/hour), got {self.trend_rate}")
         if self.trend_forecast_ratio <= 1:
             out.append(f"trend_forecast_ratio: must be > 1, got {self.trend_forecast_ratio}")
-        if self.vanish_factor < 1:
-            out.append(f"vanish_factor: must be >= 1, got {self.vanish_factor}")
+        if not (0 < self.vanish_p < 1):
+            out.append(f"vanish_p: must be in (0, 1), got {self.vanish_p}")
         if self.checkpoint_every < 1:
             out.append(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
         if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
@@ -217,8 +224,9 @@ class AnomalyProcessorConfig:
             latency_relevel_s=float(self.latency_relevel), latency_lower=self.latency_lower,
             trend_rate=self.trend_rate, trend_window_s=float(self.trend_window),
             trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
-            trend_forecast_ratio=self.trend_forecast_ratio, vanish_factor=self.vanish_factor,
-            vanish_min_s=float(self.vanish_min), series_table=self.series_table)
+            trend_forecast_ratio=self.trend_forecast_ratio, trend_critical_t=self.trend_critical_t,
+            vanish_p=self.vanish_p, vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min),
+            series_table=self.series_table)
 
 
 class AnomalyProcessor(Processor):

@@ -129,14 +129,18 @@ def demo_store(chdb_path, chdb_database):
     store = open_store(f"chdb://{chdb_path}", chdb_database)
     ensure_schema(store, SchemaOptions(database=store.database))
     now_ns = time.time_ns()
-    ts = pa.array([now_ns - 60 * 10**9] * 4 + [now_ns - 7200 * 10**9], type=pa.timestamp("ns"))
+    ts = pa.array([now_ns - 60 * 10**9] * 4 + [now_ns - 7200 * 10**9, now_ns - 50 * 10**9], type=pa.timestamp("ns"))
+    incident = [("incident", "checkout@t1")]
     store.insert_arrow("anomalies", pa.table({
         "Timestamp": ts,
-        "ServiceName": ["checkout", "checkout", "checkout", "frontend", "checkout"],
-        "Kind": ["spike", "spike", "spike", "error_ratio", "spike"],
-        "Score": pa.array([0.95, 0.9, 0.85, 0.99, 0.99], type=pa.float32()),
-        "Severity": ["critical", "warning", "warning", "warning", "critical"],
-        "Description": ["d"] * 5,
+        "ServiceName": ["checkout", "checkout", "checkout", "frontend", "checkout", "checkout"],
+        "Kind": ["spike", "spike", "spike", "error_ratio", "spike", "error_ratio"],
+        "Score": pa.array([0.95, 0.9, 0.85, 0.99, 0.99, 0.6], type=pa.float32()),
+        "Severity": ["critical", "warning", "warning", "warning", "critical", "critical"],
+        "Description": ["d"] * 6,
+        # the two critical findings of one incident (spike and error ratio) share its key: one alert
+        "Labels": pa.array([incident, [], [], [], [("incident", "checkout@t0")], incident],
+                           type=pa.map_(pa.string(), pa.string())),
     }))
     recent = pa.array([now_ns - 60 * 10**9] * 3, type=pa.timestamp("ns"))
     old = pa.array([now_ns - 86400 * 10**9] * 3, type=pa.timestamp("ns"))
@@ -155,7 +159,7 @@ def demo_store(chdb_path, chdb_database):
 
 
 EXPECTED = {  # rule uid -> rows (label columns..., value) on the demo data
-    "otelproc-anomaly-critical": [("checkout", "spike", "payments", pytest.approx(0.95))],
+    "otelproc-anomaly-critical": [("checkout", "checkout@t1", "error_ratio,spike", "payments", 2)],
     "otelproc-anomaly-warning": [("checkout", "spike", "payments", 2), ("frontend", "error_ratio", "web", 1)],
     "otelproc-new-patterns": [("auth", "identity", 1)],
     "otelproc-critical-patterns": [("checkout", "payments", 1)],

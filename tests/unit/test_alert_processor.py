@@ -167,3 +167,46 @@ def test_a_broken_batch_is_passed_on_and_counted(rules_file):
         assert len(out.batches) == 1
     finally:
         p.shutdown()
+
+
+def test_one_incident_gives_one_alert_group_and_info_findings_are_not_alerted(tmp_path, sink):
+    """The shipped route groups by (service, incident): the anomaly engine gives every finding of one incident
+    the same `incident` label, so an error burst seen by two detectors (two rules) is one notification."""
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(f"""
+rules:
+  - alert: LogRateSpike
+    kinds: [spike, level_shift]
+    severities: [warning, critical]
+  - alert: ErrorRatioJump
+    kinds: [error_ratio]
+    severities: [warning, critical]
+route:
+  receiver: hook
+  group_by: [service, incident]
+  group_wait: 0s
+  group_interval: 1m
+receivers:
+  - name: hook
+    webhook_configs: [{{url: "{sink.url('/hook')}"}}]
+""")
+    p = factory.create("alerting", AlertingConfig(rules_file=str(rules)), Collect(), Context(telemetry=Telemetry()))
+    p.start()
+    try:
+        burst = {"incident": "checkout@2026-01-01T10:00:00Z"}
+        p.consume(LogBatch.empty().with_findings([
+            Finding(time_ns=1, kind=FindingKind.ERROR_RATIO, service="checkout", score=0.9,
+                    severity=Severity.CRITICAL, labels=dict(burst)),
+            Finding(time_ns=2, kind=FindingKind.SPIKE, service="checkout", score=0.7, severity=Severity.CRITICAL,
+                    labels=dict(burst)),
+            Finding(time_ns=3, kind=FindingKind.SPIKE, service="checkout", score=0.99, severity=Severity.INFO,
+                    labels={"incident": "checkout@2026-01-01T12:00:00Z"}),
+        ]))
+        reqs = sink.wait_for(1, timeout=10)
+        time.sleep(0.5)
+        assert len(sink.requests) == 1
+        body = reqs[0].json
+        assert body["groupLabels"] == {"service": "checkout", "incident": burst["incident"]}
+        assert sorted(a["labels"]["alertname"] for a in body["alerts"]) == ["ErrorRatioJump", "LogRateSpike"]
+    finally:
+        p.shutdown()

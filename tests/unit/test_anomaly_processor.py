@@ -157,7 +157,8 @@ def test_error_burst_and_new_error_pattern():
     kinds = {(f.kind, f.pattern_id) for f in sink.findings}
     assert (FindingKind.ERROR_RATIO, 0) in kinds
     new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
-    assert [f.pattern_id for f in new] == [14] and new[0].severity == Severity.CRITICAL
+    # first sight: a warning; the next minute it keeps coming: critical (issue 14: severity that means something)
+    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.WARNING), (14, Severity.CRITICAL)]
     er = [f for f in sink.findings if f.kind == FindingKind.ERROR_RATIO]
     assert min(f.time_ns for f in er) <= T0 + 2060 * NS
 
@@ -169,6 +170,46 @@ def test_vanished_heartbeat():
     v = [f for f in sink.findings if f.kind == FindingKind.VANISHED_PATTERN]
     assert [f.pattern_id for f in v] == [12]
     assert T0 + 2000 * NS <= v[0].time_ns <= T0 + 2400 * NS
+    # the service kept going and nothing replaced the heartbeat: someone should look now
+    assert v[0].severity == Severity.CRITICAL
+
+
+def test_a_pattern_replaced_by_a_new_one_is_not_critical():
+    """A deploy: the heartbeat's wording changes (a new pattern from the same moment): info, not a page."""
+    b = stream(3000)
+    pid = b.columns["pattern_id"].copy()
+    pid[(pid == 12) & (b.time_ns >= T0 + 2000 * NS)] = 15
+    _, sink = run(slices(b.with_columns(pattern_id=pid), 4000))
+    v = [f for f in sink.findings if f.kind == FindingKind.VANISHED_PATTERN]
+    new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
+    assert [f.pattern_id for f in new] == [15] and new[0].severity == Severity.INFO
+    assert [f.pattern_id for f in v] == [12] and v[0].severity == Severity.INFO
+    assert not [f for f in sink.findings if f.severity != Severity.INFO]
+
+
+def test_error_burst_is_critical_and_one_incident():
+    b = stream(3000, errors_at=2000)
+    _, sink = run(slices(b, 4000))
+    burst = [f for f in sink.findings if T0 + 1990 * NS <= f.time_ns <= T0 + 2200 * NS]
+    assert {f.kind for f in burst} >= {FindingKind.ERROR_RATIO}
+    assert any(f.severity == Severity.CRITICAL for f in burst)
+    assert len({f.labels["incident"] for f in burst}) == 1
+    assert all(f.severity == Severity.INFO for f in sink.findings if f.time_ns < T0 + 1990 * NS)
+
+
+def test_restart_silence_is_not_a_drop_but_a_sustained_one_is_critical():
+    b = stream(3000)
+    restart = (b.time_ns >= T0 + 2000 * NS) & (b.time_ns < T0 + 2090 * NS)
+    _, sink = run(slices(take(b, np.flatnonzero(~restart)), 4000))
+    assert not [f for f in sink.findings if f.severity != Severity.INFO]
+    # a quarter of the traffic for 10 minutes
+    rng = np.random.default_rng(1)
+    low = (b.time_ns >= T0 + 2000 * NS) & (b.time_ns < T0 + 2600 * NS) & (rng.random(len(b)) < 0.75) & \
+        (b.columns["pattern_id"] == 11)
+    _, sink = run(slices(take(b, np.flatnonzero(~low)), 4000))
+    drops = [f for f in sink.findings if f.kind == FindingKind.DROP and f.severity == Severity.CRITICAL]
+    assert drops and all(f.pattern_id == 0 for f in drops)
+    assert T0 + 2000 * NS <= min(f.time_ns for f in drops) <= T0 + 2300 * NS
 
 
 def test_batch_without_pattern_columns_and_empty_batch():
@@ -225,6 +266,10 @@ def test_latency_creep_gives_one_trend_with_structured_labels():
     last = trends[-1]
     assert 6.0 < float(last.labels["slope_pct_per_hour"]) < 15.0
     assert 0 < float(last.labels["hours_to_threshold"]) < 12
+    # severity: warning while the evidence is t < trend_critical_t (5), then critical (an escalation is reported
+    # within the cooldown)
+    assert all((f.severity == Severity.CRITICAL) == (float(f.labels["t_stat"]) >= 5) for f in trends)
+    assert trends[-1].severity == Severity.CRITICAL
     # the same stream without the creep: no trend
     _, flat = run(slices(creep_stream(3.0, 1.8, 0.0), 5000))
     assert not [f for f in flat.findings if f.kind == FindingKind.TREND]
@@ -266,7 +311,8 @@ def test_simulator_latency_can_follow_the_daily_load_cycle():
 
     def latencies(amplitude):
         out = []
-        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude)):
+        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude,
+                                   latency_templates=False)):
             d = extract_durations(b.body.buf, b.body.off)
             # the request latencies (not the retry back-off "retrying in N ms", which does not follow the cycle)
             req = np.array(["retrying" not in b.body[i] for i in d.line.tolist()], dtype=bool)
@@ -315,7 +361,7 @@ def test_engine_learns_the_daily_latency_cycle_and_still_finds_a_creep_on_it():
     assert 1.0 < float(hits[0][1].labels["slope_pct_per_hour"]) < 3.5
 
 
-def test_states_of_versions_2_to_4_load():
+def test_states_of_versions_2_to_5_load():
     from otelproc.anomaly.engine import AnomalyEngine
     from otelproc.kernels import trend as trk
     from otelproc.kernels.trend import TrendState
@@ -323,7 +369,16 @@ def test_states_of_versions_2_to_4_load():
     b = creep_stream(1.0, 5.0, 0.0)
     p, _ = run(slices(b, 5000))
     st = dict(p.engine.state())
-    assert int(st["version"][0]) == 5
+    assert int(st["version"][0]) == 6
+    # version 5 had no cadence moments in presence and no drop runs
+    v5 = {k: v for k, v in st.items() if not k.endswith((".presence.gap_sq", ".presence.rate", ".presence.rate_sq",
+                                                         ".drop_run"))}
+    v5["version"] = np.array([5])
+    eng5b = AnomalyEngine()
+    eng5b.load_state(v5)
+    pr = eng5b.res[-1].presence
+    np.testing.assert_array_equal(pr.gap_sq, pr.gap_ewma ** 2)
+    assert pr.rate.shape == pr.total.shape and (eng5b.res[-1].drop_run == 0).all()
     # version 4 had the value baseline of log p50 instead of the latency state: that starts afresh, values in ms
     v4 = {k: v for k, v in st.items() if not k.startswith(("latency", "value_unit"))}
     v4["version"] = np.array([4])
@@ -331,7 +386,7 @@ def test_states_of_versions_2_to_4_load():
     eng4.load_state(v4)
     assert eng4.value_unit.all() and len(eng4.value_unit) == len(eng4.values) > 0
     assert eng4.latency.n_series == len(eng4.values) and (eng4.latency.weight == 0).all()
-    # and version 5 round-trips
+    # and version 6 round-trips
     eng5 = AnomalyEngine()
     eng5.load_state(st)
     for f in eng5.latency.FIELDS:
@@ -465,3 +520,18 @@ def test_simulated_traffic_gives_the_same_durations_and_findings_with_and_withou
             assert x.schema == y.schema and x.num_rows == y.num_rows, name
             for col in x.column_names:  # NaN bands compare equal
                 np.testing.assert_array_equal(x.column(col).to_numpy(), y.column(col).to_numpy(), err_msg=col)
+
+
+def test_a_new_error_seen_once_is_a_warning_and_critical_when_it_keeps_coming():
+    b = stream(3000)
+    extra = [dict(time_ns=T0 + sec * NS + 950, service="web", severity_number=17, body="FATAL disk full")
+             for sec in [2459] + list(range(2530, 2600, 10))]
+    e = LogBatch.from_records(extra).with_columns(pattern_id=np.full(len(extra), 14, dtype=np.uint64))
+    from otelproc.batch import concat_batches
+
+    both = concat_batches([b, e])
+    order = np.argsort(both.time_ns, kind="stable")
+    _, sink = run(slices(take(both, order), 4000))
+    new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
+    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.WARNING), (14, Severity.CRITICAL)]
+    assert new[1].time_ns <= T0 + 2600 * NS and new[0].labels["incident"] == new[1].labels["incident"]

@@ -181,8 +181,10 @@ def test_presence_new_vanished_rare():
     counts[120, 1] = 1.0          # first seen after warm-up: new
     counts[[5, 170], 2] = 1.0     # seen once in warm-up, once again much later: rare
     st = det.PresenceState(3)
-    ev = det.presence(counts, 0, st, warmup_steps=60, vanish_min=3, vanish_factor=5.0)
-    assert np.flatnonzero(ev[:, 0] == det.EVENT_VANISHED).tolist() == [154]
+    ev = det.presence(counts, 0, st, warmup_steps=60, vanish_min=3, vanish_p=1e-9)
+    # 2 lines every step, no spread: dispersion shrunk towards 1 by 10 pseudo-steps = 10/160;
+    # log P(silence of L) = L * 2 * log(phi) / (1 - phi) = -5.91 L <= log(1e-9) from L = 4 (step 153)
+    assert np.flatnonzero(ev[:, 0] == det.EVENT_VANISHED).tolist() == [153]
     assert np.flatnonzero(ev[:, 1] == det.EVENT_NEW).tolist() == [120]
     assert np.flatnonzero(ev[:, 2] == det.EVENT_RARE).tolist() == [170]
     assert not (ev[:, 2] == det.EVENT_NEW).any()
@@ -191,6 +193,21 @@ def test_presence_new_vanished_rare():
     more[0:20, 0] = 2.0
     ev2 = det.presence(more, T, st, warmup_steps=60)
     assert (ev2[:, 0] == det.EVENT_VANISHED).sum() == 1
+
+
+def test_presence_cadence_test_rare_and_bursty_lines_do_not_vanish_periodic_jobs_do():
+    """Rare is not vanished: a Poisson line a few times an hour and a bursty line have no cadence and never
+    vanish; a job every 5 steps vanishes once its silence is improbable under its own regular gaps."""
+    rng = np.random.default_rng(3)
+    T = 3000
+    counts = np.zeros((T, 3))
+    counts[:, 0] = rng.poisson(0.1, T)                                   # ~6 per hour of 1-min steps
+    counts[:, 1] = rng.poisson(rng.gamma(0.3, 1 / 0.3, T) * 2.0)         # over-dispersed bursts
+    counts[np.arange(3, 2000, 5), 2] = 1.0                               # every 5 steps, stops at 2000
+    ev = det.presence(counts, 0, det.PresenceState(3), warmup_steps=60)
+    assert not (ev[:, :2] == det.EVENT_VANISHED).any()
+    fired = np.flatnonzero(ev[:, 2] == det.EVENT_VANISHED)
+    assert len(fired) == 1 and 1998 + 10 <= fired[0] <= 1998 + 60
 
 
 def test_error_ratio_jump():
