@@ -45,12 +45,17 @@ EXPECTED = {
     "traffic_drop": {"drop", "level_shift"},
     "vanished_heartbeat": {"vanished_pattern"},
     "latency_creep": {"trend"},
+    "latency_spike": {"value_anomaly"},
+    "latency_spike_seconds": {"value_anomaly"},
+    # not an incident: the kinds a detector would wrongly report for it (scored as false findings)
+    "latency_drop": {"value_anomaly", "trend"},
 }
+NON_INCIDENT = {"latency_drop"}
 GRACE_S = 600.0
 # findings of one service closer than this in time are one event (one group) for precision
 GROUP_GAP_S = 600.0
 # detection-delay goals (issue 4: a 2 %/h creep within one hour of its start, in every run)
-DELAY_GOAL_S = {"latency_creep": 3600.0}
+DELAY_GOAL_S = {"latency_creep": 3600.0, "latency_spike": 120.0, "latency_spike_seconds": 120.0}
 
 
 class _Collect:
@@ -120,9 +125,10 @@ def send_through_pipeline(batches, config: str = PIPELINE_CONFIG) -> dict:
 
 
 def finding_row(f, start_ns: int) -> tuple:
-    """(kind, service, seconds after start, resolution s, description, severity, group key) of a Finding."""
+    """(kind, service, seconds after start, resolution s, description, severity, group key, observed, expected)
+    of a Finding."""
     return (f.kind.value, f.service, (f.time_ns - start_ns) / 1e9, float(f.labels.get("resolution", "60s")[:-1]),
-            f.description, f.severity.value, f.labels.get("incident", ""))
+            f.description, f.severity.value, f.labels.get("incident", ""), f.observed, f.expected)
 
 
 def _with_nuisance(sim_batches, n_services: int, seed: int, duration_s: float):
@@ -155,7 +161,9 @@ def run_one(args: tuple) -> dict:
     t0 = res["t0"]
     # scenario start = the simulator's t0 (first record is within a second of it)
     start_ns = (t0 // 3600_000_000_000) * 3600_000_000_000 if t0 is not None else 0
-    return {"kind": kind, "seed": seed, "incidents": [(i.kind, i.service, i.start_s, i.end_s) for i in incidents],
+    return {"kind": kind, "seed": seed, "incidents": [(i.kind, i.service, i.start_s, i.end_s) for i in incidents
+                                                      if i.kind not in NON_INCIDENT],
+            "non_incidents": [(i.kind, i.service, i.start_s, i.end_s) for i in incidents if i.kind in NON_INCIDENT],
             "findings": [finding_row(f, start_ns) for f in res["findings"]], "records": res["records"],
             "seconds": res["seconds"]}
 
@@ -182,6 +190,62 @@ def matches(f, inc) -> bool:
     return svc == isvc and s - res <= t <= e + GRACE_S
 
 
+def _in_ms(k: str, f: tuple, inc: tuple) -> bool:
+    """A latency finding's usual level is in ms: within x3 of the line's median (a value in seconds read as ms
+    would be 1000 x off)."""
+    if not k.startswith("latency_spike"):
+        return True
+    from otelproc.simulate import SLOW_LINES
+
+    return SLOW_LINES[inc[1]][1] / 3 <= f[8] <= SLOW_LINES[inc[1]][1] * 3
+
+
+def _score_kind(k: str, level: str, sevs: tuple, results: list, verbose: bool) -> None:
+    """Recall / precision / delay of one incident kind, counting only findings of the severities ``sevs``."""
+    runs = [r for r in results if r["kind"] == k]
+    ours = lambda f: f[0] in EXPECTED[k] and f[5] in sevs  # noqa: E731
+    if k in NON_INCIDENT:
+        # no incident: every such finding about the service during the period (+ grace) is a false one
+        false = [f for r in runs for f in r["findings"] if ours(f) and any(matches(f, i) for i in r["non_incidents"])]
+        if verbose:
+            for f in false:
+                print(f"  false {k}: {f}")
+        print(f"{k:<22} {level:<9} {'-':>7} {'-':>9} {'-':>11} {'-':>11} {len(false):>8}  (findings during the "
+              f"{len(runs)} non-incidents: should be 0)")
+        return
+    detected, delays, per_run = 0, [], []
+    for r in runs:
+        inc = r["incidents"][0]
+        hits = [f for f in r["findings"] if ours(f) and matches(f, inc) and _in_ms(k, f, inc)]
+        if hits:
+            detected += 1
+            delays.append(min(f[2] + f[3] for f in hits) - inc[2])
+            per_run.append(f"seed {r['seed']} {inc[1]} {delays[-1]:.0f}s")
+        else:
+            per_run.append(f"seed {r['seed']} {inc[1]} MISSED")
+            if verbose:
+                print(f"  missed {k} seed {r['seed']}: {inc}; findings: {r['findings'][:5]}")
+    if verbose:
+        print(f"  {k} delays: " + ", ".join(per_run))
+        if k in DELAY_GOAL_S:
+            late = sum(1 for d in delays if d > DELAY_GOAL_S[k]) + len(runs) - detected
+            print(f"  {k}: {late} of {len(runs)} runs not detected within {DELAY_GOAL_S[k]:.0f} s")
+    n_kind, n_true = 0, 0
+    for r in results:
+        for f in r["findings"]:
+            if ours(f):
+                n_kind += 1
+                if any(matches(f, inc) for inc in r["incidents"]):
+                    n_true += 1
+                elif verbose:
+                    print(f"  false {k}: seed {r['seed']} run {r['kind']} {f}")
+    recall = detected / len(runs) if runs else float("nan")
+    precision = n_true / n_kind if n_kind else float("nan")
+    dmed = float(np.median(delays)) if delays else float("nan")
+    dmax = float(np.max(delays)) if delays else float("nan")
+    print(f"{k:<22} {level:<9} {recall:>7.2f} {precision:>9.2f} {dmed:>11.0f} {dmax:>11.0f} {n_kind:>8}")
+
+
 SEVERITY_LEVELS = {"any": ("info", "warning", "critical"), "warning+": ("warning", "critical"),
                    "critical": ("critical",)}
 
@@ -204,6 +268,7 @@ def score(results: list, kinds: list, verbose: bool = False) -> None:
     """Per kind and per severity level: recall (runs whose incident has a finding of an expected kind at that
     level), precision over finding groups (every group of any kind counts; a group is true when one of its
     findings matches the run's incident), and the legacy per-finding table at any severity."""
+    kinds = [k for k in kinds if k not in NON_INCIDENT]
     print(f"{'kind':<20} {'recall':>7} {'precision':>9} {'delay_med_s':>11} {'delay_max_s':>11} {'findings':>8}")
     for k in kinds:
         runs = [r for r in results if r["kind"] == k]
@@ -265,6 +330,7 @@ def score(results: list, kinds: list, verbose: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed-start .. seed-start + seeds - 1)")
     ap.add_argument("--tune-seeds", type=int, default=10,
                     help="seeds below this are the tuning part (parameters were chosen on them); the rest are "
                          "scored as held out")
@@ -280,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     work = [(k, s, args.hours, args.latency_daily_amplitude, args.nuisance_services)
-            for k in kinds + ["none"] for s in range(args.seeds)]
+            for k in kinds + ["none"] for s in range(args.seed_start, args.seed_start + args.seeds)]
     tic = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
@@ -294,13 +360,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} runs x {args.hours:g} h, {records} records, {wall:.1f} s wall "
           f"({records / max(sum(r['seconds'] for r in results), 1e-9):,.0f} records/s per process incl. simulation)")
     parts = [("all seeds", results)]
-    if 0 < args.tune_seeds < args.seeds:
+    if args.seed_start < args.tune_seeds < args.seed_start + args.seeds:
         parts = [(f"tuning seeds 0-{args.tune_seeds - 1}", [r for r in results if r["seed"] < args.tune_seeds]),
-                 (f"held-out seeds {args.tune_seeds}-{args.seeds - 1}",
+                 (f"held-out seeds {args.tune_seeds}-{args.seed_start + args.seeds - 1}",
                   [r for r in results if r["seed"] >= args.tune_seeds])] + parts
     for name, part in parts:
         print(f"== {name} ==")
         score(part, kinds, args.verbose and name == "all seeds")
+        # per kind and severity, on the findings of the kinds each incident expects (non-incidents: findings
+        # during them, which should be none)
+        print(f"{'kind':<22} {'severity':<9} {'recall':>7} {'precision':>9} {'delay_med_s':>11} {'delay_max_s':>11} "
+              f"{'findings':>8}")
+        for k in kinds:
+            for level in ("any", "critical"):
+                _score_kind(k, level, SEVERITY_LEVELS[level], part, args.verbose and name == "all seeds"
+                            and level == "any")
     clean = [r for r in results if r["kind"] == "none"]
     false_clean = sum(len(r["findings"]) for r in clean)
     print(f"incident-free runs: {len(clean)}, findings in them: {false_clean}")

@@ -1,13 +1,12 @@
 """Loki API latency: the requests Logs Drilldown sends (tests/fixtures/loki_grafana_requests.json, client
-"drilldown") answered by ``otelproc serve``'s ``loki`` extension over a store of about 10 million lines.
+"drilldown") answered by ``otelproc serve``'s ``loki`` extension over a store of about 11 million lines.
 
-    NUMBA_CACHE_DIR=.numba_cache python benchmarks/loki_api.py /tmp/loki_store [--repeats 10] [--range 1h]
+    NUMBA_CACHE_DIR=.numba_cache python benchmarks/loki_api.py /tmp/dash_store [--repeats 10] [--range 1h]
 
-1. build (skipped when the directory already holds a store built by this script): 24 h of simulated
-   traffic ending at a fixed time, 15 services (the simulator's five in three regions, each region its
-   own seed and incidents; about 10.6 million lines), through the real ``patterns`` processor into the
-   real ``clickhouse`` exporter (so ``pattern_counts`` and ``log_patterns`` hold what a day of serving
-   writes), then ``OPTIMIZE ... FINAL`` as after a day of background merges. Runs in a child process.
+1. build: the store of ``benchmarks/dashboard_latency.py`` (24 h of simulated traffic, 20 services,
+   through the real ``patterns`` and ``anomaly`` processors into the real ``clickhouse`` exporter, about
+   11 million lines), built by that script when the directory holds none; a store it built is reused
+   (its end time is in ``dashboard_latency.end_ns``), so both benchmarks read the same data.
 2. serve: ``otelproc serve`` on that store with the loki extension on a free loopback port.
 3. measure: each Drilldown request (its placeholders filled for the time range ending at the build's
    end and service ``checkout-eu``) ``--repeats`` times, round-robin, over HTTP with gzip; the time is until
@@ -16,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import json
 import os
@@ -33,67 +31,24 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATABASE = "otel"
-REGIONS = ("us", "eu", "ap")
-DAY_S = 86_400.0
-END_S = 1_767_312_000          # 2026-01-02T00:00:00Z: the build's last second (fixed, so re-runs read the same rows)
+DATABASE = "otel"                 # dashboard_latency.py's database
+END_NS = 1_767_312_000 * 10**9    # 2026-01-02T00:00:00Z: the end of a store this script asks for
 SERVICE = "checkout-eu"
 FIXTURES = REPO / "tests" / "fixtures" / "loki_grafana_requests.json"
 
 
 # --------------------------------------------------------------------------- 1. build
 
-def _batches(batch_seconds: float):
-    from otelproc.batch import AttrMap, concat_batches
-    from otelproc.simulate import Incident, Scenario, simulate
-
-    gens = []
-    for r, region in enumerate(REGIONS):
-        incidents = [Incident("error_burst", ("checkout", "payment", "auth")[r], DAY_S * (0.3 + 0.1 * r),
-                              DAY_S * (0.3 + 0.1 * r) + 1200),
-                     Incident("new_error_pattern", ("inventory", "frontend", "checkout")[r], DAY_S * 0.7,
-                              DAY_S * 0.7 + 1800)]
-        gens.append((region, simulate(Scenario(seed=201 + r, duration_s=DAY_S, batch_seconds=batch_seconds,
-                                               incidents=incidents))))
-    start_ns = int((END_S - DAY_S) * 1e9)
-    offsets: dict[str, int] = {}
-    for parts in zip(*(g for _, g in gens)):
-        shifted = []
-        for (region, _), b in zip(gens, parts):
-            if not len(b):
-                continue
-            off = offsets.setdefault(region, start_ns - int(b.time_ns.min()))
-            names = [f"{s}-{region}" for s in b.services]
-            shifted.append(dataclasses.replace(
-                b, time_ns=b.time_ns + off, observed_ns=b.observed_ns + off, services=names,
-                resource_attrs=AttrMap.from_pylist([{"service.name": s, "deployment.environment": "prod",
-                                                     "cloud.region": region} for s in names])))
-        if shifted:
-            yield concat_batches(shifted)
-
-
-def build(path: str) -> None:
-    from otelproc.component import Context
-    from otelproc.exporters.clickhouse import ClickHouseExporter, ClickHouseExporterConfig
-    from otelproc.processors.patterns import PatternsProcessor, PatternsProcessorConfig
-    from otelproc.store import open_store
-
-    t0 = time.perf_counter()
-    exporter = ClickHouseExporter("clickhouse", ClickHouseExporterConfig(endpoint=f"chdb://{path}",
-                                                                         database=DATABASE), Context())
-    exporter.start()
-    patterns = PatternsProcessor("patterns", PatternsProcessorConfig(), exporter, None)
-    patterns.start()
-    for batch in _batches(batch_seconds=120.0):
-        patterns.consume(batch)
-    patterns.shutdown()
-    exporter.shutdown()
-    store = open_store(f"chdb://{path}", DATABASE)
-    for table in ("otel_logs", "pattern_counts", "log_patterns"):
-        store.command(f"OPTIMIZE TABLE {table} FINAL")
-    n, services = store.query_rows("SELECT count(), uniqExact(ServiceName) FROM otel_logs")[0]
-    store.close()
-    print(f"built in {time.perf_counter() - t0:.0f} s: {n} lines, {services} services", flush=True)
+def store_end_s(path: str) -> int:
+    """The end (s) of the store at ``path``, built by benchmarks/dashboard_latency.py if it holds none."""
+    marker = Path(path) / "dashboard_latency.end_ns"
+    if not marker.exists():
+        Path(path).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))}
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "dashboard_latency.py"), path, "--build-only",
+                        str(END_NS)], check=True, env=env)
+        marker.write_text(str(END_NS))
+    return int(marker.read_text()) // 10**9
 
 
 # --------------------------------------------------------------------------- 2. serve
@@ -155,8 +110,8 @@ def _get(port: int, path: str, params: dict, headers: dict) -> tuple[float, int,
         return time.perf_counter() - t0, e.code, e.read()
 
 
-def requests(port: int, range_s: int) -> list[tuple[str, str, dict, dict]]:
-    start, end = END_S - range_s, END_S
+def requests(port: int, end_s: int, range_s: int) -> list[tuple[str, str, dict, dict]]:
+    start, end = end_s - range_s, end_s
     step_s = max(range_s // 250, 1)      # Grafana's interval for a ~1000 px wide panel, at least 1 s
     step_s = next(s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600) if s >= step_s)
     fixtures = [r for r in json.loads(FIXTURES.read_text())["requests"] if r["client"] == "drilldown"]
@@ -196,26 +151,16 @@ def measure(port: int, reqs, repeats: int) -> list[tuple[str, float, float, int]
             for name, t in times.items()]
 
 
-def _store_built(path: str) -> bool:
-    return (Path(path) / "metadata").is_dir() and (Path(path) / ".loki_api_built").exists()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("path", help="chDB directory of the store (built there when it holds none)")
+    ap.add_argument("path", help="chDB directory of the store (built there by dashboard_latency.py when it holds none)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--range", default="1h", help="time range of the requests, ending at the build's end "
                                                   "(Drilldown's default is 15m; 24h reads the whole store)")
     ap.add_argument("--target-ms", type=float, default=1000.0, help="p95 budget per request")
-    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     path = os.path.abspath(args.path)
-    if args.build_only:
-        build(path)
-        (Path(path) / ".loki_api_built").write_text("ok\n")
-        return 0
-    if not _store_built(path):
-        subprocess.run([sys.executable, __file__, path, "--build-only"], check=True)
+    end_s = store_end_s(path)
     from otelproc.config import parse_duration
 
     range_s = int(parse_duration(args.range))
@@ -223,7 +168,7 @@ def main() -> int:
     work.mkdir(exist_ok=True)
     proc, port = serve(path, work)
     try:
-        rows = measure(port, requests(port, range_s), args.repeats)
+        rows = measure(port, requests(port, end_s, range_s), args.repeats)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -390,18 +390,19 @@ def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window
             win = sorted(y for b, y in x["ring"] if b > bucket - window)
             nw = len(win)
             flag, z, ratio = 0, float("nan"), float("nan")
-            if nw >= min_values and w >= min_weight and bucket - x["first"] >= warm_buckets:
+            if nw >= min_values and w >= min_weight:
                 cut = int(0.2 * nw)
                 loc = sum(win[cut:nw - cut]) / (nw - 2 * cut)
                 var = 1.06 * sd * sd / nw
                 d = loc - x["mu"]
-                z = d / math.sqrt(var + x["tau2"])
-                ratio = math.exp(d)
-                if z >= z_min and d >= math.log(min_ratio):
-                    flag = 1
-                elif z <= -z_min and -d >= math.log(min_ratio):
-                    flag = -1
-                if flag == 0:
+                zz = d / math.sqrt(var + x["tau2"])
+                if bucket - x["first"] >= warm_buckets:
+                    z, ratio = zz, math.exp(d)
+                    if z >= z_min and d >= math.log(min_ratio):
+                        flag = 1
+                    elif z <= -z_min and -d >= math.log(min_ratio):
+                        flag = -1
+                if abs(zz) < 3.0 and abs(d) < math.log(min_ratio):
                     x["tau2"] = max(0.0, x["tau2"] + beta_tau * (d * d - var - x["tau2"]))
             if flag and (x["run"] < 0 or x["dir"] != flag):
                 x["run"], x["dir"] = bucket, flag

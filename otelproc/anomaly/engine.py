@@ -97,6 +97,7 @@ class EngineParams:
     trend_reference_s: float = 7200.0
     trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
+    trend_critical_t: float = 5.0
     vanish_p: float = 1e-9
     vanish_min_s: float = 180.0
     vanish_max_dispersion: float = 0.5
@@ -161,6 +162,7 @@ class AnomalyEngine:
         self.samples: dict[int, str] = {}
         self.pattern_severity = np.zeros(0, dtype=np.int64)  # max severity per count series
         self.last_fired: dict[tuple, int] = {}
+        self._last_rank: dict[tuple, int] = {}  # severity rank of the last finding per key (not persisted)
         # not persisted (a restart starts new groups): service -> (incident key, last finding time ns)
         self._groups: dict[str, tuple[str, int]] = {}
         # service code -> event time of its latest new-pattern finding (a deploy's patterns replace old ones)
@@ -285,7 +287,8 @@ class AnomalyEngine:
                                service_totals=None, service_errors=None, values={}, after_gap=after_gap,
                                value_points=pts["value"])
             cb.service_totals, cb.service_errors = summed_cells(*pts["svc"], B, len(self.service_ids))
-            cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
+            if rs.coarsest:  # per-bucket value aggregates feed the trend test and the series table only
+                cb.values = aggregate_cells(*pts["value"], B, len(self.values), quantiles=True)
             w.next_bucket = end
             self._detect(rs, cb, out)
             after_gap = False
@@ -376,10 +379,10 @@ class AnomalyEngine:
 
         # ---- numeric parameters (durations): latency shift (finest resolution) + creep (coarsest)
         if len(self.values):
-            p50 = cb.values["p50"]
             if rs is self.res[self._finest]:
                 self._latency(rs, cb, bucket_ns, out)
             if rs.coarsest:
+                p50 = cb.values["p50"]
                 # the band of the series table: the latency baseline's spread of single values
                 mu, sd = self.latency.mu[None, :], 1.2533 * np.maximum(self.latency.mad, lat.MIN_SD)[None, :]
                 known = self.latency.weight[None, :] > 0
@@ -393,8 +396,12 @@ class AnomalyEngine:
                                steps_per_hour=3600.0 / res_s, rate=p.trend_rate, min_t=p.trend_min_t,
                                season_gamma=p.season_gamma, ratio=p.trend_forecast_ratio)
                 sc_t = np.clip(np.nan_to_num(tr["rate_per_hour"]) / (4 * p.trend_rate) + 0.5, 0, 1)
-                self._emit(out, rs, bucket_ns, tr["flag"] == 1, FindingKind.TREND, "p50", p50, tr["level"],
-                           lo_v, hi_v, sc_t, index=self.values, trend=tr)
+                # a creep the data show beyond doubt (t >= trend_critical_t: it has held for a while) is critical
+                strong = np.nan_to_num(tr["t"]) >= p.trend_critical_t
+                for mask, sev in (((tr["flag"] == 1) & ~strong, Severity.WARNING),
+                                  ((tr["flag"] == 1) & strong, Severity.CRITICAL)):
+                    self._emit(out, rs, bucket_ns, mask, FindingKind.TREND, "p50", p50, tr["level"], lo_v, hi_v, sc_t,
+                               index=self.values, trend=tr, severity=sev)
                 if p.series_table:
                     self._series_rows(out, bucket_ns, self.values, "p50", res_s, p50, exp_v, lo_v, hi_v, sc_v)
         if p.series_table and rs.coarsest and len(self.counts):
@@ -588,9 +595,13 @@ class AnomalyEngine:
             t = int(bucket_ns[r])
             key = (kind.value, series, int(index.keys[k]))
             last = self.last_fired.get(key)
-            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,):
+            # within the cooldown only an escalation (a higher explicit severity) is reported again
+            rank = _RANK[severity] if severity is not None else 0
+            if use_cooldown and last is not None and t - last < cooldown and kind not in (FindingKind.NEW_PATTERN,) \
+                    and rank <= self._last_rank.get(key, 0):
                 continue
             self.last_fired[key] = t
+            self._last_rank[key] = rank
             svc = self.services[int(index.service[k])]
             pid = int(index.pattern[k])
             o, e, l, u = (float(a[r, k]) for a in (obs, exp, lo, hi))
@@ -732,6 +743,9 @@ class AnomalyEngine:
                 st = {**st, f"{pre}.drop_run": np.zeros(len(st[f"{pre}.cusum_up"]), dtype=np.int64)}
             for f in ("cusum_up", "cusum_down", "drop_run", "err_ew_err", "err_ew_tot", "err_n"):
                 setattr(rs, f, st[f"{pre}.{f}"].copy())
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 def _iso(t_ns: int) -> str:

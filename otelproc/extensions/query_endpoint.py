@@ -477,7 +477,7 @@ class QueryEndpoint(Extension):
         endpoint = str(exp.endpoint)
         scheme, _, rest = endpoint.partition("://")
         if scheme.lower() not in ("chdb", "chdb+connect") or not rest:
-            # not an error: the shipped config turns this endpoint on, and OTELPROC_STORE may name a server
+            # not an error: the shipped config turns this endpoint on, and its exporter may write to a server
             log.warning("%s: not started: exporter %r writes to %s, a ClickHouse server; point Grafana and "
                         "`otelproc sql` at that server. This endpoint only serves embedded stores (chdb://<path>)",
                         self.name, self.config.exporter, endpoint)
@@ -741,8 +741,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self.close_connection = True
             limit = int(self.endpoint.config.max_request_size)
+            engine = self.endpoint._engine
             resp = QueryEndpoint._error(413, _CODE_QUERY_TOO_LARGE, f"request body larger than max_request_size "
-                                                               f"({limit} bytes) or malformed", "unknown", {})
+                                                                    f"({limit} bytes) or malformed",
+                                        engine.version if engine is not None else "unknown", {})
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
             resp = self.endpoint.handle(method, self.path, headers, body)
@@ -757,8 +759,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(resp.status)
         for k, v in resp.headers.items():
             self.send_header(k, v)
-        if resp.status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="otelproc", charset="UTF-8"')
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if method != "HEAD":

@@ -15,7 +15,9 @@ bucket ends:
   Its z against the series' baseline is ``(loc - mu) / sqrt(1.06 sd² / n + tau²)`` where ``sd`` is the
   series' own spread of log values (EW mean absolute deviation x 1.2533) and ``tau²`` its own
   **over-dispersion**: the EW mean of ``(loc - mu)² - 1.06 sd² / n`` over windows that were not flagged
-  (latency that drifts with load from minute to minute is normal variation, not sampling noise).
+  (latency that drifts with load from minute to minute is normal variation, not sampling noise), learnt
+  from warm-up on and only from ordinary windows (|z| < 3 and below the reported ratio): a shift that builds
+  up over a few windows must not inflate it before it is flagged.
 * **Baseline** ``mu`` (EW mean of log values, residuals Huber-clipped at ``clip`` sd) and ``sd`` decay with
   event time (time constant ``decay`` per bucket), not per value, so a busy and a slow template have the same
   memory in minutes; the baseline's weight (the decayed number of values behind it) must reach
@@ -44,6 +46,8 @@ __all__ = ["LatencyState", "latency_shift", "TRIMMED_VAR_FACTOR", "TRIM"]
 TRIM = 0.2
 # variance of the 20 %-trimmed mean of n normal values / (sigma² / n)
 TRIMMED_VAR_FACTOR = 1.06
+# windows at least this many standard errors off, or off by the reported ratio, do not update the over-dispersion
+TAU_MAX_Z = 3.0
 # the spread of log latency is never taken below 1 % (a constant series would make every change infinite z)
 MIN_SD = 0.01
 
@@ -165,19 +169,21 @@ def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, 
                     nw += 1
             n_out[t, s] = nw
             flagged = 0
-            if nw >= min_values and w >= min_weight and bucket - first_b[s] >= warm_buckets:
+            if nw >= min_values and w >= min_weight:
                 loc = _trimmed_mean(win, nw, TRIM)
                 var = TRIMMED_VAR_FACTOR * sd * sd / nw
                 d = loc - mu[s]
                 z = d / math.sqrt(var + tau2[s])
-                z_out[t, s] = z
-                ratio_out[t, s] = math.exp(d)
-                if z >= z_min and d >= min_log_ratio:
-                    flagged = 1
-                elif z <= -z_min and -d >= min_log_ratio:
-                    flagged = -1
-                if flagged == 0:
-                    # the series' own between-window variance beyond sampling noise
+                if bucket - first_b[s] >= warm_buckets:
+                    z_out[t, s] = z
+                    ratio_out[t, s] = math.exp(d)
+                    if z >= z_min and d >= min_log_ratio:
+                        flagged = 1
+                    elif z <= -z_min and -d >= min_log_ratio:
+                        flagged = -1
+                if abs(z) < TAU_MAX_Z and abs(d) < min_log_ratio:
+                    # the series' own between-window variance beyond sampling noise, learnt (from warm-up on)
+                    # from ordinary windows only: an episode that is building up must not teach it its size
                     tau2[s] += beta_tau * (d * d - var - tau2[s])
                     if tau2[s] < 0.0:
                         tau2[s] = 0.0

@@ -135,6 +135,9 @@ class AnomalyProcessorConfig:
     # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
     # series-hour of flat noise)
     trend_min_t: float = _DEFAULTS.trend_min_t
+    # trend: a creep is critical from this t statistic of its slope on (it has held long enough to be
+    # beyond doubt), warning before
+    trend_critical_t: float = _DEFAULTS.trend_critical_t
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
     # vanished pattern: only a pattern with a cadence (heartbeat, periodic job, busy line) can vanish, when
@@ -221,8 +224,9 @@ class AnomalyProcessorConfig:
             latency_relevel_s=float(self.latency_relevel), latency_lower=self.latency_lower,
             trend_rate=self.trend_rate, trend_window_s=float(self.trend_window),
             trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
-            trend_forecast_ratio=self.trend_forecast_ratio, vanish_p=self.vanish_p,
-            vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min), series_table=self.series_table)
+            trend_forecast_ratio=self.trend_forecast_ratio, trend_critical_t=self.trend_critical_t,
+            vanish_p=self.vanish_p, vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min),
+            series_table=self.series_table)
 
 
 class AnomalyProcessor(Processor):

@@ -10,6 +10,16 @@ event-time span:
 * ``traffic_drop``       a service's traffic falls to 15 % (its heartbeat keeps going)
 * ``vanished_heartbeat`` a service's periodic heartbeat line stops
 * ``latency_creep``      a service's request latency grows by ``creep_rate`` per hour
+* ``latency_spike``      a service's low-rate latency line (0.5-0.9 lines/s) is ``factor`` x slower
+                         (3-5) for 5 minutes
+* ``latency_spike_seconds``  the same on a service whose low-rate line writes its latency in seconds
+* ``latency_drop``       a service's low-rate latency line is faster (x 0.3) for 10 minutes: no incident
+                         (a detector should stay quiet)
+
+Every service also has a low-rate line with its latency in another written form (``in 1.234s``,
+``duration_seconds=0.12``, ``in 180 ms``, ``latency_ms=45``, Go's ``950.2ms`` / ``1.234s``): heavy-tailed
+(log-normal, sigma ``slow_sigma``, plus 1 % of lines 5-20 x slower), at a steady 0.5-0.9 lines/s
+(``Scenario.latency_templates``).
 
 Request latencies are log-normal around a per-service median. With
 ``Scenario.latency_daily_amplitude`` > 0 the median follows the load cycle (busier hours are
@@ -31,10 +41,14 @@ import numpy as np
 
 from otelproc.batch import AttrMap, LogBatch, StringArray
 
-__all__ = ["Incident", "Scenario", "INCIDENT_KINDS", "simulate", "random_incident", "daily_cycle"]
+__all__ = ["Incident", "Scenario", "INCIDENT_KINDS", "NON_INCIDENT_KINDS", "SLOW_LINES", "simulate", "random_incident",
+           "daily_cycle"]
 
 NS = 1_000_000_000
-INCIDENT_KINDS = ("error_burst", "new_error_pattern", "traffic_drop", "vanished_heartbeat", "latency_creep")
+INCIDENT_KINDS = ("error_burst", "new_error_pattern", "traffic_drop", "vanished_heartbeat", "latency_creep",
+                  "latency_spike", "latency_spike_seconds", "latency_drop")
+# incidents that are not incidents: a detector should report nothing about them
+NON_INCIDENT_KINDS = ("latency_drop",)
 
 INFO, WARN, ERROR = 9, 13, 17
 
@@ -77,6 +91,14 @@ SERVICES: dict[str, list[tuple[str, int, float, str, str]]] = {
 }
 # median latency (ms) per service of its "req" line
 LATENCY_MS = {"frontend": 40.0, "checkout": 120.0, "payment": 250.0, "inventory": 15.0, "auth": 60.0}
+# service -> (rate per second, median ms, format, written in seconds) of its low-rate latency line
+SLOW_LINES: dict[str, tuple[float, float, str, bool]] = {
+    "frontend": (0.8, 300.0, "Rendered page /{path} in {lat_s}s", True),
+    "checkout": (0.6, 120.0, "tax quote {hex} done duration_seconds={lat_s}", True),
+    "payment": (0.7, 180.0, "fraud check for txn {hex} completed in {lat} ms", False),
+    "inventory": (0.5, 45.0, "replica sync batch={small} latency_ms={lat}", False),
+    "auth": (0.9, 600.0, "LDAP bind for user{small} took {lat_go}", False),
+}
 NEW_ERROR_FORMAT = "FATAL: could not write to file pg_wal/xlogtemp.{n}: No space left on device"
 PATHS = ("cart", "items", "users/me", "search", "checkout", "orders")
 
@@ -87,6 +109,7 @@ class Incident:
     service: str
     start_s: float   # seconds after the scenario start
     end_s: float
+    factor: float = 1.0  # latency multiplier of latency_spike / latency_spike_seconds / latency_drop
 
     def __post_init__(self) -> None:
         if self.kind not in INCIDENT_KINDS:
@@ -105,6 +128,8 @@ class Scenario:
     latency_sigma: float = 0.15    # log-normal spread of latencies
     creep_rate: float = 0.02       # relative growth per hour in a latency_creep incident
     latency_daily_amplitude: float = 0.0  # request latency median x (1 + a sin(...)), in phase with the load
+    latency_templates: bool = True  # every service's low-rate latency line (SLOW_LINES)
+    slow_sigma: float = 0.6         # log-normal spread of those lines' latencies
     incidents: list[Incident] = field(default_factory=list)
 
 
@@ -115,10 +140,14 @@ def daily_cycle(hour_of_day: float | np.ndarray) -> float | np.ndarray:
 
 def random_incident(kind: str, rng: np.random.Generator, duration_s: float) -> Incident:
     """One incident of ``kind`` at a random service and time (after the first half of the run)."""
-    svc = str(rng.choice(list(SERVICES)))
+    services = [s for s, v in SLOW_LINES.items() if v[3]] if kind == "latency_spike_seconds" else list(SERVICES)
+    svc = str(rng.choice(services))
     start = float(rng.uniform(0.5, 0.6) * duration_s)
-    length = {"error_burst": 600.0, "new_error_pattern": 600.0, "traffic_drop": 900.0}.get(kind, duration_s - start)
-    return Incident(kind, svc, start, min(duration_s, start + length))
+    length = {"error_burst": 600.0, "new_error_pattern": 600.0, "traffic_drop": 900.0, "latency_spike": 300.0,
+              "latency_spike_seconds": 300.0, "latency_drop": 600.0}.get(kind, duration_s - start)
+    factor = float(rng.uniform(3.0, 5.0)) if kind.startswith("latency_spike") else 0.3 if kind == "latency_drop" \
+        else 1.0
+    return Incident(kind, svc, start, min(duration_s, start + length), factor)
 
 
 def _format(fmt: str, n: int, rng: np.random.Generator, lat: np.ndarray | None) -> list[str]:
@@ -139,8 +168,13 @@ def _format(fmt: str, n: int, rng: np.random.Generator, lat: np.ndarray | None) 
         fields["small"] = rng.integers(1, 20, n).tolist()
     if "{node}" in fmt:
         fields["node"] = [1] * n
+    lat_ms = (lat if lat is not None else np.full(n, 10.0)).tolist()
     if "{lat}" in fmt:
-        fields["lat"] = [f"{v:.1f}" for v in (lat if lat is not None else np.full(n, 10.0)).tolist()]
+        fields["lat"] = [f"{v:.1f}" for v in lat_ms]
+    if "{lat_s}" in fmt:
+        fields["lat_s"] = [f"{v / 1000:.4f}" for v in lat_ms]
+    if "{lat_go}" in fmt:  # Go's time.Duration: 950.2ms, 1.234s
+        fields["lat_go"] = [f"{v:.1f}ms" if v < 1000 else f"{v / 1000:.3f}s" for v in lat_ms]
     keys = list(fields)
     cols = [fields[k] for k in keys]
     return [fmt.format(**dict(zip(keys, vals))) for vals in zip(*cols)] if keys else [fmt] * n
@@ -193,6 +227,21 @@ def simulate(sc: Scenario) -> Iterator[LogBatch]:
                 svcs.append(np.full(n, si, dtype=np.int32))
                 bodies.extend(_format(fmt, n, rng, lat))
                 sev.append(np.full(n, severity, dtype=np.uint8))
+            if sc.latency_templates:
+                rate, med, fmt, _ = SLOW_LINES[svc]
+                n = int(rng.poisson(rate * (b - a)))
+                if n:
+                    ts = np.sort(rng.uniform(a, b, n))
+                    lat = np.exp(np.log(med) + sc.slow_sigma * rng.standard_normal(n))
+                    # the heavy tail: 1 % of lines 5-20 x slower (retries, cold caches)
+                    lat = np.where(rng.random(n) < 0.01, lat * rng.uniform(5.0, 20.0, n), lat)
+                    for inc in active:
+                        if inc.kind in ("latency_spike", "latency_spike_seconds", "latency_drop"):
+                            lat = lat * inc.factor
+                    times.append(ts)
+                    svcs.append(np.full(n, si, dtype=np.int32))
+                    bodies.extend(_format(fmt, n, rng, lat))
+                    sev.append(np.full(n, INFO, dtype=np.uint8))
             if "new_error_pattern" in kinds:
                 n = int(rng.poisson(0.5 * (b - a)))
                 if n:

@@ -266,6 +266,10 @@ def test_latency_creep_gives_one_trend_with_structured_labels():
     last = trends[-1]
     assert 6.0 < float(last.labels["slope_pct_per_hour"]) < 15.0
     assert 0 < float(last.labels["hours_to_threshold"]) < 12
+    # severity: warning while the evidence is t < trend_critical_t (5), then critical (an escalation is reported
+    # within the cooldown)
+    assert all((f.severity == Severity.CRITICAL) == (float(f.labels["t_stat"]) >= 5) for f in trends)
+    assert trends[-1].severity == Severity.CRITICAL
     # the same stream without the creep: no trend
     _, flat = run(slices(creep_stream(3.0, 1.8, 0.0), 5000))
     assert not [f for f in flat.findings if f.kind == FindingKind.TREND]
@@ -307,7 +311,8 @@ def test_simulator_latency_can_follow_the_daily_load_cycle():
 
     def latencies(amplitude):
         out = []
-        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude)):
+        for b in simulate(Scenario(seed=3, duration_s=120.0, latency_daily_amplitude=amplitude,
+                                   latency_templates=False)):
             d = extract_durations(b.body.buf, b.body.off)
             # the request latencies (not the retry back-off "retrying in N ms", which does not follow the cycle)
             req = np.array(["retrying" not in b.body[i] for i in d.line.tolist()], dtype=bool)
