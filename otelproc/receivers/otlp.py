@@ -70,6 +70,13 @@ class AuthConfig:
             return ["bearer_token: must be at least 16 characters without whitespace (write it as ${env:VAR})"]
         return []
 
+    def admits(self, header: str | None) -> bool:
+        """True when no token is configured or ``header`` is ``Bearer <the token>`` (every listener's check)."""
+        if not self.bearer_token:
+            return True
+        scheme, _, token = (header or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), str(self.bearer_token).encode())
+
 
 @dataclass
 class ServerTlsConfig:
@@ -287,14 +294,6 @@ class OtlpReceiver(Receiver):
             log.warning("decoder failed on a %d-byte %s request: %r", len(payload), content_type, e)
             raise PermanentError(f"cannot decode the request: {type(e).__name__}: {e}") from None
 
-    def authorized(self, header: str | None, auth: AuthConfig) -> bool:
-        """True when no token is configured or ``header`` is ``Bearer <the token>``."""
-        if not auth.bearer_token:
-            return True
-        scheme, _, token = (header or "").strip().partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), str(auth.bearer_token).encode())
-        return ok
-
     def count_auth_failure(self, transport: str) -> None:
         if self._m_auth:
             self._m_auth.labels(self.name, transport).inc()
@@ -346,7 +345,7 @@ class OtlpReceiver(Receiver):
         def export(request: bytes, context: grpc.ServicerContext) -> bytes:
             if cfg.auth.bearer_token:
                 header = dict(context.invocation_metadata()).get("authorization")
-                if not self.authorized(header, cfg.auth):
+                if not cfg.auth.admits(header):
                     self.count_auth_failure("grpc")
                     context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                   "missing or invalid bearer token" if header else "missing bearer token")
@@ -494,7 +493,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         cfg = self.cfg
-        if cfg.auth.bearer_token and not self.receiver.authorized(self.headers.get("Authorization"), cfg.auth):
+        if not cfg.auth.admits(self.headers.get("Authorization")):
             # refuse before reading the body: unauthenticated clients cost no decoding
             self.receiver.count_auth_failure("http")
             self.close_connection = True

@@ -34,7 +34,6 @@ Metrics: otelproc_loki_requests_total{extension,endpoint,status}, otelproc_loki_
 from __future__ import annotations
 
 import gzip
-import hmac
 import json
 import logging
 import threading
@@ -198,13 +197,6 @@ class LokiExtension(Extension):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def authorized(self, header: str | None) -> bool:
-        token = str(self.config.auth.bearer_token)
-        if not token:
-            return True
-        scheme, _, value = (header or "").strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
-
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Answer one request (``headers`` with lower-case names). Never raises."""
         t0 = time.perf_counter()
@@ -236,7 +228,7 @@ class LokiExtension(Extension):
             return Response(200, b"ready\n", "text/plain; charset=utf-8")
         if not path.startswith(_PREFIX):
             raise APIError(404, f"404 page not found: {path} (otelproc serves Loki's read API under {_PREFIX})")
-        if not self.authorized(headers.get("authorization")):
+        if not self.config.auth.admits(headers.get("authorization")):
             raise APIError(401, "missing or invalid bearer token (send Authorization: Bearer <token>)")
         if method not in ("GET", "POST"):
             raise APIError(405, f"method {method} not allowed; use GET or POST")
