@@ -29,6 +29,7 @@ from otelproc.alerting.router import Alert, Notification, iso_time
 from otelproc.alerting.rules import (AlertmanagerConfig, EmailConfig, ReceiverConfig, SlackConfig,
                                      WebhookConfig)
 from otelproc.alerting.templating import NOTIFICATION_VARIABLES, Template
+from otelproc.httpserver import parse_endpoint
 
 __all__ = [
     "DeliveryError", "DeliveryOutcome", "Delivery", "Integration", "WebhookIntegration",
@@ -258,8 +259,7 @@ class EmailIntegration:
     def __init__(self, cfg: EmailConfig):
         self.cfg = cfg
         self.send_resolved = cfg.send_resolved
-        host, _, port = cfg.smarthost.rpartition(":")
-        self.host, self.port = host, int(port)
+        self.host, self.port = parse_endpoint(cfg.smarthost)
 
     def send(self, n: Notification) -> None:
         msg = email_message(n, self.cfg)

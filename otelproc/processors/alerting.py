@@ -22,6 +22,7 @@ from typing import Any
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Factory, Kind, Processor
 from otelproc.config import ConfigError, ConfigRelativePath, Duration
+from otelproc.httpserver import parse_endpoint
 from otelproc import defaults
 from otelproc.telemetry import Telemetry
 from otelproc.alerting.engine import AlertEngine, outcomes_to_arrow
@@ -61,9 +62,10 @@ class AlertingConfig:
         except ConfigError as e:
             out.extend(f"rules_file: {err}" for err in e.errors)
         if self.api_endpoint:
-            host, sep, port = self.api_endpoint.rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-                out.append(f"api_endpoint: must be host:port, got {self.api_endpoint!r}")
+            try:
+                parse_endpoint(self.api_endpoint, empty_host="127.0.0.1")
+            except ValueError as e:
+                out.append(f"api_endpoint: must be host:port: {e}")
         if self.queue_size < 1:
             out.append(f"queue_size: must be >= 1, got {self.queue_size}")
         if self.max_attempts < 1:
