@@ -97,7 +97,8 @@ class EngineParams:
     trend_reference_s: float = 7200.0
     trend_min_t: float = 4.0
     trend_forecast_ratio: float = 2.0
-    trend_critical_t: float = 5.0
+    # a creep is something to look at, not to be woken for: critical only from this t if configured (inf = never)
+    trend_critical_t: float = math.inf
     vanish_p: float = 1e-9
     vanish_min_s: float = 180.0
     vanish_max_dispersion: float = 0.5
@@ -106,6 +107,9 @@ class EngineParams:
     new_error_min_buckets: int = 3
     band_sigmas: float = 3.0
     series_table: bool = True
+    # findings below this severity are not reported (no anomalies row, no finding for alerting): "info" is
+    # ordinary variation; the detectors run and learn the same either way
+    min_severity_stored: str = "warning"
 
 
 @dataclass
@@ -149,6 +153,7 @@ class AnomalyEngine:
 
     def __init__(self, params: EngineParams | None = None) -> None:
         self.p = params or EngineParams()
+        self._min_rank = _RANK[Severity(self.p.min_severity_stored)]
         self.services: list[str] = []
         self._service_code: dict[str, int] = {}
         self.counts = SeriesIndex()   # (service, pattern) and (service, 0) totals
@@ -614,6 +619,8 @@ class AnomalyEngine:
                 self._last_new[int(index.service[k])] = max(t, self._last_new.get(int(index.service[k]), t))
                 if sev == Severity.WARNING:
                     self._new_errors[k] = t
+            if _RANK[sev] < self._min_rank:
+                continue
             labels = {"resolution": f"{rs.step_s:g}s", "series": series, "incident": self._incident_key(svc, t)}
             unit = ""
             if index is self.values:

@@ -135,8 +135,8 @@ class AnomalyProcessorConfig:
     # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
     # series-hour of flat noise)
     trend_min_t: float = _DEFAULTS.trend_min_t
-    # trend: a creep is critical from this t statistic of its slope on (it has held long enough to be
-    # beyond doubt), warning before
+    # trend: a creep is a warning (something to look at); critical from this t statistic of its slope on
+    # only if set (.inf = never)
     trend_critical_t: float = _DEFAULTS.trend_critical_t
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
@@ -149,6 +149,10 @@ class AnomalyProcessorConfig:
     drop_min: Duration = Duration(_DEFAULTS.drop_min_s)
     # write expected bands to the "series" table
     series_table: bool = _DEFAULTS.series_table
+    # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
+    # alerting. info is ordinary variation (new / rare non-error patterns, spikes and shifts of non-error
+    # lines); new patterns stay in the patterns table. Set info to store those too
+    min_severity_stored: str = _DEFAULTS.min_severity_stored
     # directory for persisted detector state; empty = keep state in memory only
     state_dir: str = ""
     # save state every this many batches (and at shutdown)
@@ -199,6 +203,8 @@ class AnomalyProcessorConfig:
             out.append(f"trend_forecast_ratio: must be > 1, got {self.trend_forecast_ratio}")
         if not (0 < self.vanish_p < 1):
             out.append(f"vanish_p: must be in (0, 1), got {self.vanish_p}")
+        if self.min_severity_stored not in ("info", "warning", "critical"):
+            out.append(f"min_severity_stored: must be info, warning or critical, got {self.min_severity_stored!r}")
         if self.checkpoint_every < 1:
             out.append(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
         if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
@@ -226,7 +232,7 @@ class AnomalyProcessorConfig:
             trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
             trend_forecast_ratio=self.trend_forecast_ratio, trend_critical_t=self.trend_critical_t,
             vanish_p=self.vanish_p, vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min),
-            series_table=self.series_table)
+            series_table=self.series_table, min_severity_stored=self.min_severity_stored)
 
 
 class AnomalyProcessor(Processor):
