@@ -421,6 +421,7 @@ class AnomalyEngine:
         row, sid, value = cb.value_points
         res = lat.latency_shift(row, sid, value, cb.first_bucket, cb.n_rows, self.latency,
                                 decay=math.exp(-step / p.latency_memory_s),
+                                memory_values=2.0 * p.latency_min_history,
                                 window=max(1, int(round(p.latency_window_s / step))),
                                 min_values=p.latency_min_values, min_weight=p.latency_min_history,
                                 warm_buckets=int(p.warmup_s / step), z_min=p.value_z, min_ratio=p.value_min_ratio,
@@ -490,12 +491,15 @@ class AnomalyEngine:
     def _sustained(rs: _ResolutionState, low: np.ndarray, need: int) -> np.ndarray:
         """True where ``low`` has held for exactly ``need`` consecutive buckets of the series (once per run):
         a restart's silence of a minute or so is not a traffic drop."""
-        out = np.zeros(low.shape, dtype=bool)
-        run = rs.drop_run
-        for r in range(low.shape[0]):
-            run[:] = np.where(low[r], run + 1, 0)
-            out[r] = run == need
-        return out
+        if low.shape[0] == 0:
+            return np.zeros(low.shape, dtype=bool)
+        # run length at each row: rows since the last row that was not low (1-based), plus the carried run
+        # where every row so far was low (one pass over the rows in numpy, not a Python loop per row)
+        row = np.arange(1, low.shape[0] + 1)[:, None]
+        last_not_low = np.maximum.accumulate(np.where(low, 0, row), axis=0)
+        run = np.where(last_not_low == 0, row + rs.drop_run[None, :], row - last_not_low)
+        rs.drop_run[:] = run[-1]
+        return run == need
 
     def _one_row_per_event(self, spike: np.ndarray, drop: np.ndarray, rs: _ResolutionState):
         """One finding row per event: a service whose total dropped does not also get a drop row per pattern

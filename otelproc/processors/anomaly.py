@@ -117,10 +117,12 @@ class AnomalyProcessorConfig:
     latency_min_duration: Duration = Duration(_DEFAULTS.latency_min_duration_s)
     latency_critical_ratio: float = _DEFAULTS.latency_critical_ratio
     latency_critical_duration: Duration = Duration(_DEFAULTS.latency_critical_duration_s)
-    # the pooled window of a series' last values reaches back this far and needs latency_min_values values
+    # the pooled window of a series' last values reaches back this far, and holds at least its last
+    # latency_min_values values (a test needs that many)
     latency_window: Duration = Duration(_DEFAULTS.latency_window_s)
     latency_min_values: int = _DEFAULTS.latency_min_values
-    # memory of the latency baseline (event time), and the (decayed) values it needs before a series is tested
+    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
+    # values take, if longer), and the (decayed) values it needs before a series is tested
     latency_memory: Duration = Duration(_DEFAULTS.latency_memory_s)
     latency_min_history: float = _DEFAULTS.latency_min_history
     # a shift held this long becomes the new baseline
