@@ -100,7 +100,6 @@ def settle(store, quiet_s: float = 5.0, limit_s: float = 300.0) -> float:
 
 def child(args) -> dict:
     from otelproc.exporters.clickhouse import ClickHouseExporter, ClickHouseExporterConfig
-    from otelproc.wal import WalConfig  # noqa: F401  (the exporter config type)
 
     batches = build_batches(args.loghub, args.rows, args.block)
     rows = sum(map(len, batches))
@@ -121,7 +120,7 @@ def child(args) -> dict:
     insert_s = time.perf_counter() - t0
     cpu_insert = process_cpu() - cpu0
     waited = settle(store)
-    cpu_total = process_cpu() - cpu0 - 0.25 * 0  # the poll queries are in here too (a few ms)
+    cpu_total = process_cpu() - cpu0  # includes settle()'s polling queries (a few ms)
     threads1 = thread_cpu_by_name()
     by_thread = {k: (v - threads0.get(k, 0.0)) * 1e6 / rows for k, v in threads1.items()
                  if v - threads0.get(k, 0.0) > 0.005}
@@ -134,15 +133,11 @@ def child(args) -> dict:
     idx = store.query_rows(
         "SELECT name, sum(data_compressed_bytes) FROM system.data_skipping_indices "
         "WHERE database = 'bench' AND table = 'otel_logs' GROUP BY name ORDER BY 2 DESC")
-    merges = store.query_rows(
-        "SELECT count(), sum(rows_read) FROM system.part_log WHERE database = 'bench' AND table = 'otel_logs' "
-        "AND event_type = 'MergeParts'") if args.part_log else [(None, None)]
     exp.shutdown()
     return {"rows": rows, "block": args.block, "insert_rows_per_s": rows / insert_s,
             "cpu_insert_s_per_1M": cpu_insert * 1e6 / rows, "cpu_total_s_per_1M": cpu_total * 1e6 / rows,
             "settle_s": waited, "threads_s_per_1M": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
-            "parts": [list(p) for p in parts], "columns": [list(c) for c in cols], "indexes": [list(i) for i in idx],
-            "merges": list(merges[0])}
+            "parts": [list(p) for p in parts], "columns": [list(c) for c in cols], "indexes": [list(i) for i in idx]}
 
 
 def main() -> None:
@@ -153,7 +148,6 @@ def main() -> None:
     ap.add_argument("--alter", action="append", default=[], help="statement run on the empty tables (repeatable)")
     ap.add_argument("--label", default="", help="name printed with the result")
     ap.add_argument("--columns", action="store_true", help="also print compressed bytes per column and index")
-    ap.add_argument("--part-log", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
