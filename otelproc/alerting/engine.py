@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from otelproc.batch import LogBatch
 from otelproc.findings import Finding, FindingKind, Severity, explanation_text
-from otelproc.alerting.notifiers import Delivery, DeliveryOutcome, Integration, RetryPolicy, build_integrations
+from otelproc.retry import RetryConfig
+from otelproc.alerting.notifiers import Delivery, DeliveryOutcome, Integration, build_integrations
 from otelproc.alerting.router import Alert, Dispatcher, Inhibitor, Notification, Route, iso_time
 from otelproc.alerting.rules import AlertsFile, CompiledRule, LogRuleEvaluator, compile_rules
 from otelproc.alerting.silences import SilenceStore
@@ -81,7 +82,7 @@ def outcomes_to_arrow(outcomes: list[DeliveryOutcome]):
 
 
 class AlertEngine:
-    def __init__(self, cfg: AlertsFile, *, queue_size: int = 1000, retry: RetryPolicy | None = None,
+    def __init__(self, cfg: AlertsFile, *, queue_size: int = 1000, retry: RetryConfig | None = None,
                  clock: Callable[[], float] = time.time, telemetry: Any = None,
                  integrations: dict[str, list[Integration]] | None = None):
         self.cfg = cfg

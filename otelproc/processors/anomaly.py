@@ -126,10 +126,12 @@ class AnomalyProcessorConfig:
     latency_min_duration: Duration = Duration(_DEFAULTS.latency_min_duration_s)
     latency_critical_ratio: float = _DEFAULTS.latency_critical_ratio
     latency_critical_duration: Duration = Duration(_DEFAULTS.latency_critical_duration_s)
-    # the pooled window of a series' last values reaches back this far and needs latency_min_values values
+    # the pooled window of a series' last values reaches back this far, and holds at least its last
+    # latency_min_values values (a test needs that many)
     latency_window: Duration = Duration(_DEFAULTS.latency_window_s)
     latency_min_values: int = _DEFAULTS.latency_min_values
-    # memory of the latency baseline (event time), and the (decayed) values it needs before a series is tested
+    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
+    # values take, if longer), and the (decayed) values it needs before a series is tested
     latency_memory: Duration = Duration(_DEFAULTS.latency_memory_s)
     latency_min_history: float = _DEFAULTS.latency_min_history
     # a shift held this long becomes the new baseline
@@ -144,8 +146,8 @@ class AnomalyProcessorConfig:
     # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
     # series-hour of flat noise)
     trend_min_t: float = _DEFAULTS.trend_min_t
-    # trend: a creep is critical from this t statistic of its slope on (it has held long enough to be
-    # beyond doubt), warning before
+    # trend: a creep is a warning (something to look at); critical from this t statistic of its slope on
+    # only if set (.inf = never)
     trend_critical_t: float = _DEFAULTS.trend_critical_t
     # trend: forecast the time until the level reaches this multiple of the window-start level
     trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
@@ -163,6 +165,10 @@ class AnomalyProcessorConfig:
     explain_p: float = 1e-4
     # write expected bands to the "series" table
     series_table: bool = _DEFAULTS.series_table
+    # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
+    # alerting. info is ordinary variation (new / rare non-error patterns, spikes and shifts of non-error
+    # lines); new patterns stay in the patterns table. Set info to store those too
+    min_severity_stored: str = _DEFAULTS.min_severity_stored
     # directory for persisted detector state; empty = keep state in memory only
     state_dir: str = ""
     # save state every this many batches (and at shutdown)
@@ -215,6 +221,8 @@ class AnomalyProcessorConfig:
             out.append(f"trend_forecast_ratio: must be > 1, got {self.trend_forecast_ratio}")
         if not (0 < self.vanish_p < 1):
             out.append(f"vanish_p: must be in (0, 1), got {self.vanish_p}")
+        if self.min_severity_stored not in ("info", "warning", "critical"):
+            out.append(f"min_severity_stored: must be info, warning or critical, got {self.min_severity_stored!r}")
         if self.checkpoint_every < 1:
             out.append(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
         if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
@@ -242,7 +250,7 @@ class AnomalyProcessorConfig:
             trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
             trend_forecast_ratio=self.trend_forecast_ratio, trend_critical_t=self.trend_critical_t,
             vanish_p=self.vanish_p, vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min),
-            series_table=self.series_table)
+            series_table=self.series_table, min_severity_stored=self.min_severity_stored)
 
 
 class AnomalyProcessor(Processor):
