@@ -78,8 +78,11 @@ def take(b: LogBatch, idx: np.ndarray) -> LogBatch:
 
 
 def run(batches, **cfg) -> tuple[AnomalyProcessor, Sink]:
+    """The processor over ``batches``; every finding reported, info too (these tests look at the detectors; the
+    default, warning and above, is tested on its own)."""
     sink = Sink()
-    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup": 600.0, **cfg}), sink, None)
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup": 600.0, "min_severity_stored": "info", **cfg}),
+                         sink, None)
     p.start()
     for b in batches:
         p.consume(b)
@@ -187,6 +190,32 @@ def test_a_pattern_replaced_by_a_new_one_is_not_critical():
     assert not [f for f in sink.findings if f.severity != Severity.INFO]
 
 
+def test_ordinary_variation_is_not_stored_by_default_and_info_turns_it_back_on():
+    """Issue 14: an evaluator reads every row of the anomalies table; info findings (here: the deploy's new
+    pattern and the replaced heartbeat) are not written there by default, and nothing reaches alerting for
+    them; warning and critical findings are (the error burst); ``min_severity_stored: info`` stores them."""
+    b = stream(3000, errors_at=2200)
+    pid = b.columns["pattern_id"].copy()
+    pid[(pid == 12) & (b.time_ns >= T0 + 2000 * NS)] = 15
+    parts = slices(b.with_columns(pattern_id=pid), 4000)
+    sink = Sink()
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup=600.0), sink, None)  # the default
+    p.start()
+    for part in parts:
+        p.consume(part)
+    rows = pa.concat_tables([x.tables["anomalies"] for x in sink.batches if "anomalies" in x.tables]).to_pylist()
+    assert rows and {r["Severity"] for r in rows} <= {"warning", "critical"}
+    assert {r["Kind"] for r in rows} >= {"error_ratio"}
+    assert len(rows) == len(sink.findings) and all(f.severity != Severity.INFO for f in sink.findings)
+    _, everything = run(parts)  # min_severity_stored: info
+    info = [f for f in everything.findings if f.severity == Severity.INFO]
+    assert {(f.kind, f.pattern_id) for f in info} >= {(FindingKind.NEW_PATTERN, 15), (FindingKind.VANISHED_PATTERN, 12)}
+    # the detectors are the same either way: the stored findings are the warning+ part of everything
+    assert [key(f) for f in sink.findings] == [key(f) for f in everything.findings if f.severity != Severity.INFO]
+    _, critical_only = run(parts, min_severity_stored="critical")
+    assert critical_only.findings and all(f.severity == Severity.CRITICAL for f in critical_only.findings)
+
+
 def test_error_burst_is_critical_and_one_incident():
     b = stream(3000, errors_at=2000)
     _, sink = run(slices(b, 4000))
@@ -221,9 +250,10 @@ def test_batch_without_pattern_columns_and_empty_batch():
 def test_config_validation_names_keys():
     errors: list[str] = []
     decode(AnomalyProcessorConfig, {"resolutions": ["10s", "10s"], "spot_q": 2, "trend_rate": 0,
-                                    "allowed_lateness": "-1s", "min_ratio": 0.5}, "processors::anomaly", errors)
+                                    "allowed_lateness": "-1s", "min_ratio": 0.5, "min_severity_stored": "debug"},
+           "processors::anomaly", errors)
     joined = "\n".join(errors)
-    for k in ("resolutions", "spot_q", "trend_rate", "allowed_lateness", "min_ratio"):
+    for k in ("resolutions", "spot_q", "trend_rate", "allowed_lateness", "min_ratio", "min_severity_stored"):
         assert f"processors::anomaly::{k}:" in joined
     ok: list[str] = []
     cfg = decode(AnomalyProcessorConfig, {"resolutions": ["10s", "1m"], "state_dir": "/tmp/x"}, "p", ok)
@@ -266,10 +296,16 @@ def test_latency_creep_gives_one_trend_with_structured_labels():
     last = trends[-1]
     assert 6.0 < float(last.labels["slope_pct_per_hour"]) < 15.0
     assert 0 < float(last.labels["hours_to_threshold"]) < 12
-    # severity: warning while the evidence is t < trend_critical_t (5), then critical (an escalation is reported
-    # within the cooldown)
-    assert all((f.severity == Severity.CRITICAL) == (float(f.labels["t_stat"]) >= 5) for f in trends)
-    assert trends[-1].severity == Severity.CRITICAL
+    # severity: a creep is something to look at, not to be woken for (issue 14): warning by default, however
+    # strong (this one reaches t >= 5) ...
+    assert all(f.severity == Severity.WARNING for f in trends)
+    assert max(float(f.labels["t_stat"]) for f in trends) >= 5
+    # ... and critical only if configured: from t >= trend_critical_t on (an escalation is reported within the
+    # cooldown)
+    _, strong = run(slices(b, 5000), trend_critical_t=5.0)
+    strong = [f for f in strong.findings if f.kind == FindingKind.TREND]
+    assert all((f.severity == Severity.CRITICAL) == (float(f.labels["t_stat"]) >= 5) for f in strong)
+    assert strong[-1].severity == Severity.CRITICAL
     # the same stream without the creep: no trend
     _, flat = run(slices(creep_stream(3.0, 1.8, 0.0), 5000))
     assert not [f for f in flat.findings if f.kind == FindingKind.TREND]
@@ -519,6 +555,9 @@ def test_simulated_traffic_gives_the_same_durations_and_findings_with_and_withou
         for x, y in zip(a, c):
             assert x.schema == y.schema and x.num_rows == y.num_rows, name
             for col in x.column_names:  # NaN bands compare equal
+                if pa.types.is_list(x.schema.field(col).type):  # Explanation: nested, compared as lists
+                    assert x.column(col).to_pylist() == y.column(col).to_pylist(), col
+                    continue
                 np.testing.assert_array_equal(x.column(col).to_numpy(), y.column(col).to_numpy(), err_msg=col)
 
 
