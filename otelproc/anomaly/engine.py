@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -47,7 +48,7 @@ ERROR_SEVERITY = 17  # OTLP SEVERITY_NUMBER_ERROR
 N_SLOTS = 24         # hour-of-day seasonal profile
 
 ANOMALY_COLUMNS = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                   "severity", "description", "resolution_s", "series", "template", "labels")
+                   "severity", "description", "resolution_s", "series", "template", "labels", "explanation")
 SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower",
                   "upper", "score")
 
@@ -226,6 +227,9 @@ class AnomalyEngine:
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
+        # explain(finding, service code, bucket width s) -> explanation entries; set by the processor
+        # (otelproc/anomaly/explain.py), None: findings carry none
+        self.explain: Callable[[Finding, int, float], list[dict]] | None = None
 
     # ----------------------------------------------------------------- ingest
 
@@ -682,12 +686,14 @@ class AnomalyEngine:
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
                         description=desc, sample=sample, labels=labels)
+            if self.explain is not None:
+                f.explanation = self.explain(f, int(index.service[k]), rs.step_s)
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
                            ("observed", o), ("expected", e), ("lower", l), ("upper", u), ("severity", sev.value),
                            ("description", desc), ("resolution_s", rs.step_s), ("series", series),
-                           ("template", f.template), ("labels", dict(labels))):
+                           ("template", f.template), ("labels", dict(labels)), ("explanation", f.explanation)):
                 a[col].append(v)
             out.flagged.append((int(index.service[k]), pid, t, sc))
 
