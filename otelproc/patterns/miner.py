@@ -1047,8 +1047,15 @@ _LOOSE_NUMBER = re.compile(r"(?<=[^\w\s])[0-9]+(?![A-Za-z_])")
 
 
 def _is_indexed_name(word: str) -> bool:
-    """A masked word shown from one line: a name with a short index (``L3``, ``tty2``, ``PSR0=``,
-    ``eth0:``): letters, then one or two digits, and not a run of hex letters (``ffffda44``)."""
+    """A masked word shown from one line: a name with an index, either one or two digits right
+    after its letters (``L3``, ``tty2``, ``PSR0=``, ``eth0:``; not a run of hex letters such as
+    ``ffffda44``) or a number after punctuation (``CPU#<*>``, ``CentOS-<*>``: see _numbers_masked)
+    with no other digit and no sign of an address or an id (``/``, ``:``, ``@``, 3+ digits)."""
+    if not word[:1].isalpha() or word.lower() in _TIME_WORDS:
+        return False
+    masked = _numbers_masked(word).replace(VAR, "")
+    if masked != word:
+        return not any(c.isdigit() for c in masked) and _NOT_A_NAME.search(word) is None
     letters = word.rstrip(":=,0123456789")
     return (_INDEXED_NAME.fullmatch(word) is not None and letters != word.rstrip(":=,")
             and letters.lower() not in _TIME_WORDS and not (len(letters) >= 4 and all(c in _HEX for c in letters)))
