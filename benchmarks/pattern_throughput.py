@@ -14,7 +14,7 @@ of --repeat runs:
   * learn+params learn(with_params=True): the parameters of each line taken in the same walk over the
                  bytes as its key (0x1f-terminated, the pattern_params layout), i.e. everything the
                  patterns processor computes per line except Arrow/table building (until 2026-11-29
-                 session 2: a second walk, param_spans + gather_spans, after learn)
+                 session 2: a second walk over the bytes after learn)
 Drain3 (defaults, no masking, profiling off) runs on the first --drain3-lines lines of the same
 shuffled input. Peak memory is the process's max RSS.
 """
