@@ -353,6 +353,20 @@ def anomalies() -> Dashboard:
             f"round(Expected, 4) AS expected, Description AS description, {_ANOMALY_WINDOW} FROM anomalies "
             f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 500", FORMAT_TABLE,
             links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW)
+    d.panel("table", "What carries the anomalies",
+            "SELECT Timestamp AS time, ServiceName AS service, Kind AS kind, "
+            "if(tupleElement(e, 'Attribute') = 'log.pattern.id', 'pattern', tupleElement(e, 'Attribute')) AS attribute, "
+            "tupleElement(e, 'Value') AS value, tupleElement(e, 'Population') AS of, "
+            "round(100 * tupleElement(e, 'Share'), 1) AS pct_now, round(100 * tupleElement(e, 'BaselineShare'), 1) "
+            "AS pct_before, round(tupleElement(e, 'Lift'), 2) AS lift, round(tupleElement(e, 'Log10P'), 1) AS log10_p, "
+            "arrayStringConcat(tupleElement(e, 'Also'), ', ') AS also, "
+            f"{_ANOMALY_WINDOW} FROM anomalies ARRAY JOIN Explanation AS e "
+            f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC, log10_p LIMIT 500",
+            FORMAT_TABLE, links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW,
+            description="The attribute values (resource and log attributes) and patterns whose share of the "
+                        "anomaly's lines (of: errors, pattern errors, lines) in its bucket differs most from before "
+                        "(pct_now vs pct_before, lift, Bonferroni-adjusted log10 p; also: values on the same lines, "
+                        "e.g. a pod's host). Computed at ingest by the anomaly processor (explain).")
     d.row("Trends")
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "

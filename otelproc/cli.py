@@ -92,13 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if tl.metrics.address:
             try:
                 metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=service.ready)
-            except OSError as e:
-                log.error("failed to start: service::telemetry::metrics::address: cannot listen on %s: %s",
-                          tl.metrics.address, e.strerror or e)
+            except (OSError, ValueError) as e:
+                log.error("failed to start: %s", e)
                 return 1
             log.info("metrics on http://%s/metrics", tl.metrics.address)
         if args.ready_file:  # lets tests and scripts know the ports are bound
-            Path(args.ready_file).write_text(json.dumps(_ports(service)))
+            tmp = Path(f"{args.ready_file}.tmp")  # whole or absent: a reader never sees half a file
+            tmp.write_text(json.dumps(_ports(service)))
+            os.replace(tmp, args.ready_file)
         stop.wait()
         log.info("signal received: draining and shutting down")
     finally:

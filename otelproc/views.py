@@ -25,6 +25,12 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100_000
 _HEX_ID = "leftPad(lower(hex({col})), 16, '0')"
 _TIME = "formatDateTime({col}, '%F %T')"
+# anomalies.Explanation as one line: value, window share vs baseline share, lift, p (see store/sql/anomalies.sql)
+_EXPLANATION = """arrayStringConcat(arrayMap(e -> concat(
+                   if(tupleElement(e, 'Attribute') = 'log.pattern.id', 'pattern ', concat(tupleElement(e, 'Attribute'), '=')),
+                   tupleElement(e, 'Value'), ' ', toString(round(100 * tupleElement(e, 'Share'))), '% vs ',
+                   toString(round(100 * tupleElement(e, 'BaselineShare'))), '% (x', toString(round(tupleElement(e, 'Lift'), 2)),
+                   ', p=1e', toString(toInt32(floor(tupleElement(e, 'Log10P')))), ')'), Explanation), '; ')"""
 
 
 def parse_since(text: str | float | None) -> int:
@@ -112,14 +118,16 @@ def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int =
     """The latest anomalies (findings of the ``anomaly`` processor), newest first.
 
     Columns: time (bucket start), service, kind, severity, score, observed, expected, lower, upper,
-    series, resolution_s, pattern_id, description.
+    series, resolution_s, pattern_id, description, explanation (the attribute values and patterns that
+    carry it: ``k8s.pod.name=pod-2 96% vs 25% (x3.8, p=1e-30)``, most significant first).
     """
     sql = f"""
         SELECT {_TIME.format(col='Timestamp')} AS time, ServiceName AS service, Kind AS kind,
                Severity AS severity, round(toFloat64(Score), 3) AS score, round(Observed, 3) AS observed,
                round(Expected, 3) AS expected, round(Lower, 3) AS lower, round(Upper, 3) AS upper,
                Series AS series, ResolutionSeconds AS resolution_s,
-               if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description
+               if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description,
+               {_EXPLANATION} AS explanation
         FROM anomalies
         WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
           AND ({{kind:String}} = '' OR Kind = {{kind:String}})

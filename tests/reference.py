@@ -651,7 +651,8 @@ def params_terminated_pieces(buf, off, genmask, terminator: int = 0x1F) -> tuple
 
 # --------------------------------------------------------------------------- latency shift
 def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window, min_values, min_weight,
-                      warm_buckets, z_min, min_ratio, clip=3.0, beta_tau=0.02, relevel_buckets=180, state=None):
+                      warm_buckets, z_min, min_ratio, memory_values=0.0, clip=3.0, beta_tau=0.02, relevel_buckets=180,
+                      state=None):
     """Plain-Python :func:`otelproc.kernels.latency.latency_shift`, one value at a time.
 
     points: list of (row, series, value) in row order (ties in input order). Returns (outputs as dict of
@@ -683,9 +684,14 @@ def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window
             a[2] += abs(res)
         for s, (n_b, sum_r, sum_a) in acc.items():
             x = st[s]
-            w = x["w"] * (decay ** (bucket - x["last"]) if x["last"] >= 0 else 1.0)
+            tau = -1.0 / math.log(decay) if decay < 1 else math.inf
+            oldest, held = x["ring"][0][0], len(x["ring"])
+            if held >= 2 and bucket > oldest:
+                tau = max(tau, memory_values * (bucket - oldest) / (held - 1))
+            w = x["w"] * (math.exp(-(bucket - x["last"]) / tau) if x["last"] >= 0 else 1.0)
             sd = max(1.2533 * x["mad"], 0.01)
-            win = sorted(y for b, y in x["ring"] if b > bucket - window)
+            newest_first = x["ring"][::-1]
+            win = sorted(y for j, (b, y) in enumerate(newest_first) if b > bucket - window or j < min_values)
             nw = len(win)
             flag, z, ratio = 0, float("nan"), float("nan")
             if nw >= min_values and w >= min_weight:

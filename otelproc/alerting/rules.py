@@ -27,6 +27,7 @@ import yaml
 from otelproc.batch import LogBatch, StringArray
 from otelproc.config import ConfigError, Duration, Secret, _substitute_env, decode
 from otelproc.findings import Finding, FindingKind, Severity
+from otelproc.httpserver import parse_endpoint
 from otelproc.alerting.matchers import Matcher, parse_matcher
 from otelproc.alerting.templating import ALERT_VARIABLES, NOTIFICATION_VARIABLES, Template, TemplateError
 
@@ -304,7 +305,9 @@ class EmailConfig:
             out.append("to: at least one address is required")
         if not self.from_:
             out.append("from: required")
-        if not re.match(r"^[^:\s]+:\d{1,5}$", self.smarthost):
+        try:
+            parse_endpoint(self.smarthost)
+        except ValueError:
             out.append(f"smarthost: must be host:port, got {self.smarthost!r}")
         return out + _check_templates(subject=self.subject, text=self.text)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -46,7 +47,7 @@ ERROR_SEVERITY = 17  # OTLP SEVERITY_NUMBER_ERROR
 N_SLOTS = 24         # hour-of-day seasonal profile
 
 ANOMALY_COLUMNS = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                   "severity", "description", "resolution_s", "series", "template", "labels")
+                   "severity", "description", "resolution_s", "series", "template", "labels", "explanation")
 SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower",
                   "upper", "score")
 
@@ -194,6 +195,9 @@ class AnomalyEngine:
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
+        # explain(finding, service code, bucket width s) -> explanation entries; set by the processor
+        # (otelproc/anomaly/explain.py), None: findings carry none
+        self.explain: Callable[[Finding, int, float], list[dict]] | None = None
 
     # ----------------------------------------------------------------- ingest
 
@@ -421,6 +425,7 @@ class AnomalyEngine:
         row, sid, value = cb.value_points
         res = lat.latency_shift(row, sid, value, cb.first_bucket, cb.n_rows, self.latency,
                                 decay=math.exp(-step / p.latency_memory_s),
+                                memory_values=2.0 * p.latency_min_history,
                                 window=max(1, int(round(p.latency_window_s / step))),
                                 min_values=p.latency_min_values, min_weight=p.latency_min_history,
                                 warm_buckets=int(p.warmup_s / step), z_min=p.value_z, min_ratio=p.value_min_ratio,
@@ -490,12 +495,15 @@ class AnomalyEngine:
     def _sustained(rs: _ResolutionState, low: np.ndarray, need: int) -> np.ndarray:
         """True where ``low`` has held for exactly ``need`` consecutive buckets of the series (once per run):
         a restart's silence of a minute or so is not a traffic drop."""
-        out = np.zeros(low.shape, dtype=bool)
-        run = rs.drop_run
-        for r in range(low.shape[0]):
-            run[:] = np.where(low[r], run + 1, 0)
-            out[r] = run == need
-        return out
+        if low.shape[0] == 0:
+            return np.zeros(low.shape, dtype=bool)
+        # run length at each row: rows since the last row that was not low (1-based), plus the carried run
+        # where every row so far was low (one pass over the rows in numpy, not a Python loop per row)
+        row = np.arange(1, low.shape[0] + 1)[:, None]
+        last_not_low = np.maximum.accumulate(np.where(low, 0, row), axis=0)
+        run = np.where(last_not_low == 0, row + rs.drop_run[None, :], row - last_not_low)
+        rs.drop_run[:] = run[-1]
+        return run == need
 
     def _one_row_per_event(self, spike: np.ndarray, drop: np.ndarray, rs: _ResolutionState):
         """One finding row per event: a service whose total dropped does not also get a drop row per pattern
@@ -646,12 +654,14 @@ class AnomalyEngine:
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
                         description=desc, sample=sample, labels=labels)
+            if self.explain is not None:
+                f.explanation = self.explain(f, int(index.service[k]), rs.step_s)
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
                            ("observed", o), ("expected", e), ("lower", l), ("upper", u), ("severity", sev.value),
                            ("description", desc), ("resolution_s", rs.step_s), ("series", series),
-                           ("template", f.template), ("labels", dict(labels))):
+                           ("template", f.template), ("labels", dict(labels)), ("explanation", f.explanation)):
                 a[col].append(v)
             out.flagged.append((int(index.service[k]), pid, t, sc))
 

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from otelproc.anomaly.engine import AnomalyEngine, EngineParams, Output
+from otelproc.anomaly.explain import ExplainParams, Explainer
 from otelproc.anomaly.persist import load_state, save_state
 from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
@@ -67,14 +68,22 @@ ANOMALIES_SCHEMA = pa.schema([
     ("Lower", pa.float64()), ("Upper", pa.float64()), ("Severity", pa.string()), ("Description", pa.string()),
     ("ResolutionSeconds", pa.float32()), ("Series", pa.string()), ("Template", pa.string()),
     ("Labels", pa.map_(pa.string(), pa.string())),
+    ("Explanation", pa.list_(pa.struct([
+        ("Attribute", pa.string()), ("Value", pa.string()), ("Count", pa.float64()), ("BaselineCount", pa.float64()),
+        ("Share", pa.float64()), ("BaselineShare", pa.float64()), ("Lift", pa.float64()), ("Log10P", pa.float64()),
+        ("Also", pa.list_(pa.string())), ("Population", pa.string())]))),
 ])
+# explanation entry key -> Explanation tuple field (one place: the table and the entries agree)
+_EXPLANATION_FIELDS = (("attribute", "Attribute"), ("value", "Value"), ("count", "Count"),
+                       ("baseline_count", "BaselineCount"), ("share", "Share"), ("baseline_share", "BaselineShare"),
+                       ("lift", "Lift"), ("log10_p", "Log10P"), ("also", "Also"), ("population", "Population"))
 SERIES_SCHEMA = pa.schema([
     ("Timestamp", pa.timestamp("ns")), ("ServiceName", pa.string()), ("PatternId", pa.uint64()),
     ("Series", pa.string()), ("ResolutionSeconds", pa.float32()), ("Observed", pa.float64()),
     ("Expected", pa.float64()), ("Lower", pa.float64()), ("Upper", pa.float64()), ("Score", pa.float32()),
 ])
 _ANOMALY_SRC = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                "severity", "description", "resolution_s", "series", "template", "labels")
+                "severity", "description", "resolution_s", "series", "template", "labels", "explanation")
 _SERIES_SRC = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower", "upper",
                "score")
 
@@ -117,10 +126,12 @@ class AnomalyProcessorConfig:
     latency_min_duration: Duration = Duration(_DEFAULTS.latency_min_duration_s)
     latency_critical_ratio: float = _DEFAULTS.latency_critical_ratio
     latency_critical_duration: Duration = Duration(_DEFAULTS.latency_critical_duration_s)
-    # the pooled window of a series' last values reaches back this far and needs latency_min_values values
+    # the pooled window of a series' last values reaches back this far, and holds at least its last
+    # latency_min_values values (a test needs that many)
     latency_window: Duration = Duration(_DEFAULTS.latency_window_s)
     latency_min_values: int = _DEFAULTS.latency_min_values
-    # memory of the latency baseline (event time), and the (decayed) values it needs before a series is tested
+    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
+    # values take, if longer), and the (decayed) values it needs before a series is tested
     latency_memory: Duration = Duration(_DEFAULTS.latency_memory_s)
     latency_min_history: float = _DEFAULTS.latency_min_history
     # a shift held this long becomes the new baseline
@@ -147,6 +158,11 @@ class AnomalyProcessorConfig:
     vanish_min: Duration = Duration(_DEFAULTS.vanish_min_s)
     # a drop of a service's lines must last this long (a restart's silence is not a traffic drop)
     drop_min: Duration = Duration(_DEFAULTS.drop_min_s)
+    # explain spike, drop, level-shift, new / rare pattern and error-ratio findings by the attribute values
+    # and patterns whose share in the finding's bucket differs most from before (otelproc/anomaly/explain.py)
+    explain: bool = True
+    # ... an attribute value is named when the Bonferroni-adjusted p of its share change is at most this
+    explain_p: float = 1e-4
     # write expected bands to the "series" table
     series_table: bool = _DEFAULTS.series_table
     # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
@@ -193,6 +209,8 @@ class AnomalyProcessorConfig:
             out.append(f"latency_min_values: must be >= 2, got {self.latency_min_values}")
         if self.latency_min_history < 0:
             out.append(f"latency_min_history: must be >= 0, got {self.latency_min_history}")
+        if not (0 < self.explain_p < 1):
+            out.append(f"explain_p: must be in (0, 1), got {self.explain_p}")
         if not (0 < self.error_p < 1):
             out.append(f"error_p: must be in (0, 1), got {self.error_p}")
         if not (0 <= self.error_min_jump <= 1):
@@ -240,6 +258,12 @@ class AnomalyProcessor(Processor):
         super().__init__(name, next_consumer)
         self.config = config
         self.engine = AnomalyEngine(config.engine_params())
+        self.explainer: Explainer | None = None
+        if config.explain:
+            res = [float(r) for r in config.resolutions]
+            self.explainer = Explainer(ExplainParams(slot_s=min(res), p=config.explain_p,
+                                                     horizon_s=float(config.allowed_lateness) + max(res)))
+            self.engine.explain = self.explainer.explain
         self._lock = threading.Lock()
         self._batches = 0
         self._started = False
@@ -286,8 +310,14 @@ class AnomalyProcessor(Processor):
         pattern = np.asarray(pattern, dtype=np.uint64)
         self._learn_templates(batch, pattern)
         d = self._durations(batch)
-        out = eng.ingest(batch.event_ns.astype(np.int64), service, pattern, batch.severity_number, d.line,
+        event_ns = batch.event_ns.astype(np.int64)
+        if self.explainer is not None:
+            self.explainer.add(event_ns, service, pattern, batch.severity_number, batch.resource_index,
+                               batch.resource_attrs, batch.log_attrs)
+        out = eng.ingest(event_ns, service, pattern, batch.severity_number, d.line,
                          d.ordinal.astype(np.int64), d.value, d.has_unit)
+        if self.explainer is not None:
+            self.explainer.advance()
         late = eng.late_points
         if self._m_late is not None:
             if late > self._late_reported:
@@ -296,7 +326,7 @@ class AnomalyProcessor(Processor):
             for f in out.findings:
                 self._m_found.labels(self.name, f.kind.value).inc()
         self._late_reported = late
-        score = self._row_scores(out, batch.event_ns, service, pattern)
+        score = self._row_scores(out, event_ns, service, pattern)
         result = batch.with_columns(anomaly_score=score)
         if out.anomalies["time"]:
             result = result.with_table("anomalies", _anomalies_table(out))
@@ -362,7 +392,9 @@ class AnomalyProcessor(Processor):
 
 def _anomalies_table(out: Output) -> pa.Table:
     a = out.anomalies
-    cols = [pa.array([list(d.items()) for d in a[src]] if src == "labels" else a[src], type=f.type)
+    cols = [pa.array([list(d.items()) for d in a[src]] if src == "labels" else
+                     [[{col: e[key] for key, col in _EXPLANATION_FIELDS} for e in x] for x in a[src]]
+                     if src == "explanation" else a[src], type=f.type)
             for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
     return pa.Table.from_arrays(cols, schema=ANOMALIES_SCHEMA)
 
