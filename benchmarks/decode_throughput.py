@@ -39,7 +39,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord  # noqa: E402
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource  # noqa: E402
 
-from otelproc.kernels.otlp_scan import decode_export_logs_request, scan_export_logs_request  # noqa: E402
+from otelproc.kernels.otlp_gather import decode_export_logs_request  # noqa: E402
+from otelproc.kernels.otlp_wire import scan_export_logs_request  # noqa: E402
 from otelproc.receivers.decode import decode_protobuf  # noqa: E402
 
 TEMPLATES = ["GET /api/v1/orders/{} 200 {}ms", "user {} logged in from 10.0.{}.7", "cache miss for key session:{:x}{}",
