@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the pattern diff panel runs the query of `otelproc patterns diff` (one definition of the diff)
+from otelproc.views import pattern_diff_sql  # noqa: E402
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "otelproc" / "defaults" / "dashboards"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "otelproc-ch"}
@@ -309,6 +313,14 @@ def patterns() -> Dashboard:
             w=8, h=10, options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
                                 "pieType": "donut", "legend": {"displayMode": "table", "placement": "right",
                                                                "showLegend": True, "values": ["percent"]}})
+    d.panel("table", "Pattern diff: this range against the day before it",
+            pattern_diff_sql("$__fromTime", "$__toTime", "$__fromTime - toIntervalDay(1)", "$__fromTime",
+                             where=_SERVICE_FILTER, p_max="0.001", limit="200"), FORMAT_TABLE, w=24, h=10,
+            links=[_link("Logs of this pattern", _TO_SERVICE)],
+            description="New, gone and shifted patterns per service (otelproc patterns diff): lines and share of "
+                        "the service's lines in the dashboard's range (window) and in the 24 h before it "
+                        "(baseline), lift, and log10 p (Chernoff bound on the binomial tail, Bonferroni-adjusted "
+                        "for the service's patterns); rows with p <= 0.001, most significant first.")
     d.panel("logs", "Logs of the selected pattern",
             "SELECT Timestamp AS timestamp, Body AS body, SeverityText AS level, ServiceName AS service, "
             f"toString(PatternId) AS pattern_id FROM otel_logs WHERE {_LOGS_TIME} AND "

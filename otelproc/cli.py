@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from otelproc import defaults
@@ -236,6 +237,8 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     # `patterns top` is the store view unless a file literally named "top" exists (then use --top or ./top)
     if args.top or (args.target == "top" and not Path("top").is_file()):
         return _view(args, "patterns_top")
+    if args.target == "diff" and not Path("diff").is_file():
+        return _view(args, "pattern_diff")
     if args.target is None:
         print("otelproc patterns: give a FILE to mine, or `top` for the most frequent patterns in the store",
               file=sys.stderr)
@@ -288,6 +291,14 @@ def _view(args: argparse.Namespace, name: str) -> int:
         kwargs = {"since_s": since, "limit": args.limit, "service": args.service or ""}
         if name == "anomalies":
             kwargs["kind"] = args.kind or ""
+        elif name == "pattern_diff":
+            del kwargs["since_s"]
+            now = time.time()
+            kwargs.update(window_s=views.parse_range(args.window, "--window"),
+                          baseline_s=views.parse_range(args.baseline, "--baseline"),
+                          end_s=views.parse_time(args.end, now, "--end"), p=args.p,
+                          baseline_end_s=None if args.baseline_end is None else
+                          views.parse_time(args.baseline_end, now, "--baseline-end"))
         elif name == "alerts":
             kwargs["outcome"] = args.outcome or ""
         elif name == "tail" and args.pattern is not None:
@@ -410,15 +421,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sql)
 
     s = sub.add_parser("patterns", help="`patterns FILE`: mine the templates of a file (one body per line); "
-                                        "`patterns top`: the most frequent patterns in the store",
+                                        "`patterns top`: the most frequent patterns in the store; "
+                                        "`patterns diff`: new, gone and shifted patterns (--window vs --baseline)",
                        description="otelproc patterns FILE mines a file with one log body per line; "
                                    "otelproc patterns top shows the most frequent patterns in the store "
                                    "(a file named 'top' is mined: pass ./top, or use --top for the view)")
-    s.add_argument("target", nargs="?", metavar="FILE|top")
+    s.add_argument("target", nargs="?", metavar="FILE|top|diff")
     s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
     s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
     s.add_argument("--processor", help="FILE mode: mine with the settings of this patterns processor of --config "
                                        "(masking rules, pinned templates, message fields...; default: the first)")
+    s.add_argument("--window", default="1h", help="diff: the range compared (default 1h), ending at --end")
+    s.add_argument("--end", help="diff: end of the window: now (default), a duration back (2h) or an ISO time")
+    s.add_argument("--baseline", default="1d", help="diff: the range compared with (default 1d), ending at "
+                                                    "--baseline-end (default: where the window starts)")
+    s.add_argument("--baseline-end", help="diff: end of the baseline: a duration back (1d) or an ISO time")
+    s.add_argument("--p", type=float, default=1e-3, help="diff: show patterns whose change has an adjusted p at "
+                                                         "most this (default 0.001)")
     _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
 
