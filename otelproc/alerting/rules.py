@@ -361,50 +361,6 @@ class AlertsFile:
 
 # --------------------------------------------------------------------------- loading
 
-# YAML keys that are Python keywords map to fields with a trailing underscore.
-_KEYWORD_FIELD_RE = re.compile(r"\b(global|for|continue|from)_\b")
-
-
-def _rename_keyword_keys(raw: Any) -> Any:
-    """Rename keyword keys only where the schema has them (never inside labels/annotations maps)."""
-    if not isinstance(raw, dict):
-        return raw
-    out = dict(raw)
-    if "global" in out:
-        out["global_"] = out.pop("global")
-
-    def rule(r: Any) -> Any:
-        if isinstance(r, dict) and "for" in r:
-            r = dict(r)
-            r["for_"] = r.pop("for")
-        return r
-
-    def route(r: Any) -> Any:
-        if not isinstance(r, dict):
-            return r
-        r = dict(r)
-        if "continue" in r:
-            r["continue_"] = r.pop("continue")
-        if isinstance(r.get("routes"), list):
-            r["routes"] = [route(c) for c in r["routes"]]
-        return r
-
-    def receiver(r: Any) -> Any:
-        if isinstance(r, dict) and isinstance(r.get("email_configs"), list):
-            r = dict(r)
-            r["email_configs"] = [{("from_" if k == "from" else k): v for k, v in e.items()} if isinstance(e, dict) else e
-                                  for e in r["email_configs"]]
-        return r
-
-    if isinstance(out.get("rules"), list):
-        out["rules"] = [rule(r) for r in out["rules"]]
-    if "route" in out:
-        out["route"] = route(out["route"])
-    if isinstance(out.get("receivers"), list):
-        out["receivers"] = [receiver(r) for r in out["receivers"]]
-    return out
-
-
 def parse_alerts(text: str, source: str = "<string>") -> AlertsFile:
     """Parse and validate a rules file's text; raise ConfigError listing every problem as ``source: key::path: msg``."""
     try:
@@ -417,9 +373,9 @@ def parse_alerts(text: str, source: str = "<string>") -> AlertsFile:
         raise ConfigError([f"{source}: the top level must be a mapping with rules/route/receivers"])
     errors: list[str] = []
     raw = _substitute_env(raw, "", errors)  # ${env:VAR} / ${env:VAR:-default}, as in the main config
-    cfg = decode(AlertsFile, _rename_keyword_keys(raw), "", errors)
+    cfg = decode(AlertsFile, raw, "", errors)  # keys that are Python keywords (for, from...) are fields for_, from_
     if errors:
-        raise ConfigError([f"{source}: " + _KEYWORD_FIELD_RE.sub(r"\1", e) for e in errors])
+        raise ConfigError([f"{source}: {e}" for e in errors])
     return cfg
 
 
