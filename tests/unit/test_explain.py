@@ -120,7 +120,7 @@ class Sink:
 def run(seconds: int, incident: dict | None = None, at: int = 2400, length: int = 300, seed: int = 1, **cfg):
     rng = np.random.default_rng(seed)
     sink = Sink()
-    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup": 600.0, **cfg}), sink, None)
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup_s": 600.0, **cfg}), sink, None)
     p.start()
     for s in range(0, seconds, 5):
         on = incident if incident and at <= s < at + length else {}
@@ -219,7 +219,7 @@ def test_explanation_is_stored_shown_by_the_view_and_in_alert_annotations(chdb_p
                                                                          database=chdb_database), None)
     exporter.start()
     rng = np.random.default_rng(1)
-    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup=600.0), exporter, None)
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup_s=600.0), exporter, None)
     p.start()
     findings = []
     for s in range(0, 2700, 5):
