@@ -113,7 +113,7 @@ def test_cascade_through_the_processors_gives_one_incident_stored_and_shown(chdb
                                                                          database=chdb_database), None)
     exporter.start()
     sink = Tables(exporter)
-    an = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup=1200.0), sink, None)
+    an = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup_s=1200.0), sink, None)
     pp = PatternsProcessor("patterns", PatternsProcessorConfig(), an, None)
     an.start()
     pp.start()
