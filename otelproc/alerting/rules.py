@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from otelproc.batch import LogBatch, StringArray
+from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.config import ConfigError, Duration, Secret, _substitute_env, decode
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.httpserver import parse_endpoint
@@ -481,24 +481,42 @@ class LogRuleEvaluator:
 
     def __init__(self, rules: list[CompiledRule]):
         self.rules = [r for r in rules if r.source == "logs"]
-        # pattern_id -> (template bytes, bool per rule): each distinct template is regex-checked once
-        self._template_cache: dict[int, tuple[bytes, np.ndarray]] = {}
+        # template bytes -> bool per rule: each distinct template text is regex-checked once
+        self._template_cache: dict[bytes, np.ndarray] = {}
         self._cache_limit = 200_000
+        # the last template dictionary seen (DictStringArray) and bool[n_rules, len(dictionary)] for it
+        self._dictionary_hits: tuple[StringArray, np.ndarray] | None = None
+
+    def _text_hits(self, text: bytes) -> np.ndarray:
+        hits = self._template_cache.get(text)
+        if hits is None:
+            if len(self._template_cache) >= self._cache_limit:
+                self._template_cache.clear()
+            hits = np.asarray([r.regex_bytes is not None and r.regex_bytes.search(text) is not None
+                               for r in self.rules], dtype=np.bool_)
+            self._template_cache[text] = hits
+        return hits
 
     def _template_hits(self, pid: np.ndarray, templates: StringArray) -> np.ndarray:
-        """bool[n_rules, n]: rule r's regex matches record i's template (searched once per distinct pattern)."""
+        """bool[n_rules, n]: rule r's regex matches record i's template (searched once per distinct text).
+
+        The patterns processor's templates are a DictStringArray whose dictionary changes only when a
+        template does: the rules are evaluated per dictionary entry once per dictionary and looked up
+        by code (no per-batch work per pattern). Otherwise once per distinct pattern id in the batch.
+        """
+        if isinstance(templates, DictStringArray):
+            memo = self._dictionary_hits
+            if memo is None or memo[0] is not templates.dictionary:
+                d = templates.dictionary
+                per_entry = np.zeros((len(self.rules), len(d)), dtype=np.bool_)
+                for j in range(len(d)):
+                    per_entry[:, j] = self._text_hits(d.get_bytes(j))
+                memo = self._dictionary_hits = (d, per_entry)
+            return memo[1][:, templates.codes]
         uniq, first, inverse = np.unique(pid, return_index=True, return_inverse=True)
         per_pattern = np.zeros((len(self.rules), len(uniq)), dtype=np.bool_)
-        if len(self._template_cache) > self._cache_limit:
-            self._template_cache.clear()
-        for j, (p, i) in enumerate(zip(uniq.tolist(), first.tolist())):
-            text = templates.get_bytes(i)
-            cached = self._template_cache.get(p)
-            if cached is None or cached[0] != text:  # templates generalise over time: re-check on change
-                cached = (text, np.asarray([r.regex_bytes is not None and r.regex_bytes.search(text) is not None
-                                            for r in self.rules], dtype=np.bool_))
-                self._template_cache[p] = cached
-            per_pattern[:, j] = cached[1]
+        for j, i in enumerate(first.tolist()):
+            per_pattern[:, j] = self._text_hits(templates.get_bytes(i))
         return per_pattern[:, inverse.ravel()]
 
     def evaluate(self, batch: LogBatch) -> list[tuple[CompiledRule, Finding]]:

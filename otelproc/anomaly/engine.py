@@ -227,9 +227,11 @@ class AnomalyEngine:
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
-        # explain(finding, service code, bucket width s) -> explanation entries; set by the processor
+        # explain(finding, service code) -> explanation entries; set by the processor
         # (otelproc/anomaly/explain.py), None: findings carry none
-        self.explain: Callable[[Finding, int, float], list[dict]] | None = None
+        self.explain: Callable[[Finding, int], list[dict]] | None = None
+        # correlate(finding, service episode key) -> incident id across services (otelproc/anomaly/incidents.py)
+        self.correlate: Callable[[Finding, str], str] | None = None
 
     # ----------------------------------------------------------------- ingest
 
@@ -687,7 +689,9 @@ class AnomalyEngine:
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
                         description=desc, sample=sample, labels=labels)
             if self.explain is not None:
-                f.explanation = self.explain(f, int(index.service[k]), rs.step_s)
+                f.explanation = self.explain(f, int(index.service[k]))
+            if self.correlate is not None:  # the service's episode may be part of a cross-service incident
+                labels["incident"] = self.correlate(f, labels["incident"])
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
