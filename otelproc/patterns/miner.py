@@ -61,8 +61,8 @@ from otelproc.kernels.cluster import KeyTable, candidate_scores
 from otelproc.kernels.mask import TIME_WORDS
 from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
 from otelproc.kernels.slot_stats import slot_stats
-from otelproc.kernels.tokenize import (FNV_OFFSET, gather_spans, hash_and_lookup, hash_lookup_params, masked_text,
-                                      param_spans, params_terminated, replace_strings)
+from otelproc.kernels.tokenize import (FNV_OFFSET, hash_and_lookup, hash_lookup_params, masked_text, params_terminated,
+                                      replace_strings)
 
 log = logging.getLogger("otelproc.patterns")
 
@@ -123,7 +123,7 @@ class PatternChange:
 @dataclass
 class LearnResult:
     slot: np.ndarray       # int32[n]   pattern slot of each line
-    genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see param_spans)
+    genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see params_terminated)
     changes: list[PatternChange]
     # learn(with_params=True): the pattern_params of every line (kernels.tokenize.params_terminated layout)
     params: StringArray | None = None
@@ -365,12 +365,6 @@ class PatternMiner:
         self._released.clear()
         self._pending.clear()
         return LearnResult(slot, genmask, changes, params)
-
-    def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
-        """Parameter values per line: (int64 offsets[n+1], StringArray of values)."""
-        poff, start, end = param_spans(buf, off, genmask)
-        vbuf, voff = gather_spans(buf, start, end)
-        return poff, StringArray(vbuf, voff)
 
     def _new_evidence(self, n: int) -> None:
         """Empty parameter evidence for n slots."""
@@ -1047,8 +1041,15 @@ _LOOSE_NUMBER = re.compile(r"(?<=[^\w\s])[0-9]+(?![A-Za-z_])")
 
 
 def _is_indexed_name(word: str) -> bool:
-    """A masked word shown from one line: a name with a short index (``L3``, ``tty2``, ``PSR0=``,
-    ``eth0:``): letters, then one or two digits, and not a run of hex letters (``ffffda44``)."""
+    """A masked word shown from one line: a name with an index, either one or two digits right
+    after its letters (``L3``, ``tty2``, ``PSR0=``, ``eth0:``; not a run of hex letters such as
+    ``ffffda44``) or a number after punctuation (``CPU#<*>``, ``CentOS-<*>``: see _numbers_masked)
+    with no other digit and no sign of an address or an id (``/``, ``:``, ``@``, 3+ digits)."""
+    if not word[:1].isalpha() or word.lower() in _TIME_WORDS:
+        return False
+    masked = _numbers_masked(word).replace(VAR, "")
+    if masked != word:
+        return not any(c.isdigit() for c in masked) and _NOT_A_NAME.search(word) is None
     letters = word.rstrip(":=,0123456789")
     return (_INDEXED_NAME.fullmatch(word) is not None and letters != word.rstrip(":=,")
             and letters.lower() not in _TIME_WORDS and not (len(letters) >= 4 and all(c in _HEX for c in letters)))

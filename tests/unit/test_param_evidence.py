@@ -172,3 +172,6 @@ def test_punctuation_and_names_around_a_variable_are_shown():
     assert _templates(["warning for tree C1 wire at L3 cache"])[0] == "warning for tree C1 wire at L3 cache"
     assert _templates(["driver v1.0.2 loaded with 16K"])[0] == "driver <*> loaded with <*>"
     assert _templates(["arg(ffffda44) rejected"])[0] == "arg(<*>) rejected"
+    # ... and a name with a number after punctuation, unless the number looks like an id (3+ digits)
+    assert _templates(["Initializing CPU#0 of cache.........1"])[0] == "Initializing CPU#<*> of cache.........<*>"
+    assert _templates(["replicate blk_-3456 to datanode"])[0] == "replicate <*> to datanode"
