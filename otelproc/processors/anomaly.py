@@ -107,6 +107,9 @@ class AnomalyProcessorConfig:
     error_min_count: float = _DEFAULTS.error_min_count
     # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
     error_p: float = _DEFAULTS.error_p
+    # error ratio / ERROR-pattern spike: critical when the jump's size still holds at the lower confidence
+    # bound of the bucket's own sample (this many standard errors), else a warning (a few ERROR lines)
+    error_confidence_z: float = _DEFAULTS.error_confidence_z
     # latency shift (value anomaly): z of the window's location against the series' baseline, with its
     # standard error from the number of values and the series' own dispersion
     value_z: float = _DEFAULTS.value_z
@@ -178,7 +181,7 @@ class AnomalyProcessorConfig:
                 out.append(f"{key}: must be > 0, got {v}")
         if not (0 < self.spot_q < 0.5):
             out.append(f"spot_q: must be in (0, 0.5), got {self.spot_q}")
-        for key in ("min_z", "error_z", "value_z", "trend_min_t", "min_count_change"):
+        for key in ("min_z", "error_z", "value_z", "trend_min_t", "min_count_change", "error_confidence_z"):
             if getattr(self, key) < 0:
                 out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.min_ratio < 1:
@@ -222,7 +225,8 @@ class AnomalyProcessorConfig:
             max_gap_s=float(self.max_gap), warmup_s=float(self.warmup), cooldown_s=float(self.cooldown),
             spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
             error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count,
-            error_p=self.error_p, value_z=self.value_z, value_min_ratio=self.value_min_ratio,
+            error_p=self.error_p, error_confidence_z=self.error_confidence_z, value_z=self.value_z,
+            value_min_ratio=self.value_min_ratio,
             latency_min_duration_s=float(self.latency_min_duration), latency_critical_ratio=self.latency_critical_ratio,
             latency_critical_duration_s=float(self.latency_critical_duration),
             latency_window_s=float(self.latency_window), latency_min_values=self.latency_min_values,
