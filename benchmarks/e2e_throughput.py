@@ -36,8 +36,16 @@ from receiver_throughput import cpu_seconds, free_port, peak_rss_mib  # noqa: E4
 
 REPO = Path(__file__).resolve().parents[1]
 
-def config(mode: str, http_port: int, grpc_port: int, data: str, state: str, metrics_port: int = 0) -> str:
-    # as the shipped config/otelproc.yaml: write-ahead log on
+def shipped_batch() -> dict:
+    """The batch processor settings of the shipped config (otelproc/defaults/otelproc.yaml)."""
+    import yaml
+
+    return yaml.safe_load((REPO / "otelproc" / "defaults" / "otelproc.yaml").read_text())["processors"]["batch"]
+
+
+def config(mode: str, http_port: int, grpc_port: int, data: str, state: str, metrics_port: int = 0,
+           batch: dict | None = None) -> str:
+    # as the shipped config/otelproc.yaml: write-ahead log on, its batch settings
     # full: the batch processor first, so the analysis stages see 100k-record batches (their
     # per-call costs are amortised); full-per-request: analysis on each request's batch, then batch
     processors = {"full": ["batch", "patterns", "anomaly", "alerting"],
@@ -52,7 +60,7 @@ processors:
   patterns: {{state_dir: "{state}"}}
   anomaly: {{}}
   alerting: {{rules_file: "{REPO / 'config' / 'alerts.yaml'}"}}
-  batch: {{send_batch_size: 50000, timeout: 1s}}
+  batch: {json.dumps(batch or shipped_batch())}
 exporters:
   clickhouse: {{endpoint: "chdb://{data}", database: bench, ttl: 0s, wal: {{directory: "{state}/wal"}}}}
 service:
@@ -78,6 +86,22 @@ def server_env() -> dict[str, str]:
             "OTELPROC_SLACK_PAYMENTS_URL": _SINK.url("/slack")}
 
 
+def thread_cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's threads, summed by OS thread name (chDB names its pools:
+    QueryPipelineEx, MergeMutate, BgSchPool...; Python threads all carry the interpreter's name)."""
+    out: dict[str, float] = collections.Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name.rstrip("0123456789").rstrip("_-") or name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _read_stages(path: Path) -> dict[str, float]:
     try:
         return json.loads(path.read_text())
@@ -89,7 +113,8 @@ def run(mode: str, transport: str, payloads: list[bytes], records: int, args) ->
     tmp = Path(tempfile.mkdtemp(prefix=f"otelproc-e2e-{mode}-"))
     http_port, grpc_port = free_port(), free_port()
     cfg = tmp / "cfg.yaml"
-    cfg.write_text(config(mode, http_port, grpc_port, str(tmp / "data"), str(tmp / "state")))
+    cfg.write_text(config(mode, http_port, grpc_port, str(tmp / "data"), str(tmp / "state"),
+                          batch={**shipped_batch(), "send_batch_size": args.send_batch_size} if args.send_batch_size else None))
     ready = tmp / "ready.json"
     env = server_env()
     prof = tmp / "stages.json"
@@ -106,9 +131,15 @@ def run(mode: str, transport: str, payloads: list[bytes], records: int, args) ->
     time.sleep(2.0)
     stages0 = _read_stages(prof)
     cpu0 = cpu_seconds(proc.pid)
+    threads0 = thread_cpu_by_name(proc.pid)
     load0 = os.getloadavg()[0]
     res = run_load(port, payloads, records, transport, not args.no_gzip, args.clients, args.duration)
     cpu = cpu_seconds(proc.pid) - cpu0
+    threads1 = thread_cpu_by_name(proc.pid)
+    python_name = max(threads1, key=lambda k: threads1[k] if k.startswith("python") else -1)
+    res["native_cpu_s_per_1M"] = {k: (v - threads0.get(k, 0.0)) / max(res["accepted"], 1) * 1e6
+                                  for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
+                                  if k != python_name and v - threads0.get(k, 0.0) > 0}
     res["load_avg"] = (load0, os.getloadavg()[0])
     res["server_cpu_s_per_1M"] = cpu / max(res["accepted"], 1) * 1e6
     if args.profile:
@@ -248,6 +279,7 @@ def main() -> None:
     ap.add_argument("--transport", nargs="+", choices=("http", "grpc"), default=["http", "grpc"])
     ap.add_argument("--mode", nargs="+", choices=("full", "full-per-request", "store"), default=["full", "store"])
     ap.add_argument("--no-gzip", action="store_true")
+    ap.add_argument("--send-batch-size", type=int, help="batch processor's send_batch_size (default: the shipped config's)")
     ap.add_argument("--profile", action="store_true", help="CPU by stage (benchmarks/stage_profiler.py)")
     ap.add_argument("--drain3", action="store_true", help="also: pattern kernel vs Drain3 on the same lines")
     ap.add_argument("--otelcol-lines", type=int, default=0,
@@ -272,6 +304,8 @@ def main() -> None:
             if "stage_cpu_s_per_1M" in r:
                 print("      CPU s per 1M logs by stage: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in r["stage_cpu_s_per_1M"].items()), flush=True)
+            print("      native threads by name, CPU s per 1M logs: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in r["native_cpu_s_per_1M"].items()), flush=True)
     for transport in args.transport:
         if (transport, "full") in rates and (transport, "store") in rates:
             print(f"{transport}: full pipeline / receive-and-store = "

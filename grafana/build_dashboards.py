@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the pattern diff panel runs the query of `otelproc patterns diff` (one definition of the diff)
+from otelproc.views import pattern_diff_sql  # noqa: E402
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "otelproc" / "defaults" / "dashboards"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "otelproc-ch"}
@@ -309,6 +313,14 @@ def patterns() -> Dashboard:
             w=8, h=10, options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
                                 "pieType": "donut", "legend": {"displayMode": "table", "placement": "right",
                                                                "showLegend": True, "values": ["percent"]}})
+    d.panel("table", "Pattern diff: this range against the day before it",
+            pattern_diff_sql("$__fromTime", "$__toTime", "$__fromTime - toIntervalDay(1)", "$__fromTime",
+                             where=_SERVICE_FILTER, p_max="0.001", limit="200"), FORMAT_TABLE, w=24, h=10,
+            links=[_link("Logs of this pattern", _TO_SERVICE)],
+            description="New, gone and shifted patterns per service (otelproc patterns diff): lines and share of "
+                        "the service's lines in the dashboard's range (window) and in the 24 h before it "
+                        "(baseline), lift, and log10 p (Chernoff bound on the binomial tail, Bonferroni-adjusted "
+                        "for the service's patterns); rows with p <= 0.001, most significant first.")
     d.panel("logs", "Logs of the selected pattern",
             "SELECT Timestamp AS timestamp, Body AS body, SeverityText AS level, ServiceName AS service, "
             f"toString(PatternId) AS pattern_id FROM otel_logs WHERE {_LOGS_TIME} AND "
@@ -353,6 +365,31 @@ def anomalies() -> Dashboard:
             f"round(Expected, 4) AS expected, Description AS description, {_ANOMALY_WINDOW} FROM anomalies "
             f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC LIMIT 500", FORMAT_TABLE,
             links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW)
+    d.panel("table", "What carries the anomalies",
+            "SELECT Timestamp AS time, ServiceName AS service, Kind AS kind, "
+            "if(tupleElement(e, 'Attribute') = 'log.pattern.id', 'pattern', tupleElement(e, 'Attribute')) AS attribute, "
+            "tupleElement(e, 'Value') AS value, tupleElement(e, 'Population') AS of, "
+            "round(100 * tupleElement(e, 'Share'), 1) AS pct_now, round(100 * tupleElement(e, 'BaselineShare'), 1) "
+            "AS pct_before, round(tupleElement(e, 'Lift'), 2) AS lift, round(tupleElement(e, 'Log10P'), 1) AS log10_p, "
+            "arrayStringConcat(tupleElement(e, 'Also'), ', ') AS also, "
+            f"{_ANOMALY_WINDOW} FROM anomalies ARRAY JOIN Explanation AS e "
+            f"WHERE $__timeFilter(Timestamp) AND {_SERVICE_FILTER} ORDER BY Timestamp DESC, log10_p LIMIT 500",
+            FORMAT_TABLE, links=[_link("Logs around this anomaly", _TO_ANOMALY_LOGS)], overrides=_HIDE_WINDOW,
+            description="The attribute values (resource and log attributes) and patterns whose share of the "
+                        "anomaly's lines (of: errors, pattern errors, lines) in its bucket differs most from before "
+                        "(pct_now vs pct_before, lift, Bonferroni-adjusted log10 p; also: values on the same lines, "
+                        "e.g. a pod's host). Computed at ingest by the anomaly processor (explain).")
+    d.panel("table", "Incidents across services",
+            "SELECT IncidentId AS incident, Start AS start, Origin AS origin, "
+            "arrayStringConcat(arrayMap(c -> concat(tupleElement(c, 'Service'), ' (', "
+            "formatDateTime(tupleElement(c, 'Onset'), '%T'), ')'), Chain), ' -> ') AS chain, Findings AS findings, "
+            "Severity AS severity, OriginReason AS why FROM incidents FINAL WHERE $__timeFilter(Start) AND "
+            "$__conditionalAll(hasAny(Services, [${service:singlequote}]), $service) ORDER BY Start DESC LIMIT 200",
+            FORMAT_TABLE, w=24, h=8,
+            description="Findings of several services close in time grouped into one incident (its id is the "
+                        "alerts' incident label: one notification group per incident): the probable origin "
+                        "(earliest onset; among services within 2 minutes of it, the one the others call) and the "
+                        "chain of services it reached, with onsets.")
     d.row("Trends")
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "

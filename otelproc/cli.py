@@ -1,5 +1,5 @@
-"""``otelproc`` command line: serve · validate · sql · demo · report · warmup · patterns (FILE | top) · anomalies ·
-alerts · tail."""
+"""``otelproc`` command line: serve · validate · sql · demo · report · warmup · patterns (FILE | top | diff) ·
+anomalies · incidents · alerts · tail."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from otelproc import defaults
@@ -92,13 +93,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if tl.metrics.address:
             try:
                 metrics = MetricsServer(service.telemetry, tl.metrics.address, ready=service.ready)
-            except OSError as e:
-                log.error("failed to start: service::telemetry::metrics::address: cannot listen on %s: %s",
-                          tl.metrics.address, e.strerror or e)
+            except (OSError, ValueError) as e:
+                log.error("failed to start: %s", e)
                 return 1
             log.info("metrics on http://%s/metrics", tl.metrics.address)
         if args.ready_file:  # lets tests and scripts know the ports are bound
-            Path(args.ready_file).write_text(json.dumps(_ports(service)))
+            tmp = Path(f"{args.ready_file}.tmp")  # whole or absent: a reader never sees half a file
+            tmp.write_text(json.dumps(_ports(service)))
+            os.replace(tmp, args.ready_file)
         stop.wait()
         log.info("signal received: draining and shutting down")
     finally:
@@ -191,7 +193,7 @@ def _print_query(store, run, fmt: str, who: str) -> int:
     return 0
 
 
-_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series")
+_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series", "incidents")
 
 
 def _query_failure(who: str, e: Exception) -> str:
@@ -235,6 +237,8 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     # `patterns top` is the store view unless a file literally named "top" exists (then use --top or ./top)
     if args.top or (args.target == "top" and not Path("top").is_file()):
         return _view(args, "patterns_top")
+    if args.target == "diff" and not Path("diff").is_file():
+        return _view(args, "pattern_diff")
     if args.target is None:
         print("otelproc patterns: give a FILE to mine, or `top` for the most frequent patterns in the store",
               file=sys.stderr)
@@ -287,6 +291,14 @@ def _view(args: argparse.Namespace, name: str) -> int:
         kwargs = {"since_s": since, "limit": args.limit, "service": args.service or ""}
         if name == "anomalies":
             kwargs["kind"] = args.kind or ""
+        elif name == "pattern_diff":
+            del kwargs["since_s"]
+            now = time.time()
+            kwargs.update(window_s=views.parse_range(args.window, "--window"),
+                          baseline_s=views.parse_range(args.baseline, "--baseline"),
+                          end_s=views.parse_time(args.end, now, "--end"), p=args.p,
+                          baseline_end_s=None if args.baseline_end is None else
+                          views.parse_time(args.baseline_end, now, "--baseline-end"))
         elif name == "alerts":
             kwargs["outcome"] = args.outcome or ""
         elif name == "tail" and args.pattern is not None:
@@ -301,6 +313,10 @@ def _view(args: argparse.Namespace, name: str) -> int:
 
 def cmd_anomalies(args: argparse.Namespace) -> int:
     return _view(args, "anomalies")
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    return _view(args, "incidents")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -409,15 +425,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sql)
 
     s = sub.add_parser("patterns", help="`patterns FILE`: mine the templates of a file (one body per line); "
-                                        "`patterns top`: the most frequent patterns in the store",
+                                        "`patterns top`: the most frequent patterns in the store; "
+                                        "`patterns diff`: new, gone and shifted patterns (--window vs --baseline)",
                        description="otelproc patterns FILE mines a file with one log body per line; "
                                    "otelproc patterns top shows the most frequent patterns in the store "
                                    "(a file named 'top' is mined: pass ./top, or use --top for the view)")
-    s.add_argument("target", nargs="?", metavar="FILE|top")
+    s.add_argument("target", nargs="?", metavar="FILE|top|diff")
     s.add_argument("--top", action="store_true", help="the store view, whatever the positional argument")
     s.add_argument("--csv", help="FILE mode: write LineId,ClusterId,Template per line to this file")
     s.add_argument("--processor", help="FILE mode: mine with the settings of this patterns processor of --config "
                                        "(masking rules, pinned templates, message fields...; default: the first)")
+    s.add_argument("--window", default="1h", help="diff: the range compared (default 1h), ending at --end")
+    s.add_argument("--end", help="diff: end of the window: now (default), a duration back (2h) or an ISO time")
+    s.add_argument("--baseline", default="1d", help="diff: the range compared with (default 1d), ending at "
+                                                    "--baseline-end (default: where the window starts)")
+    s.add_argument("--baseline-end", help="diff: end of the baseline: a duration back (1d) or an ISO time")
+    s.add_argument("--p", type=float, default=1e-3, help="diff: show patterns whose change has an adjusted p at "
+                                                         "most this (default 0.001)")
     _add_view_options(s)
     s.set_defaults(fn=cmd_patterns)
 
@@ -425,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_options(s)
     s.add_argument("--kind", help="only this kind (spike, drop, level_shift, error_ratio, new_pattern, trend, ...)")
     s.set_defaults(fn=cmd_anomalies)
+
+    s = sub.add_parser("incidents", help="incidents across services: probable origin and the chain of services")
+    _add_view_options(s)
+    s.set_defaults(fn=cmd_incidents)
 
     s = sub.add_parser("alerts", help="alert notifications sent / failed / dropped and their receivers")
     _add_view_options(s)

@@ -91,6 +91,10 @@ class Extension(Component):
 class Exporter(Component):
     """The end of a pipeline: writes batches somewhere."""
 
+    # set by the pipeline when its write-ahead log keeps each batch and its export stage retries it
+    # (otelproc.retry): the exporter then tries once per consume, so retries are never nested
+    retry_in_pipeline: bool = False
+
     def consume(self, batch: LogBatch) -> None:
         raise NotImplementedError
 

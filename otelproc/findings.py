@@ -48,7 +48,30 @@ class Finding:
     description: str = ""
     sample: str = ""             # a sample log body
     labels: dict[str, str] = field(default_factory=dict)  # extra labels (team, parameter, ...)
+    # attribute values and patterns that carry the finding (otelproc/anomaly/explain.py): dicts with
+    # attribute, value, count, baseline_count, share, baseline_share, lift, log10_p, also, population
+    explanation: list[dict] = field(default_factory=list)
 
 
 class FindingSink(Protocol):
     def emit(self, findings: Sequence[Finding]) -> None: ...
+
+
+# the explanation entries' attribute for a co-occurring pattern (the id as 16 hex digits, as the views print it)
+PATTERN_ATTRIBUTE = "log.pattern.id"
+_POPULATION_TEXT = {"errors": "of errors", "pattern errors": "of the pattern's lines", "lines": "of lines"}
+
+
+def explanation_text(entries: list[dict], limit: int = 3) -> str:
+    """One line for alert annotations and descriptions, e.g. ``k8s.pod.name=checkout-2 (also
+    host.name=node-7): 96 % of errors vs 31 % before (x3.1, p=1e-25); with pattern 4f1e...: ...``."""
+    parts = []
+    attrs = [e for e in entries if e["attribute"] != PATTERN_ATTRIBUTE][:limit]
+    pats = [e for e in entries if e["attribute"] == PATTERN_ATTRIBUTE][:limit]
+    for e in attrs + pats:
+        what = f"pattern {e['value']}" if e["attribute"] == PATTERN_ATTRIBUTE else f"{e['attribute']}={e['value']}"
+        if e["also"]:
+            what += f" (also {', '.join(e['also'][:3])})"
+        parts.append(f"{what}: {100 * e['share']:.0f} % {_POPULATION_TEXT.get(e['population'], '')} vs "
+                     f"{100 * e['baseline_share']:.0f} % before (x{e['lift']:.3g}, p=1e{e['log10_p']:.0f})")
+    return "; ".join(parts)

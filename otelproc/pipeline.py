@@ -38,8 +38,9 @@ from typing import Sequence
 
 from otelproc.batch import LogBatch, concat_batches
 from otelproc.component import BackPressureError, Component, Consumer, Context, Kind, PermanentError
-from otelproc.config import OtelprocConfig, QueueConfig
+from otelproc.config import Duration, OtelprocConfig, QueueConfig
 from otelproc.registry import factories
+from otelproc.retry import GaveUp, RetryConfig, call_with_retry
 from otelproc.telemetry import Telemetry
 from otelproc.wal import WalConfig, WalFullError, WriteAheadLog, batch_nbytes, encode_batch
 
@@ -75,9 +76,9 @@ def bound_allocator() -> bool:
     return bool(ok)
 
 
-# back-off of ExportStage between rounds of retrying exporters that failed (seconds)
-EXPORT_RETRY_INITIAL = 0.5
-EXPORT_RETRY_MAX = 10.0
+# how ExportStage retries, with a WAL, an exporter that failed: until it confirms or the service stops
+EXPORT_RETRY = RetryConfig(initial_interval=Duration(0.5), max_interval=Duration(10.0), max_elapsed_time=Duration(0),
+                           multiplier=2.0, randomization_factor=0.0)
 
 
 class FanOut:
@@ -113,6 +114,9 @@ class ExportStage:
         self.pipeline = pipeline
         self.exporters = exporters
         self.wal = wal
+        if wal is not None:  # this stage retries; exporters try once (one retry loop, not two nested)
+            for exp in exporters.values():
+                exp.retry_in_pipeline = True
         self._stop = threading.Event()
         self.failing: dict[str, str] = {}  # exporter id -> last error, while it fails
         t = telemetry
@@ -130,42 +134,55 @@ class ExportStage:
         ws = batch.wal_seq if self.wal is not None else None
         if ws is not None:
             self.wal.mark_batch(ws[1], ws[2])
-        pending = list(self.exporters)
-        delay = EXPORT_RETRY_INITIAL
-        while True:
-            failed: list[tuple[str, Exception]] = []
-            for eid in pending:
-                try:
-                    self.exporters[eid].consume(batch)
-                except PermanentError as e:
-                    self._up(eid, None)
-                    if self._m_refused:
-                        self._m_refused.labels(self.pipeline, eid).inc(len(batch))
-                    if ws is None:
-                        failed.append((eid, e))
-                    else:
-                        log.error("pipeline %s: exporter %s refused %d records permanently: %s",
-                                  self.pipeline, eid, len(batch), e)
-                except Exception as e:  # noqa: BLE001 - transient: retried below when there is a WAL
-                    self._up(eid, e)
-                    failed.append((eid, e))
-                else:
-                    self._up(eid, None)
-            if not failed:
-                break
-            if ws is None or self._stop.is_set():
-                raise failed[0][1]
-            log.warning("pipeline %s: %d records not confirmed by %s, retrying in %.1fs (kept in the WAL): %s",
-                        self.pipeline, len(batch), ", ".join(e for e, _ in failed), delay, failed[0][1])
-            if self._stop.wait(delay):
-                raise failed[0][1]
-            delay = min(delay * 2, EXPORT_RETRY_MAX)
-            pending = [eid for eid, _ in failed]
-            if self._m_retries:
-                for eid in pending:
-                    self._m_retries.labels(self.pipeline, eid).inc()
+        errors: list[Exception] = []
+        # every exporter gets the batch once before a failing one is retried: one cannot starve the others
+        failed = [eid for eid in self.exporters if not self._export(eid, batch, errors, ws is not None)]
+        for eid in failed if ws is not None else ():
+            self._export(eid, batch, errors, False, retry=True)
+        if errors:
+            raise errors[0]  # with a WAL: shutting down, the batch stays in the WAL
         if ws is not None:
             self.wal.ack(ws[2])
+
+    def _export(self, eid: str, batch: LogBatch, errors: list[Exception], later: bool, retry: bool = False) -> bool:
+        """Hand ``batch`` to exporter ``eid`` (with ``retry``: until it confirms or the stage stops). False when
+        it failed transiently and ``later`` (it will be retried), else its error is added to ``errors``."""
+        def attempt() -> None:
+            try:
+                self.exporters[eid].consume(batch)
+            except PermanentError:
+                raise
+            except Exception as e:
+                self._up(eid, e)
+                raise
+            self._up(eid, None)
+
+        def count_retry(e: BaseException, attempt: int, wait: float) -> None:
+            if self._m_retries:
+                self._m_retries.labels(self.pipeline, eid).inc()
+
+        try:
+            if retry:
+                call_with_retry(attempt, EXPORT_RETRY, f"pipeline {self.pipeline}: {len(batch)} records (kept in the "
+                                                       f"WAL) to exporter {eid}", self._stop, on_retry=count_retry)
+            else:
+                attempt()
+        except PermanentError as e:
+            self._up(eid, None)
+            if self._m_refused:
+                self._m_refused.labels(self.pipeline, eid).inc(len(batch))
+            if self.wal is None:
+                errors.append(e)
+            else:  # the data can never be accepted: done with it
+                log.error("pipeline %s: exporter %s refused %d records permanently: %s",
+                          self.pipeline, eid, len(batch), e)
+        except GaveUp as g:
+            errors.append(g.last if isinstance(g.last, Exception) else g)
+        except Exception as e:  # noqa: BLE001 - transient
+            if later:
+                return False
+            errors.append(e)
+        return True
 
     def _up(self, eid: str, error: Exception | None) -> None:
         if error is None:

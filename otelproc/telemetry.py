@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from typing import Callable
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
                                generate_latest)
@@ -101,41 +102,25 @@ class MetricsServer:
     """Serves ``/metrics`` (Prometheus text), ``/healthz`` (process alive) and ``/readyz``
     (pipelines started) on ``address`` (host:port)."""
 
-    def __init__(self, telemetry: Telemetry, address: str, ready) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        import threading
+    def __init__(self, telemetry: Telemetry, address: str, ready: Callable[[], bool]) -> None:
+        from otelproc.httpserver import Handler, Server
 
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
+        class MetricsHandler(Handler):
+            def answer(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    body, ctype, code = telemetry.render(), "text/plain; version=0.0.4", 200
-                elif path == "/healthz":
-                    body, ctype, code = b'{"status":"ok"}', "application/json", 200
-                elif path == "/readyz":
-                    ok = bool(outer.ready())
-                    body = b'{"status":"ready"}' if ok else b'{"status":"not ready"}'
-                    ctype, code = "application/json", 200 if ok else 503
-                else:
-                    body, ctype, code = b"not found\n", "text/plain", 404
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    return self.send(200, telemetry.render(), "text/plain; version=0.0.4")
+                if path == "/healthz":
+                    return self.send(200, b'{"status":"ok"}', "application/json")
+                if path == "/readyz":
+                    ok = bool(ready())
+                    return self.send(200 if ok else 503, b'{"status":"ready"}' if ok else b'{"status":"not ready"}',
+                                     "application/json")
+                self.send(404, b"not found\n", "text/plain")
 
-        host, _, port = address.rpartition(":")
-        self.ready = ready
-        self._server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+        self._server = Server(address, MetricsHandler, where="service::telemetry::metrics::address",
+                              thread_name="metrics", empty_host="0.0.0.0")
+        self.port = self._server.port
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()

@@ -18,13 +18,19 @@ from typing import Any, Iterable, Mapping
 from otelproc.config import parse_duration
 from otelproc.store import Rows, Store
 
-__all__ = ["parse_since", "parse_pattern_id", "scalar", "iso", "patterns_top", "anomalies", "alerts", "tail",
-           "incident_evidence", "check_limit", "DEFAULT_LIMIT"]
+__all__ = ["parse_since", "parse_pattern_id", "parse_range", "parse_time", "scalar", "iso", "patterns_top", "pattern_diff",
+           "pattern_diff_sql", "anomalies", "incidents", "alerts", "tail", "incident_evidence", "check_limit", "DEFAULT_LIMIT"]
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100_000
 _HEX_ID = "leftPad(lower(hex({col})), 16, '0')"
 _TIME = "formatDateTime({col}, '%F %T')"
+# anomalies.Explanation as one line: value, window share vs baseline share, lift, p (see store/sql/anomalies.sql)
+_EXPLANATION = """arrayStringConcat(arrayMap(e -> concat(
+                   if(tupleElement(e, 'Attribute') = 'log.pattern.id', 'pattern ', concat(tupleElement(e, 'Attribute'), '=')),
+                   tupleElement(e, 'Value'), ' ', toString(round(100 * tupleElement(e, 'Share'))), '% vs ',
+                   toString(round(100 * tupleElement(e, 'BaselineShare'))), '% (x', toString(round(tupleElement(e, 'Lift'), 2)),
+                   ', p=1e', toString(toInt32(floor(tupleElement(e, 'Log10P')))), ')'), Explanation), '; ')"""
 
 
 def parse_since(text: str | float | None) -> int:
@@ -107,19 +113,112 @@ def patterns_top(store: Store, *, service: str = "", since_s: int = 0, limit: in
     return store.query_rows(sql, {"service": service, "since": since_s, "limit": check_limit(limit)})
 
 
+def parse_range(text: str, what: str) -> int:
+    """A range length (``1h``, ``1d``, ``90`` seconds) -> whole seconds > 0; ValueError naming ``what``."""
+    try:
+        seconds = int(round(float(parse_duration(text))))
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise ValueError(f"{what}: expected a duration > 0 like 1h or 1d, got {text!r}")
+    return seconds
+
+
+def parse_time(text: str | None, now_s: float, what: str) -> float:
+    """``now``, a duration back from now (``2h``, ``1d``) or an ISO time (``2026-12-08T03:00:00``, UTC unless
+    it carries an offset) -> unix seconds. Raises ValueError naming the option and the accepted forms."""
+    if text is None or text.strip().lower() in ("", "now"):
+        return now_s
+    try:
+        return now_s - float(parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{what}: expected now, a duration back from now (2h, 1d) or an ISO time "
+                         f"(2026-12-08T03:00:00), got {text!r}") from None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def pattern_diff_sql(window_from: str, window_to: str, baseline_from: str, baseline_to: str, where: str = "1",
+                     p_max: str = "{p:Float64}", limit: str = "{limit:UInt32}") -> str:
+    """The pattern diff query over ``pattern_counts`` with the four range bounds as SQL DateTime expressions
+    (query parameters for the CLI, Grafana macros for the dashboard panel; one query for both).
+
+    Per service and pattern: lines in the window and the baseline, their shares of the service's lines
+    in each range, the lift (window share / baseline share, smoothed) and log10 p: the Chernoff bound
+    exp(-n KL(window share || baseline share)) on the binomial tail of the pattern's lines among the
+    window's n lines (baseline share taken at its conservative side, (c + 1)/(n + 1) for a rise,
+    c/(n + 1) for a fall), Bonferroni-adjusted for the service's patterns. status: new (no baseline
+    lines), gone (no window lines while the service logged), up, down. Rows with log10 p <= log10(p_max).
+    """
+    kl = ("(if(q > 0, q * ln(q / p0), 0) + if(q < 1, (1 - q) * ln((1 - q) / (1 - p0)), 0))")
+    return f"""
+        SELECT service, {_HEX_ID.format(col='pid')} AS pattern_id,
+               multiIf(cb = 0, 'new', cw = 0, 'gone', q > qb, 'up', 'down') AS status,
+               cw AS count_window, cb AS count_baseline, round(100 * q, 3) AS pct_window,
+               round(100 * qb, 3) AS pct_baseline,
+               round(((cw + 0.5) / (nw + 0.5)) / ((cb + 0.5) / (nb + 0.5)), 3) AS lift,
+               round(greatest(-300, if((q > qb AND q > p0) OR (q < qb AND q < p0), -nw * {kl} / ln(10), 0)
+                     + log10(m)), 2) AS log10_p,
+               t.Template AS template
+        FROM (
+            SELECT ServiceName AS service, PatternId AS pid,
+                   toFloat64(sumIf(Count, Minute >= {window_from} AND Minute < {window_to})) AS cw,
+                   toFloat64(sumIf(Count, Minute >= {baseline_from} AND Minute < {baseline_to})) AS cb,
+                   sum(cw) OVER (PARTITION BY ServiceName) AS nw, sum(cb) OVER (PARTITION BY ServiceName) AS nb,
+                   count() OVER (PARTITION BY ServiceName) AS m,
+                   if(nw > 0, cw / nw, 0) AS q, if(nb > 0, cb / nb, 0) AS qb,
+                   least(greatest(if(q > qb, (cb + 1) / (nb + 1), cb / (nb + 1)), 1e-12), 1 - 1e-12) AS p0
+            FROM pattern_counts
+            WHERE (Minute >= {window_from} AND Minute < {window_to} OR Minute >= {baseline_from}
+                   AND Minute < {baseline_to}) AND {where}
+            GROUP BY ServiceName, PatternId
+        ) AS d
+        LEFT JOIN (SELECT ServiceName, PatternId, any(Template) AS Template FROM log_patterns
+                   GROUP BY ServiceName, PatternId) AS t ON t.ServiceName = d.service AND t.PatternId = d.pid
+        WHERE nw > 0 AND nb > 0 AND log10_p <= log10({p_max})
+        ORDER BY log10_p, service, pattern_id
+        LIMIT {limit}"""
+
+
+def pattern_diff(store: Store, *, window_s: int, baseline_s: int, end_s: float, baseline_end_s: float | None = None,
+                 service: str = "", p: float = 1e-3, limit: int = DEFAULT_LIMIT) -> Rows:
+    """New, gone and shifted patterns per service: the ``window_s`` ending at ``end_s`` (unix seconds)
+    against the ``baseline_s`` ending at ``baseline_end_s`` (default: where the window starts).
+
+    Columns: service, pattern_id, status (new / gone / up / down), count_window, count_baseline,
+    pct_window, pct_baseline (shares of the service's lines, per cent), lift, log10_p (see
+    :func:`pattern_diff_sql`), template; most significant first. Ranges are whole minutes (pattern_counts).
+    """
+    if window_s <= 0 or baseline_s <= 0:
+        raise ValueError(f"--window and --baseline: must be > 0, got {window_s}s and {baseline_s}s")
+    if not 0 < p <= 1:
+        raise ValueError(f"--p: must be in (0, 1], got {p}")
+    w_to = int(end_s)
+    b_to = int(w_to - window_s if baseline_end_s is None else baseline_end_s)
+    sql = pattern_diff_sql("toDateTime({wf:UInt32})", "toDateTime({wt:UInt32})", "toDateTime({bf:UInt32})",
+                           "toDateTime({bt:UInt32})", "({service:String} = '' OR ServiceName = {service:String})")
+    return store.query_rows(sql, {"wf": w_to - window_s, "wt": w_to, "bf": b_to - baseline_s, "bt": b_to,
+                                  "service": service, "p": p, "limit": check_limit(limit)})
+
+
 def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int = 0,
               limit: int = DEFAULT_LIMIT) -> Rows:
     """The latest anomalies (findings of the ``anomaly`` processor), newest first.
 
     Columns: time (bucket start), service, kind, severity, score, observed, expected, lower, upper,
-    series, resolution_s, pattern_id, description.
+    series, resolution_s, pattern_id, description, explanation (the attribute values and patterns that
+    carry it: ``k8s.pod.name=pod-2 96% vs 25% (x3.8, p=1e-30)``, most significant first).
     """
     sql = f"""
         SELECT {_TIME.format(col='Timestamp')} AS time, ServiceName AS service, Kind AS kind,
                Severity AS severity, round(toFloat64(Score), 3) AS score, round(Observed, 3) AS observed,
                round(Expected, 3) AS expected, round(Lower, 3) AS lower, round(Upper, 3) AS upper,
                Series AS series, ResolutionSeconds AS resolution_s,
-               if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description
+               if(PatternId = 0, '', {_HEX_ID.format(col='PatternId')}) AS pattern_id, Description AS description,
+               {_EXPLANATION} AS explanation
         FROM anomalies
         WHERE ({{service:String}} = '' OR ServiceName = {{service:String}})
           AND ({{kind:String}} = '' OR Kind = {{kind:String}})
@@ -127,6 +226,27 @@ def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int =
         ORDER BY Timestamp DESC, service, kind
         LIMIT {{limit:UInt32}}"""
     return store.query_rows(sql, {"service": service, "kind": kind, "since": since_s, "limit": check_limit(limit)})
+
+
+def incidents(store: Store, *, service: str = "", since_s: int = 0, limit: int = DEFAULT_LIMIT) -> Rows:
+    """Incidents across services (the ``incidents`` table, latest version of each), newest first.
+
+    Columns: incident (the ``incident`` label of its findings and alerts), start, origin (probable),
+    chain (services from the origin on, with onset time and first finding kind), services, findings,
+    severity, why (how the origin was chosen).
+    """
+    sql = f"""
+        SELECT IncidentId AS incident, {_TIME.format(col='Start')} AS start, Origin AS origin,
+               arrayStringConcat(arrayMap(c -> concat(tupleElement(c, 'Service'), ' (',
+                   formatDateTime(tupleElement(c, 'Onset'), '%T'), ' ', tupleElement(c, 'FirstKind'), ')'), Chain),
+                   ' -> ') AS chain,
+               length(Services) AS services, Findings AS findings, Severity AS severity, OriginReason AS why
+        FROM incidents FINAL
+        WHERE ({{service:String}} = '' OR has(Services, {{service:String}}))
+          AND ({{since:UInt32}} = 0 OR Start >= now() - toIntervalSecond({{since:UInt32}}))
+        ORDER BY Start DESC, incident
+        LIMIT {{limit:UInt32}}"""
+    return store.query_rows(sql, {"service": service, "since": since_s, "limit": check_limit(limit)})
 
 
 def alerts(store: Store, *, service: str = "", outcome: str = "", since_s: int = 0,

@@ -287,7 +287,247 @@ def ref_extract_durations(body: str) -> list[tuple[int, float, bool]]:
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from otelproc.kernels.tokenize import _hash_pieces, _max_len, _pieces  # noqa: E402
+from otelproc.kernels.mask import TIME_WORDS  # noqa: E402
+from otelproc.kernels.tokenize import FNV_PRIME  # noqa: E402
+
+# The masking rules as separate Numba functions over a per-byte class table, and the key as "pieces"
+# (start, end, kind: 0 literal, 1 variable, 2 token separator): what kernels/mask.py and tokenize.py
+# were before their one walk (session 5); kept here as the multi-pass reference.
+# byte classes (bit flags)
+C_SPACE = np.uint8(1)
+C_DELIM = np.uint8(2)
+C_DIGIT = np.uint8(4)
+C_HEXALPHA = np.uint8(8)
+C_ALPHA = np.uint8(16)
+C_MARK = np.uint8(32)    # '/', '@', '.': bytes the one-pass tokenizer must look at (paths, e-mails)
+
+
+def _byte_classes() -> np.ndarray:
+    tab = np.zeros(256, dtype=np.uint8)
+    for c in b" \t\n\r\x0b\x0c":
+        tab[c] |= 1
+    for c in b",;:=()[]{}\"'|<>":
+        tab[c] |= 2
+    for c in b"0123456789":
+        tab[c] |= 4
+    for c in b"abcdefABCDEF":
+        tab[c] |= 8
+    for c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        tab[c] |= 16
+    for c in b"/@.":
+        tab[c] |= 32
+    return tab
+
+
+BYTE_CLASS = _byte_classes()
+
+@njit(cache=True, nogil=True)
+def _lower(b: int) -> int:
+    if 65 <= b <= 90:
+        return b + 32
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _is_path_token(buf, s, e) -> bool:
+    """Whole-token path / URL test over buf[s:e]."""
+    n = e - s
+    if n < 2:
+        return False
+    slashes = 0
+    for i in range(s, e):
+        if buf[i] == 47:  # '/'
+            slashes += 1
+            if i + 2 < e and i > s and buf[i - 1] == 58 and buf[i + 1] == 47:  # "://"
+                return True
+    if slashes >= 2:
+        return True
+    if slashes == 1 and n > 2 and buf[s] == 47:
+        # "/x" alone (a single slash) is a path as well when it has letters after
+        return True
+    if n > 2 and buf[s] == 126 and buf[s + 1] == 47:  # "~/"
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _is_var_segment(buf, s, e, cls, time_words, prev_delim, quoted) -> bool:
+    """Variable test for one segment buf[s:e] (no delimiters inside).
+
+    prev_delim : the delimiter byte just before the segment (0 if none)
+    quoted     : True when the segment sits between matching quotes in its token
+    """
+    n = e - s
+    if n <= 0:
+        return False
+    if quoted:
+        return True
+    if prev_delim == 61:  # '='  -> key=value value
+        return True
+    hexletters = 0
+    at = -1
+    dot_after_at = False
+    for i in range(s, e):
+        c = cls[buf[i]]
+        if c & 4:
+            return True
+        if c & 8:
+            hexletters += 1
+        b = buf[i]
+        if b == 64 and at < 0:
+            at = i
+        elif b == 46 and at >= 0:
+            dot_after_at = True
+    if hexletters == n and n >= 16:
+        return True
+    if at > s and dot_after_at:
+        return True
+    if n == 3:
+        packed = (_lower(buf[s]) << 16) | (_lower(buf[s + 1]) << 8) | _lower(buf[s + 2])
+        lo = 0
+        hi = len(time_words)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if time_words[mid] < packed:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(time_words) and time_words[lo] == packed:
+            return True
+    if n == 4:
+        w = (_lower(buf[s]) << 24) | (_lower(buf[s + 1]) << 16) | (_lower(buf[s + 2]) << 8) | _lower(buf[s + 3])
+        if w == 0x74727565 or w == 0x6E756C6C:  # true, null
+            return True
+    if n == 5:
+        if (_lower(buf[s]) == 102 and _lower(buf[s + 1]) == 97 and _lower(buf[s + 2]) == 108
+                and _lower(buf[s + 3]) == 115 and _lower(buf[s + 4]) == 101):  # false
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _only_colon_comma(buf, s, e) -> bool:
+    for i in range(s, e):
+        if buf[i] != 58 and buf[i] != 44:
+            return False
+    return e > s
+
+
+@njit(cache=True, nogil=True)
+def _pieces(buf, s, e, cls, tw, ps, pe, pk) -> int:
+    """Split buf[s:e] into pieces written to ps/pe/pk (capacity >= 2*(e-s)+2). Returns the count."""
+    n = 0
+    prev_token_full_var = False
+    have_token = False
+    i = s
+    while i < e:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        ts = i
+        slashes = 0
+        while i < e and not (cls[buf[i]] & 1):
+            if buf[i] == 47:
+                slashes += 1
+            i += 1
+        te = i
+        if have_token:
+            ps[n] = ts
+            pe[n] = ts
+            pk[n] = 2
+            n += 1
+        token_first = n
+        # only tokens with a '/' can be paths or URLs: skip that scan for the rest
+        if slashes > 0 and _is_path_token(buf, ts, te):
+            ps[n] = ts
+            pe[n] = te
+            pk[n] = 1
+            n += 1
+        else:
+            j = ts
+            prev_delim = 0
+            while j < te:
+                b = buf[j]
+                if cls[b] & 2:
+                    # a delimiter byte: literal; merge with a preceding literal piece
+                    if n > token_first and pk[n - 1] == 0 and pe[n - 1] == j:
+                        pe[n - 1] = j + 1
+                    else:
+                        ps[n] = j
+                        pe[n] = j + 1
+                        pk[n] = 0
+                        n += 1
+                    prev_delim = b
+                    j += 1
+                    continue
+                ss = j
+                acc = 0
+                while j < te and not (cls[buf[j]] & 2):
+                    acc |= cls[buf[j]]
+                    j += 1
+                se = j
+                quoted = (prev_delim == 34 or prev_delim == 39) and se < te and buf[se] == prev_delim
+                # a digit decides at once; the other rules need the segment scan
+                var = (acc & 4) != 0 or _is_var_segment(buf, ss, se, cls, tw, prev_delim, quoted)
+                if var:
+                    # var ':' var, var '::' var and var ',' var (host:port, IPv6, a,b,c) collapse into one variable
+                    if (n - token_first >= 2 and pk[n - 1] == 0 and pk[n - 2] == 1 and pe[n - 1] == ss
+                            and _only_colon_comma(buf, ps[n - 1], pe[n - 1])):
+                        n -= 1
+                        pe[n - 1] = se
+                    else:
+                        ps[n] = ss
+                        pe[n] = se
+                        pk[n] = 1
+                        n += 1
+                else:
+                    if n > token_first and pk[n - 1] == 0 and pe[n - 1] == ss:
+                        pe[n - 1] = se
+                    else:
+                        ps[n] = ss
+                        pe[n] = se
+                        pk[n] = 0
+                        n += 1
+                prev_delim = 0
+        full_var = (n - token_first == 1) and pk[token_first] == 1
+        if full_var and prev_token_full_var:
+            # a run of wholly variable tokens is one variable (with its inner spaces):
+            # drop this token and its separator, extend the previous variable
+            n = token_first - 1
+            pe[n - 1] = te
+        have_token = True
+        prev_token_full_var = full_var
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _hash_pieces(buf, ps, pe, pk, n, seed):
+    h = seed
+    for p in range(n):
+        k = pk[p]
+        if k == 0:
+            for i in range(ps[p], pe[p]):
+                h = (h ^ np.uint64(buf[i])) * FNV_PRIME
+        elif k == 1:
+            h = (h ^ np.uint64(60)) * FNV_PRIME
+            h = (h ^ np.uint64(42)) * FNV_PRIME
+            h = (h ^ np.uint64(62)) * FNV_PRIME
+        else:
+            h = (h ^ np.uint64(32)) * FNV_PRIME
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _max_len(off):
+    m = 0
+    for i in range(len(off) - 1):
+        d = off[i + 1] - off[i]
+        if d > m:
+            m = d
+    return m
+
+
 
 
 @njit(cache=True, nogil=True)
@@ -351,9 +591,68 @@ def _params(buf, off, genmask, cls, tw, count_off, pstart, pend, count_only):
     return q
 
 
+@njit(cache=True, nogil=True)
+def _masked_text(buf, off, rows, cls, tw, var_text, out_off, out_buf, write):
+    cap = 2 * _max_len(off) + 4
+    ps = np.empty(cap, dtype=np.int64)
+    pe = np.empty(cap, dtype=np.int64)
+    pk = np.empty(cap, dtype=np.uint8)
+    pos = 0
+    for q in range(len(rows)):
+        r = rows[q]
+        out_off[q] = pos
+        m = _pieces(buf, off[r], off[r + 1], cls, tw, ps, pe, pk)
+        for p in range(m):
+            k = pk[p]
+            if k == 0:
+                L = pe[p] - ps[p]
+                if write:
+                    out_buf[pos:pos + L] = buf[ps[p]:pe[p]]
+                pos += L
+            elif k == 1:
+                if write:
+                    out_buf[pos:pos + 3] = var_text
+                pos += 3
+            else:
+                if write:
+                    out_buf[pos] = 32
+                pos += 1
+    out_off[len(rows)] = pos
+    return pos
+
+
+def masked_text_pieces(buf, off) -> tuple[np.ndarray, np.ndarray]:
+    """kernels.tokenize.masked_text of every body, printed from the pieces."""
+    rows = np.arange(len(off) - 1, dtype=np.int64)
+    var_text = np.frombuffer(b"<*>", np.uint8).copy()
+    out_off = np.empty(len(rows) + 1, dtype=np.int64)
+    total = _masked_text(buf, off, rows, BYTE_CLASS, TIME_WORDS, var_text, out_off, np.empty(0, np.uint8), False)
+    out_buf = np.empty(total, dtype=np.uint8)
+    _masked_text(buf, off, rows, BYTE_CLASS, TIME_WORDS, var_text, out_off, out_buf, True)
+    return out_buf, out_off
+
+
+def params_terminated_pieces(buf, off, genmask, terminator: int = 0x1F) -> tuple[np.ndarray, np.ndarray]:
+    """kernels.tokenize.params_terminated from the pieces: the spans of :func:`_params`, each value
+    followed by ``terminator`` (one inside a value becomes a space)."""
+    n = len(off) - 1
+    count_off = np.empty(n + 1, np.int64)
+    empty = np.empty(0, np.int64)
+    total = _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, empty, empty, True)
+    start, end = np.empty(total, np.int64), np.empty(total, np.int64)
+    _params(buf, off, genmask, BYTE_CLASS, TIME_WORDS, count_off, start, end, False)
+    out, out_off = bytearray(), [0]
+    for r in range(n):
+        for q in range(count_off[r], count_off[r + 1]):
+            out += bytes(buf[start[q]:end[q]]).replace(bytes([terminator]), b" ") + bytes([terminator])
+        out_off.append(len(out))
+    return np.frombuffer(bytes(out), np.uint8), np.asarray(out_off, np.int64)
+
+
 # --------------------------------------------------------------------------- latency shift
 def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window, min_values, min_weight,
-                      warm_buckets, z_min, min_ratio, clip=3.0, beta_tau=0.02, relevel_buckets=180, state=None):
+                      warm_buckets, z_min, min_ratio, memory_values=0.0, clip=3.0, beta_tau=0.02, relevel_buckets=180,
+                      state=None):
     """Plain-Python :func:`otelproc.kernels.latency.latency_shift`, one value at a time.
 
     points: list of (row, series, value) in row order (ties in input order). Returns (outputs as dict of
@@ -385,9 +684,14 @@ def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window
             a[2] += abs(res)
         for s, (n_b, sum_r, sum_a) in acc.items():
             x = st[s]
-            w = x["w"] * (decay ** (bucket - x["last"]) if x["last"] >= 0 else 1.0)
+            tau = -1.0 / math.log(decay) if decay < 1 else math.inf
+            oldest, held = x["ring"][0][0], len(x["ring"])
+            if held >= 2 and bucket > oldest:
+                tau = max(tau, memory_values * (bucket - oldest) / (held - 1))
+            w = x["w"] * (math.exp(-(bucket - x["last"]) / tau) if x["last"] >= 0 else 1.0)
             sd = max(1.2533 * x["mad"], 0.01)
-            win = sorted(y for b, y in x["ring"] if b > bucket - window)
+            newest_first = x["ring"][::-1]
+            win = sorted(y for j, (b, y) in enumerate(newest_first) if b > bucket - window or j < min_values)
             nw = len(win)
             flag, z, ratio = 0, float("nan"), float("nan")
             if nw >= min_values and w >= min_weight:

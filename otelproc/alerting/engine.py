@@ -16,8 +16,9 @@ import time
 from typing import Any, Callable
 
 from otelproc.batch import LogBatch
-from otelproc.findings import Finding, FindingKind, Severity
-from otelproc.alerting.notifiers import Delivery, DeliveryOutcome, Integration, RetryPolicy, build_integrations
+from otelproc.findings import Finding, FindingKind, Severity, explanation_text
+from otelproc.retry import RetryConfig
+from otelproc.alerting.notifiers import Delivery, DeliveryOutcome, Integration, build_integrations
 from otelproc.alerting.router import Alert, Dispatcher, Inhibitor, Notification, Route, iso_time
 from otelproc.alerting.rules import AlertsFile, CompiledRule, LogRuleEvaluator, compile_rules
 from otelproc.alerting.silences import SilenceStore
@@ -81,7 +82,7 @@ def outcomes_to_arrow(outcomes: list[DeliveryOutcome]):
 
 
 class AlertEngine:
-    def __init__(self, cfg: AlertsFile, *, queue_size: int = 1000, retry: RetryPolicy | None = None,
+    def __init__(self, cfg: AlertsFile, *, queue_size: int = 1000, retry: RetryConfig | None = None,
                  clock: Callable[[], float] = time.time, telemetry: Any = None,
                  integrations: dict[str, list[Integration]] | None = None):
         self.cfg = cfg
@@ -179,13 +180,16 @@ class AlertEngine:
                   "alertname": rule.name, "service": f.service, "severity": sev, "kind": kind}
         if f.pattern_id:
             labels["pattern_id"] = str(int(f.pattern_id))
+        if rule.source == "logs":  # routes group by incident: a logs rule's alert is its service's own
+            labels.setdefault("incident", f.service)
         t_s = f.time_ns / 1e9 if f.time_ns else now
         variables = {"alertname": rule.name, "rule": rule.name, "service": f.service, "kind": kind, "severity": sev,
                      "score": f.score, "observed": f.observed, "expected": f.expected, "lower": f.lower,
                      "upper": f.upper, "pattern_id": str(int(f.pattern_id)) if f.pattern_id else "",
                      "template": f.template, "sample": f.sample, "description": f.description,
                      "count": f.observed if kind == FindingKind.CRITICAL_MATCH.value else 1,
-                     "time": iso_time(t_s), "time_ms": int(t_s * 1000), "grafana_url": self.grafana_url}
+                     "time": iso_time(t_s), "time_ms": int(t_s * 1000), "grafana_url": self.grafana_url,
+                     "explanation": explanation_text(f.explanation) if f.explanation else ""}
         for k, t in rule.label_templates.items():
             v = t.render(variables, labels)
             if v:
@@ -194,6 +198,8 @@ class AlertEngine:
                 labels.pop(k, None)
         annotations = {k: t.render(variables, labels) for k, t in rule.annotation_templates.items()}
         annotations.setdefault("description", f.description)
+        # which attribute values / patterns carry the finding (otelproc/anomaly/explain.py)
+        annotations.setdefault("explanation", variables["explanation"])
         annotations = {k: v for k, v in annotations.items() if v}
         return Alert(labels, annotations, starts_at=now, ends_at=now + self.resolve_timeout,
                      generator_url=annotations.get("dashboard", ""), rule=rule.name, detected_at=perf,

@@ -14,7 +14,6 @@ import http.client
 import json
 import logging
 import queue
-import random
 import smtplib
 import socket
 import ssl
@@ -29,6 +28,9 @@ from otelproc.alerting.router import Alert, Notification, iso_time
 from otelproc.alerting.rules import (AlertmanagerConfig, EmailConfig, ReceiverConfig, SlackConfig,
                                      WebhookConfig)
 from otelproc.alerting.templating import NOTIFICATION_VARIABLES, Template
+from otelproc.config import Duration
+from otelproc.httpserver import parse_endpoint
+from otelproc.retry import GaveUp, RetryConfig, call_with_retry
 
 __all__ = [
     "DeliveryError", "DeliveryOutcome", "Delivery", "Integration", "WebhookIntegration",
@@ -258,8 +260,7 @@ class EmailIntegration:
     def __init__(self, cfg: EmailConfig):
         self.cfg = cfg
         self.send_resolved = cfg.send_resolved
-        host, _, port = cfg.smarthost.rpartition(":")
-        self.host, self.port = host, int(port)
+        self.host, self.port = parse_endpoint(cfg.smarthost)
 
     def send(self, n: Notification) -> None:
         msg = email_message(n, self.cfg)
@@ -295,11 +296,10 @@ def build_integrations(receivers: list[ReceiverConfig]) -> dict[str, list[Integr
 
 # --------------------------------------------------------------------------- delivery workers
 
-@dataclass
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff: float = 0.1
-    max_backoff: float = 5.0
+def delivery_retry(initial_backoff: float = 0.1, max_backoff: float = 5.0, max_elapsed_time: float = 10.0) -> RetryConfig:
+    """How a notification is retried (transient failures only): doubling waits with 20 % jitter."""
+    return RetryConfig(initial_interval=Duration(initial_backoff), max_interval=Duration(max_backoff),
+                       max_elapsed_time=Duration(max_elapsed_time), multiplier=2.0, randomization_factor=0.2)
 
 
 class _Worker:
@@ -314,9 +314,9 @@ class Delivery:
     """One bounded queue + worker thread per (receiver, integration). ``submit`` never blocks."""
 
     def __init__(self, integrations: dict[str, list[Integration]], on_outcome: Callable[[DeliveryOutcome], None],
-                 queue_size: int = 1000, retry: RetryPolicy | None = None, telemetry: Any = None):
+                 queue_size: int = 1000, retry: RetryConfig | None = None, telemetry: Any = None):
         self.on_outcome = on_outcome
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or delivery_retry()
         self._stop = threading.Event()
         self._workers: dict[str, list[_Worker]] = {
             name: [_Worker(name, i, queue_size) for i in integs] for name, integs in integrations.items()}
@@ -386,29 +386,28 @@ class Delivery:
         w.integration.close()
 
     def _deliver(self, n: Notification, w: _Worker) -> None:
-        policy = self.retry
-        error = ""
-        for attempt in range(1, policy.max_attempts + 1):
-            try:
-                w.integration.send(n)
-                self._report(n, w, "sent", attempt, "")
-                return
-            except DeliveryError as e:
-                error = str(e)
-                if not e.retryable:
-                    self._report(n, w, "failed", attempt, f"permanent: {error}")
-                    return
-            except Exception as e:  # a bug in a payload builder: report, never kill the worker
-                self._report(n, w, "failed", attempt, f"unexpected: {e!r}")
-                return
-            if attempt == policy.max_attempts or self._stop.is_set():
-                break
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            w.integration.send(n)
+
+        def count_retry(e: BaseException, attempt: int, wait: float) -> None:
             if self._m_retries is not None:
                 self._m_retries.labels(w.receiver, w.integration.kind).inc()
-            delay = min(policy.max_backoff, policy.initial_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            if self._stop.wait(delay):  # shutdown: stop retrying so the queue can drain
-                break
-        self._report(n, w, "failed", attempt, f"gave up after {attempt} attempt(s): {error}")
+
+        try:  # shutdown stops the retrying so that the queue can drain
+            call_with_retry(attempt, self.retry, f"notification to {w.receiver} ({w.integration.kind})", self._stop,
+                            permanent=lambda e: not (isinstance(e, DeliveryError) and e.retryable), on_retry=count_retry)
+        except GaveUp as g:
+            self._report(n, w, "failed", attempts, f"gave up after {attempts} attempt(s): {g.last}")
+        except DeliveryError as e:
+            self._report(n, w, "failed", attempts, f"permanent: {e}")
+        except Exception as e:  # a bug in a payload builder: report, never kill the worker
+            self._report(n, w, "failed", attempts, f"unexpected: {e!r}")
+        else:
+            self._report(n, w, "sent", attempts, "")
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop retries, deliver what is queued (each once) within ``timeout``, stop the workers."""

@@ -15,8 +15,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from otelproc.httpserver import Handler, Server
 
 __all__ = ["WebhookSink", "ReceivedRequest"]
 
@@ -43,16 +44,11 @@ class WebhookSink:
         self._held.set()
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        class SinkHandler(Handler):
+            def answer(self, method: str) -> None:
+                if method != "POST":
+                    return super().answer(method)
+                body = self.read_body(64 << 20)
                 perf, wall = time.perf_counter(), time.time()
                 sink._held.wait()
                 with sink._cond:
@@ -60,20 +56,13 @@ class WebhookSink:
                     if status < 300:
                         sink.requests.append(ReceivedRequest(self.path, dict(self.headers), body, perf, wall))
                         sink._cond.notify_all()
-                data = b"ok" if status < 300 else b"injected failure"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send(status, b"ok" if status < 300 else b"injected failure")
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-sink", daemon=True)
-        self._thread.start()
+        self._server = Server(f"{host}:{port}", SinkHandler, where="webhook sink", thread_name="webhook-sink")
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._server.port
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -104,9 +93,7 @@ class WebhookSink:
 
     def close(self) -> None:
         self._held.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.close()
 
     def __enter__(self) -> "WebhookSink":
         return self

@@ -24,7 +24,7 @@ __all__ = ["Template", "TemplateError", "ALERT_VARIABLES", "NOTIFICATION_VARIABL
 # What a rule's labels/annotations may use (filled per alert from the finding).
 ALERT_VARIABLES = frozenset({
     "alertname", "rule", "service", "kind", "severity", "score", "observed", "expected", "lower", "upper",
-    "pattern_id", "template", "sample", "description", "count", "time", "time_ms", "grafana_url",
+    "pattern_id", "template", "sample", "description", "count", "time", "time_ms", "grafana_url", "explanation",
 })
 # What receiver-level templates (Slack text, e-mail subject) may use (filled per notification).
 NOTIFICATION_VARIABLES = frozenset({

@@ -29,9 +29,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
+from otelproc.config import setting
 from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex, summed_cells
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels import detectors as det
@@ -46,73 +48,104 @@ ERROR_SEVERITY = 17  # OTLP SEVERITY_NUMBER_ERROR
 N_SLOTS = 24         # hour-of-day seasonal profile
 
 ANOMALY_COLUMNS = ("time", "service", "pattern_id", "kind", "score", "observed", "expected", "lower", "upper",
-                   "severity", "description", "resolution_s", "series", "template", "labels")
+                   "severity", "description", "resolution_s", "series", "template", "labels", "explanation")
 SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "observed", "expected", "lower",
                   "upper", "score")
 
 
 @dataclass
 class EngineParams:
-    """Detector settings (see the processor Config for the YAML keys and their meaning)."""
+    """Detector settings, declared once: the ``anomaly`` processor's YAML keys are these fields (key, unit,
+    bounds in their metadata; the comment above each is its documentation); internal ones are not keys."""
 
-    resolutions_s: tuple = (10.0, 60.0)
-    allowed_lateness_s: float = 30.0
-    max_gap_s: float = 3600.0
-    warmup_s: float = 1800.0
-    cooldown_s: float = 900.0
-    alpha: float = 0.05
-    beta: float = 0.02
-    season_gamma: float = 0.1
-    spot_q: float = 1e-4
-    spot_init: float = 3.0
-    min_z: float = 5.0
-    min_count_change: float = 10.0
-    min_ratio: float = 2.0
-    cusum_k: float = 1.0
-    cusum_h: float = 15.0
-    error_z: float = 6.0
-    error_min_jump: float = 0.05
-    error_min_total: float = 10.0
+    # bucket widths of the series (each runs the count / error detectors; the longest also
+    # runs pattern presence and the trend detector)
+    resolutions_s: tuple = setting((10.0, 60.0), key="resolutions", unit="s")
+    # how long after a bucket's end points may still arrive (event time); later ones are dropped
+    allowed_lateness_s: float = setting(30.0, key="allowed_lateness", unit="s", ge=0)
+    # a silence of the whole stream longer than this is a gap, not zero traffic
+    max_gap_s: float = setting(3600.0, key="max_gap", unit="s", gt=0)
+    # event time before detectors report (baselines learn); a pattern first seen later is "new"
+    warmup_s: float = setting(1800.0, key="warmup", unit="s", ge=0)
+    # the same finding (kind, series) is reported at most once per cooldown
+    cooldown_s: float = setting(900.0, key="cooldown", unit="s", ge=0)
+    alpha: float = setting(0.05, internal=True)
+    beta: float = setting(0.02, internal=True)
+    season_gamma: float = setting(0.1, internal=True)
+    # target false-alarm probability per point of the SPOT thresholds
+    spot_q: float = setting(1e-4, gt=0, lt=0.5)
+    spot_init: float = setting(3.0, internal=True)
+    # robust z a count must reach (on top of the SPOT threshold) for spike / drop
+    min_z: float = setting(5.0, ge=0)
+    # a spike / drop must change the count by at least this many lines per bucket ...
+    min_count_change: float = setting(10.0, ge=0)
+    # ... and by this factor against the expectation
+    min_ratio: float = setting(2.0, ge=1)
+    cusum_k: float = setting(1.0, internal=True)
+    cusum_h: float = setting(15.0, internal=True)
+    # error ratio: binomial z needed, and the least absolute jump of the ratio (0.05 = 5 points)
+    error_z: float = setting(6.0, ge=0)
+    error_min_jump: float = setting(0.05, ge=0, le=1)
+    error_min_total: float = setting(10.0, internal=True)
+    # error ratio: least number of error lines in the bucket (small buckets are noisy)
     error_min_count: float = 5.0
-    error_p: float = 1e-7
-    # an error-ratio jump / ERROR-pattern spike is critical when its size holds at the lower confidence bound
-    # of the bucket's own sample at this many standard errors, else a warning
-    error_confidence_z: float = 2.0
-    # latency shift (kernels/latency.py): z of the window location and the least ratio to the baseline
-    value_z: float = 5.0
-    value_min_ratio: float = 1.5
-    # ... held this long (event time) before it is reported; critical from this ratio, held this long
-    latency_min_duration_s: float = 30.0
-    latency_critical_ratio: float = 2.0
-    latency_critical_duration_s: float = 60.0
-    # the pooled window reaches back this far; it needs this many values (a handful is not a distribution)
-    latency_window_s: float = 300.0
-    latency_min_values: int = 16
-    # baseline memory (event time) and the decayed number of values it needs before a series is tested
-    latency_memory_s: float = 1800.0
-    latency_min_history: float = 100.0
+    # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
+    error_p: float = setting(1e-7, gt=0, lt=1)
+    # error ratio / ERROR-pattern spike: critical when the jump's size still holds at the lower confidence
+    # bound of the bucket's own sample (this many standard errors), else a warning (a few ERROR lines)
+    error_confidence_z: float = setting(2.0, ge=0)
+    # latency shift (value anomaly): z of the window's location against the series' baseline, with its
+    # standard error from the number of values and the series' own dispersion
+    value_z: float = setting(5.0, ge=0)
+    # ... and the least ratio of the window's location to the baseline
+    value_min_ratio: float = setting(1.5, ge=1, hint="a ratio to the usual latency")
+    # a shift is reported once it has held this long (event time); critical from latency_critical_ratio held
+    # for latency_critical_duration, else warning
+    latency_min_duration_s: float = setting(30.0, key="latency_min_duration", unit="s", ge=0)
+    latency_critical_ratio: float = setting(2.0, ge=1, hint="a ratio to the usual latency")
+    latency_critical_duration_s: float = setting(60.0, key="latency_critical_duration", unit="s", ge=0)
+    # the pooled window of a series' last values reaches back this far, and holds at least its last
+    # latency_min_values values (a test needs that many)
+    latency_window_s: float = setting(300.0, key="latency_window", unit="s", gt=0)
+    latency_min_values: int = setting(16, ge=2)
+    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
+    # values take, if longer), and the (decayed) values it needs before a series is tested
+    latency_memory_s: float = setting(1800.0, key="latency_memory", unit="s", gt=0)
+    latency_min_history: float = setting(100.0, ge=0)
     # a shift held this long becomes the new baseline
-    latency_relevel_s: float = 1800.0
-    # report lower-than-usual latency too (off: faster is not an incident)
+    latency_relevel_s: float = setting(1800.0, key="latency_relevel", unit="s", gt=0)
+    # report lower-than-usual latency as well (faster is not an incident by default)
     latency_lower: bool = False
-    trend_rate: float = 0.02
-    trend_window_s: float = 3600.0
-    trend_reference_s: float = 7200.0
-    trend_min_t: float = 4.0
-    trend_forecast_ratio: float = 2.0
-    # a creep is something to look at, not to be woken for: critical only from this t if configured (inf = never)
+    # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
+    trend_rate: float = setting(0.02, gt=0, hint="0.02 = 2 %/hour")
+    trend_window_s: float = setting(3600.0, key="trend_window", unit="s", gt=0)
+    # trend: the level before the ramp is learnt from this much history (longer = more power)
+    trend_reference_s: float = setting(7200.0, key="trend_reference", unit="s", gt=0)
+    # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
+    # series-hour of flat noise)
+    trend_min_t: float = setting(4.0, ge=0)
+    # trend: forecast the time until the level reaches this multiple of the window-start level
+    trend_forecast_ratio: float = setting(2.0, gt=1)
+    # trend: a creep is a warning (something to look at); critical from this t statistic of its slope on
+    # only if set (.inf = never)
     trend_critical_t: float = math.inf
-    vanish_p: float = 1e-9
-    vanish_min_s: float = 180.0
-    vanish_max_dispersion: float = 0.5
-    steady_min: int = 10
-    drop_min_s: float = 180.0
-    new_error_min_buckets: int = 3
-    band_sigmas: float = 3.0
+    # vanished pattern: only a pattern with a cadence (heartbeat, periodic job, busy line) can vanish, when
+    # the probability of its silence under its own rate and dispersion falls below vanish_p, and not
+    # before vanish_min
+    vanish_p: float = setting(1e-9, gt=0, lt=1)
+    vanish_min_s: float = setting(180.0, key="vanish_min", unit="s", gt=0)
+    vanish_max_dispersion: float = setting(0.5, internal=True)
+    steady_min: int = setting(10, internal=True)
+    # a drop of a service's lines must last this long (a restart's silence is not a traffic drop)
+    drop_min_s: float = setting(180.0, key="drop_min", unit="s", gt=0)
+    new_error_min_buckets: int = setting(3, internal=True)
+    band_sigmas: float = setting(3.0, internal=True)
+    # write expected bands to the "series" table
     series_table: bool = True
-    # findings below this severity are not reported (no anomalies row, no finding for alerting): "info" is
-    # ordinary variation; the detectors run and learn the same either way
-    min_severity_stored: str = "warning"
+    # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
+    # alerting. info is ordinary variation (new / rare non-error patterns, spikes and shifts of non-error
+    # lines); new patterns stay in the patterns table. Set info to store those too
+    min_severity_stored: str = setting("warning", choices=("info", "warning", "critical"))
 
 
 @dataclass
@@ -197,6 +230,11 @@ class AnomalyEngine:
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
+        # explain(finding, service code) -> explanation entries; set by the processor
+        # (otelproc/anomaly/explain.py), None: findings carry none
+        self.explain: Callable[[Finding, int], list[dict]] | None = None
+        # correlate(finding, service episode key) -> incident id across services (otelproc/anomaly/incidents.py)
+        self.correlate: Callable[[Finding, str], str] | None = None
 
     # ----------------------------------------------------------------- ingest
 
@@ -439,6 +477,7 @@ class AnomalyEngine:
         row, sid, value = cb.value_points
         res = lat.latency_shift(row, sid, value, cb.first_bucket, cb.n_rows, self.latency,
                                 decay=math.exp(-step / p.latency_memory_s),
+                                memory_values=2.0 * p.latency_min_history,
                                 window=max(1, int(round(p.latency_window_s / step))),
                                 min_values=p.latency_min_values, min_weight=p.latency_min_history,
                                 warm_buckets=int(p.warmup_s / step), z_min=p.value_z, min_ratio=p.value_min_ratio,
@@ -509,12 +548,15 @@ class AnomalyEngine:
     def _sustained(rs: _ResolutionState, low: np.ndarray, need: int) -> np.ndarray:
         """True where ``low`` has held for exactly ``need`` consecutive buckets of the series (once per run):
         a restart's silence of a minute or so is not a traffic drop."""
-        out = np.zeros(low.shape, dtype=bool)
-        run = rs.drop_run
-        for r in range(low.shape[0]):
-            run[:] = np.where(low[r], run + 1, 0)
-            out[r] = run == need
-        return out
+        if low.shape[0] == 0:
+            return np.zeros(low.shape, dtype=bool)
+        # run length at each row: rows since the last row that was not low (1-based), plus the carried run
+        # where every row so far was low (one pass over the rows in numpy, not a Python loop per row)
+        row = np.arange(1, low.shape[0] + 1)[:, None]
+        last_not_low = np.maximum.accumulate(np.where(low, 0, row), axis=0)
+        run = np.where(last_not_low == 0, row + rs.drop_run[None, :], row - last_not_low)
+        rs.drop_run[:] = run[-1]
+        return run == need
 
     def _one_row_per_event(self, spike: np.ndarray, drop: np.ndarray, rs: _ResolutionState):
         """One finding row per event: a service whose total dropped does not also get a drop row per pattern
@@ -549,7 +591,6 @@ class AnomalyEngine:
         lower confidence bound of the bucket's sample, else warning) and trends are given their severity
         where they are detected.
         """
-        is_error = index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY
         if kind == FindingKind.NEW_PATTERN:
             # at first sight any new pattern is info; a new ERROR pattern pages when it keeps coming (see
             # _new_error_repeats)
@@ -664,12 +705,16 @@ class AnomalyEngine:
             f = Finding(time_ns=t, kind=kind, service=svc, score=sc, severity=sev, pattern_id=pid,
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
                         description=desc, sample=sample, labels=labels)
+            if self.explain is not None:
+                f.explanation = self.explain(f, int(index.service[k]))
+            if self.correlate is not None:  # the service's episode may be part of a cross-service incident
+                labels["incident"] = self.correlate(f, labels["incident"])
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
                            ("observed", o), ("expected", e), ("lower", l), ("upper", u), ("severity", sev.value),
                            ("description", desc), ("resolution_s", rs.step_s), ("series", series),
-                           ("template", f.template), ("labels", dict(labels))):
+                           ("template", f.template), ("labels", dict(labels)), ("explanation", f.explanation)):
                 a[col].append(v)
             out.flagged.append((int(index.service[k]), pid, t, sc))
 

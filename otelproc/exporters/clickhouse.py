@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -55,8 +54,8 @@ from typing import Any
 
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Exporter, Factory, Kind, PermanentError
-from otelproc.config import Duration, Secret
-from otelproc.exporters.retry import RetryConfig
+from otelproc.config import Duration, Secret, setting
+from otelproc.retry import GaveUp, RetryConfig, call_with_retry
 from otelproc.store import Store, StoreError, TlsOptions, check_identifier, open_store, quote_identifier
 from otelproc.store.arrow import logs_to_arrow
 from otelproc.store.schema import SQL_DIR, SchemaOptions, ensure_schema, table_columns, table_files
@@ -160,7 +159,7 @@ class ClickHouseExporterConfig:
     # create missing tables and apply migrations at start
     create_schema: bool = True
     # connect/send/receive timeout for a server (the embedded store has no network)
-    timeout: Duration = DEFAULT_TIMEOUT
+    timeout: Duration = setting(DEFAULT_TIMEOUT, gt=0)
     tls: TlsConfig = field(default_factory=TlsConfig)
     retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
     # ClickHouse cluster: DDL gets ON CLUSTER and Replicated engines (server only)
@@ -169,7 +168,7 @@ class ClickHouseExporterConfig:
     # write-ahead log of the pipelines this exporter is in (otelproc.wal); directory "" = none
     wal: WalConfig = field(default_factory=WalConfig)
     # inserts per table ClickHouse remembers to drop a replayed duplicate (0 = no dedup tokens)
-    deduplication_window: int = DEFAULT_DEDUP_WINDOW
+    deduplication_window: int = setting(DEFAULT_DEDUP_WINDOW, ge=0, hint="0 = no deduplication tokens")
     # ClickHouse settings sent with every statement to a server, e.g. {async_insert: "1"}
     connection_params: dict[str, str] = field(default_factory=dict)
 
@@ -191,8 +190,6 @@ class ClickHouseExporterConfig:
             out.append(f"ttl: must be >= 0 (0 = keep forever), got {self.ttl}s")
         elif 0 < self.ttl < 1:
             out.append(f"ttl: must be 0 or at least 1s, got {self.ttl}s")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         if embedded and (self.username or self.password):
             out.append("username: the embedded store (chdb://) has no users; remove username/password "
                        "or use an http(s):// endpoint")
@@ -201,8 +198,6 @@ class ClickHouseExporterConfig:
                        "the embedded store (chdb://) takes no connection settings")
         if self.tls.is_set() and scheme != "https":
             out.append(f"tls: only applies to https:// endpoints, endpoint is {self.endpoint!r}")
-        if self.deduplication_window < 0:
-            out.append(f"deduplication_window: must be >= 0 (0 = no deduplication tokens), got {self.deduplication_window}")
         out += [f"tls::{m}" for m in self.tls.validate()]
         out += [f"wal::{m}" for m in self.wal.validate()]
         out += [f"retry_on_failure::{m}" for m in self.retry_on_failure.validate()]
@@ -364,17 +359,13 @@ class ClickHouseExporter(Exporter):
         return f"otelproc:{wal_id}:{first}-{last}:{table}"
 
     def _insert(self, table_name: str, arrow_table, token: str = "") -> None:
-        retry = self.config.retry_on_failure
-        started = time.monotonic()
-        interval = float(retry.initial_interval)
-        attempt = 0
         m = self._m
-        while True:
-            attempt += 1
+
+        def attempt() -> int:
             t0 = time.perf_counter()
             try:
                 n = self._store.insert_arrow(table_name, arrow_table, token)
-            except Exception as e:  # noqa: BLE001 - classified below
+            except Exception as e:  # noqa: BLE001 - classified here
                 permanent = isinstance(e, (TypeError, ValueError)) or (
                     isinstance(e, StoreError) and e.code in PERMANENT_ERROR_CODES)
                 if not permanent:  # bad data says nothing about the store's health
@@ -386,39 +377,27 @@ class ClickHouseExporter(Exporter):
                 if permanent:
                     raise PermanentError(f"exporter {self.name}: insert into {table_name} rejected "
                                          f"({arrow_table.num_rows} rows, not retried): {e}") from e
-                why = self._give_up_reason(retry, started, attempt, interval)
-                if why:
-                    if isinstance(e, StoreError):
-                        raise StoreError(f"exporter {self.name}: insert into {table_name} failed, {why}: {e}",
-                                         e.code) from e
-                    raise
-                wait = interval * (1.0 + retry.randomization_factor * (2.0 * random.random() - 1.0))
-                log.warning("%s: insert into %s failed (attempt %d), retrying in %.2fs: %s",
-                            self.name, table_name, attempt, wait, e)
-                if m is not None:
-                    m["retries"].labels(self.name, table_name).inc()
-                if self._stop.wait(wait):
-                    raise StoreError(f"exporter {self.name}: insert into {table_name} failed and the exporter is "
-                                     f"shutting down (no more retries): {e}",
-                                     getattr(e, "code", 0)) from e
-                interval = min(interval * retry.multiplier, float(retry.max_interval))
-                continue
-            self.last_error = None
+                raise
             if m is not None:
-                m["up"].labels(self.name).set(1)
-                m["rows"].labels(self.name, table_name).inc(n)
                 m["latency"].labels(self.name, table_name).observe(time.perf_counter() - t0)
-            return
+            return n
 
-    def _give_up_reason(self, retry: RetryConfig, started: float, attempt: int, interval: float) -> str:
-        if not retry.enabled:
-            return "retry_on_failure is disabled"
-        if self._stop.is_set():
-            return "the exporter is shutting down"
-        elapsed = time.monotonic() - started
-        if retry.max_elapsed_time > 0 and elapsed + interval * (1 - retry.randomization_factor) > retry.max_elapsed_time:
-            return f"giving up after {attempt} attempts in {elapsed:.1f}s (max_elapsed_time {retry.max_elapsed_time:g}s)"
-        return ""
+        def count_retry(e: BaseException, attempt: int, wait: float) -> None:
+            if m is not None:
+                m["retries"].labels(self.name, table_name).inc()
+
+        retry = RetryConfig(enabled=False) if self.retry_in_pipeline else self.config.retry_on_failure
+        try:
+            n = call_with_retry(attempt, retry, f"{self.name}: insert into {table_name}", self._stop,
+                                on_retry=count_retry)
+        except GaveUp as g:
+            why = "retried by the pipeline (its write-ahead log keeps the batch)" if self.retry_in_pipeline else g.reason
+            raise StoreError(f"exporter {self.name}: insert into {table_name} failed, {why}: {g.last}",
+                             getattr(g.last, "code", 0)) from g.last
+        self.last_error = None
+        if m is not None:
+            m["up"].labels(self.name).set(1)
+            m["rows"].labels(self.name, table_name).inc(n)
 
 
 def _create(name: str, config: ClickHouseExporterConfig, next_consumer: Any = None,

@@ -24,7 +24,7 @@ from otelproc.batch import LogBatch
 from otelproc.component import Context, Exporter, Factory, Kind, PermanentError
 from otelproc.config import Duration, Secret
 from otelproc.encode import encode_json, encode_protobuf
-from otelproc.exporters.retry import RetryAfter, RetryConfig, call_with_retry
+from otelproc.retry import RetryAfter, RetryConfig, call_with_retry
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
 
@@ -84,7 +84,8 @@ class OtlpHttpExporter(Exporter):
             headers["Content-Encoding"] = "gzip"
         headers.update({k: str(v) for k, v in cfg.headers.items()})
         try:
-            call_with_retry(lambda: self._post(body, headers), cfg.retry_on_failure, f"{self.name} POST {cfg.url}", self._stop)
+            retry = RetryConfig(enabled=False) if self.retry_in_pipeline else cfg.retry_on_failure
+            call_with_retry(lambda: self._post(body, headers), retry, f"{self.name} POST {cfg.url}", self._stop)
         except Exception:
             if self._m_failed:
                 self._m_failed.labels(self.name).inc(len(batch))
@@ -113,6 +114,9 @@ class OtlpHttpExporter(Exporter):
                 raise RetryAfter(message, float(retry_after))
             raise ConnectionError(message)
         raise PermanentError(message)
+
+    def stop_retrying(self) -> None:
+        self._stop.set()
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -41,30 +41,26 @@ otelproc_query_duration_seconds{extension}.
 from __future__ import annotations
 
 import base64
-import gzip
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import re
-import socket
-import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
-from otelproc.config import ByteSize, Duration, Secret
+from otelproc.config import ByteSize, Duration, Secret, setting
+from otelproc.httpserver import BodyError, Handler, Server, compress, decompress, parse_endpoint, response_encoding
 from otelproc.extensions.native_revision import NativeFormatError, has_plain_datetime, native_at_revision
 from otelproc.store import output_format_clause, without_format_clause
 from otelproc.store.running import ENDPOINT_FILE, local_url, remove_endpoint_file, write_endpoint_file
 
-__all__ = ["QueryEndpointConfig", "QueryEndpoint", "QueryResponse", "check_read_only", "parse_host_port",
+__all__ = ["QueryEndpointConfig", "QueryEndpoint", "QueryResponse", "check_read_only",
            "READ_ONLY_STATEMENTS", "factory"]
 
 log = logging.getLogger("otelproc.extensions.query_endpoint")
@@ -150,23 +146,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_host_port(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8123`` for IPv6) -> (host, port). Raises ValueError saying what is wrong."""
-    if not isinstance(endpoint, str) or ":" not in endpoint:
-        raise ValueError(f"expected host:port (e.g. 127.0.0.1:8123), got {endpoint!r}")
-    host, _, port_text = endpoint.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host:
-        raise ValueError(f"missing host in {endpoint!r}; use 0.0.0.0:{port_text} to listen on every interface")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port must be a number, got {port_text!r} in {endpoint!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be 0..65535 (0 = any free port), got {port}")
-    return host, port
-
-
 @dataclass
 class QueryEndpointConfig:
     # host:port to listen on; 0.0.0.0:8123 to reach it from other hosts (e.g. a Grafana container)
@@ -180,9 +159,9 @@ class QueryEndpointConfig:
     # accept every request without checking credentials, on any address
     allow_anonymous: bool = False
     # a query whose result has more rows fails (ClickHouse max_result_rows, result_overflow_mode=throw)
-    max_result_rows: int = DEFAULT_MAX_RESULT_ROWS
+    max_result_rows: int = setting(DEFAULT_MAX_RESULT_ROWS, ge=1)
     # a query running longer is cancelled (ClickHouse max_execution_time)
-    max_execution_time: Duration = DEFAULT_MAX_EXECUTION_TIME
+    max_execution_time: Duration = setting(DEFAULT_MAX_EXECUTION_TIME, gt=0)
     # largest request body (query text) accepted
     max_request_size: ByteSize = DEFAULT_MAX_REQUEST_SIZE
 
@@ -195,14 +174,14 @@ class QueryEndpointConfig:
         if self.password:
             return False
         try:
-            return is_loopback(parse_host_port(self.endpoint)[0])
+            return is_loopback(parse_endpoint(self.endpoint)[0])
         except ValueError:
             return False
 
     def validate(self) -> list[str]:
         out = []
         try:
-            parse_host_port(self.endpoint)
+            parse_endpoint(self.endpoint)
         except ValueError as e:
             out.append(f"endpoint: {e}")
         if not self.exporter:
@@ -215,10 +194,6 @@ class QueryEndpointConfig:
                        f"allow_anonymous: true to let anyone who reaches the port read the store")
         if self.password and not self.username:
             out.append("username: required with a password")
-        if self.max_result_rows < 1:
-            out.append(f"max_result_rows: must be >= 1, got {self.max_result_rows}")
-        if self.max_execution_time <= 0:
-            out.append(f"max_execution_time: must be > 0, got {self.max_execution_time}s")
         if self.max_request_size < 1024:
             out.append(f"max_request_size: must be at least 1KiB, got {int(self.max_request_size)} bytes")
         return out
@@ -302,86 +277,9 @@ class _ClientError(Exception):
         self.status = status or _HTTP_STATUS.get(code, 500)
 
 
-def _zstd_module() -> Any:
-    try:
-        from compression import zstd  # Python 3.14
-    except ImportError:
-        from backports import zstd
-    return zstd
-
-
-def _bounded_decompress(new_decompressor: Any, data: bytes, limit: int, what: str) -> bytes:
-    """Every frame/member of ``data`` decompressed, refusing output beyond ``limit`` bytes while
-    decompressing (a few KiB of gzip can expand to gigabytes)."""
-    out = bytearray()
-    while data:
-        d = new_decompressor()
-        out += d.decompress(data, limit + 1 - len(out))
-        if len(out) > limit:
-            raise _ClientError(_CODE_QUERY_TOO_LARGE, f"the {what} request body decompresses to more than "
-                                                 f"max_request_size ({limit} bytes)")
-        if not d.eof:
-            raise _ClientError(_CODE_CANNOT_DECOMPRESS, f"cannot decode the {what} request body: it ends inside "
-                                                        f"a compressed frame")
-        data = d.unused_data
-    return bytes(out)
-
-
-# Content-Encoding -> a new decompressor object (decompress(data, max_length), eof, unused_data)
-_DECOMPRESSORS = {
-    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "x-gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "deflate": lambda: zlib.decompressobj(),  # zlib-wrapped, as ClickHouse reads it
-    "zstd": lambda: _zstd_module().ZstdDecompressor(),
-    "lz4": lambda: __import__("lz4.frame", fromlist=["frame"]).LZ4FrameDecompressor(),  # one frame per block
-}
-
-
-def _decode_body(data: bytes, encoding: str | None, limit: int) -> bytes:
-    """The request body without its Content-Encoding, at most ``limit`` bytes once decompressed."""
-    enc = (encoding or "").strip().lower()
-    if not enc or enc == "identity":
-        return data
-    if enc not in _DECOMPRESSORS:
-        raise _ClientError(_CODE_UNSUPPORTED, f"unsupported Content-Encoding {enc!r}; use "
-                                              f"{', '.join(_DECOMPRESSORS)} or none")
-    try:
-        return _bounded_decompress(_DECOMPRESSORS[enc], data, limit, enc)
-    except _ClientError:
-        raise
-    except Exception as e:  # noqa: BLE001 - corrupt body: tell the client
-        if enc == "deflate":  # raw deflate, as some clients send it
-            try:
-                return _bounded_decompress(lambda: zlib.decompressobj(-zlib.MAX_WBITS), data, limit, enc)
-            except _ClientError:
-                raise
-            except Exception:  # noqa: BLE001 - report the first error
-                pass
-        raise _ClientError(_CODE_CANNOT_DECOMPRESS, f"cannot decode the {enc} request body: {e}") from None
-
-
-def _lz4_compress(data: bytes) -> bytes:
-    import lz4.frame
-
-    return lz4.frame.compress(data)
-
-
-# Accept-Encoding -> compressor for answers with enable_http_compression=1 (as ClickHouse: gzip,
-# deflate, zstd, lz4; the client's first acceptable one wins)
-_COMPRESSORS = {
-    "gzip": lambda b: gzip.compress(b, compresslevel=3),
-    "deflate": lambda b: zlib.compress(b, 3),
-    "zstd": lambda b: _zstd_module().compress(b, 3),
-    "lz4": _lz4_compress,
-}
-
-
-def _response_encoding(accept_encoding: str | None) -> str | None:
-    for item in (accept_encoding or "").split(","):
-        name, _, params = item.strip().lower().partition(";")
-        if name.strip() in _COMPRESSORS and params.replace(" ", "") not in ("q=0", "q=0.0"):
-            return name.strip()
-    return None
+# ClickHouse error code for each way a request body is refused
+_BODY_ERROR_CODES = {"too_large": _CODE_QUERY_TOO_LARGE, "corrupt": _CODE_CANNOT_DECOMPRESS,
+                     "unsupported": _CODE_UNSUPPORTED, "malformed": _CODE_CANNOT_PARSE}
 
 
 def _error_body(code: int, message: str, version: str) -> bytes:
@@ -438,8 +336,7 @@ class QueryEndpoint(Extension):
         super().__init__(name)
         self.config = config
         self.context = context or Context()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
         self._engine: _Engine | None = None
         self._engine_path: str | None = None
         tel = self.context.telemetry
@@ -459,8 +356,7 @@ class QueryEndpoint(Extension):
         """(host, port) actually listened on (the port is chosen by the OS when configured as 0)."""
         if self._server is None:
             raise RuntimeError(f"extension {self.name}: not started")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.host, self._server.port
 
     def _store_location(self) -> tuple[str, str] | None:
         """(chDB path, database) of the configured exporter, from the whole config; None for a server."""
@@ -491,25 +387,17 @@ class QueryEndpoint(Extension):
         if location is None:
             return
         path, database = location
-        host, port = parse_host_port(self.config.endpoint)
         abspath = acquire_engine(path)
         try:
             os.makedirs(abspath, exist_ok=True)
             self._engine = _Engine(abspath, database, self.config)
             handler = type("_BoundHandler", (_Handler,), {"endpoint": self})
-            server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
-            self._server = server_class((host, port), handler)
-        except OSError as e:
-            release_engine(abspath)
-            raise OSError(e.errno, f"extension {self.name}: cannot listen on {self.config.endpoint}: "
-                                   f"{e.strerror}") from None
+            self._server = Server(self.config.endpoint, handler, where=f"extension {self.name}",
+                                  thread_name=f"query-{self.name}")
         except BaseException:
             release_engine(abspath)
             raise
         self._engine_path = abspath
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"query-{self.name}", daemon=True)
-        self._thread.start()
         h, p = self.address
         url = local_url(f"{h}:{p}")
         try:  # lets `otelproc sql` and the views of this store find the endpoint
@@ -526,11 +414,7 @@ class QueryEndpoint(Extension):
 
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+            server.close()
         path, self._engine_path = self._engine_path, None
         self._engine = None
         if path is not None:
@@ -586,7 +470,11 @@ class QueryEndpoint(Extension):
                 raise _ClientError(_CODE_UNSUPPORTED, "ClickHouse block compression (compress=1/decompress=1) "
                                                       "is not supported; use HTTP compression (gzip, zstd, lz4) "
                                                       "or none")
-            body = _decode_body(body, headers.get("content-encoding"), int(self.config.max_request_size))
+            try:
+                body = decompress(body, headers.get("content-encoding"), int(self.config.max_request_size),
+                                  "max_request_size")
+            except BodyError as e:
+                raise _ClientError(_BODY_ERROR_CODES[e.reason], str(e)) from None
             try:
                 text = body.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -696,86 +584,31 @@ class QueryEndpoint(Extension):
         return _ClientError(int(m.group(1)) if m else _CODE_INTERNAL, msg)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     """HTTP/1.1 framing only; QueryEndpoint.handle() decides the answer."""
 
-    protocol_version = "HTTP/1.1"
     endpoint: QueryEndpoint  # set on the bound subclass
     server_version = "otelproc-clickhouse-query"
-    # headers and body are two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per answer
-    disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
-        log.debug("%s %s", self.address_string(), format % args)
+    def refuse(self, status: int, message: str, reason: str = "") -> None:
+        err = _ClientError(_BODY_ERROR_CODES.get(reason, _CODE_UNSUPPORTED), message)
+        engine = self.endpoint._engine
+        resp = QueryEndpoint._error(err.status, err.code, message, engine.version if engine else "unknown", {})
+        self.send(resp.status, resp.body, None, resp.headers)
 
-    def _read_body(self) -> bytes | None:
-        limit = int(self.endpoint.config.max_request_size)
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    n = int(line.split(b";")[0].strip() or b"0", 16)
-                except ValueError:
-                    return None
-                if n == 0:
-                    break
-                total += n
-                if total > limit:
-                    return None
-                parts.append(self.rfile.read(n))
-                self.rfile.readline(1024)
-            while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return None
-        if length > limit or length < 0:
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _answer(self, method: str) -> None:
-        body = self._read_body() if method == "POST" else b""
-        if body is None:
-            self.close_connection = True
-            limit = int(self.endpoint.config.max_request_size)
-            engine = self.endpoint._engine
-            resp = QueryEndpoint._error(413, _CODE_QUERY_TOO_LARGE, f"request body larger than max_request_size "
-                                                                    f"({limit} bytes) or malformed",
-                                        engine.version if engine is not None else "unknown", {})
-        else:
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            resp = self.endpoint.handle(method, self.path, headers, body)
+    def answer(self, method: str) -> None:
+        body = self.read_body(int(self.endpoint.config.max_request_size), "max_request_size") if method == "POST" else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        resp = self.endpoint.handle(method, self.path, headers, body)
         payload = resp.body
         # as ClickHouse: answers are compressed only when the client asks with enable_http_compression=1
         qs = dict(parse_qsl(urlsplit(self.path).query))
         if resp.status == 200 and qs.get("enable_http_compression", "").lower() in ("1", "true"):
-            encoding = _response_encoding(self.headers.get("Accept-Encoding"))
+            encoding = response_encoding(self.headers.get("Accept-Encoding"))
             if encoding is not None:
-                payload = _COMPRESSORS[encoding](payload)
+                payload = compress(payload, encoding)
                 resp.headers["Content-Encoding"] = encoding
-        self.send_response(resp.status)
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(payload)
-
-    def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
-        self._answer("GET")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer("HEAD")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer("POST")
-
-
-class _HTTPServer6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+        self.send(resp.status, payload, None, resp.headers)
 
 
 def _create(name: str, config: QueryEndpointConfig, next_consumer: Any = None,

@@ -7,9 +7,11 @@ seen a few times an hour gives a "distribution" of one value. Here every value c
 bucket ends:
 
 * **Pooled window.** Each series keeps its last ``R`` log values (a ring, with their bucket numbers). The
-  test at a bucket uses the ring's values from the last ``window`` buckets: a busy template's window is its
-  last R values (a few seconds), a slow one's the last ``window`` of time. Fewer than ``min_values`` values:
-  no test (a handful of values is not a distribution).
+  test at a bucket uses the ring's values from the last ``window`` buckets, and at least its last
+  ``min_values`` values however old: a busy template's window is its last R values (a few seconds), a
+  slow one's the last ``window`` of time, a sparse one's (a few values a minute down to one per 5 min) its
+  last ``min_values`` values (its evidence is its last values, not its last minutes). Fewer than
+  ``min_values`` values in the ring: no test (a handful of values is not a distribution).
 * **Robust location with its standard error from n.** The window's location is the 20 %-trimmed mean of
   log(value) (a few extreme lines move it little; its variance for log-normal values is ~1.06 sigma² / n).
   Its z against the series' baseline is ``(loc - mu) / sqrt(1.06 sd² / n + tau²)`` where ``sd`` is the
@@ -19,9 +21,12 @@ bucket ends:
   from warm-up on and only from ordinary windows (|z| < 3 and below the reported ratio): a shift that builds
   up over a few windows must not inflate it before it is flagged.
 * **Baseline** ``mu`` (EW mean of log values, residuals Huber-clipped at ``clip`` sd) and ``sd`` decay with
-  event time (time constant ``decay`` per bucket), not per value, so a busy and a slow template have the same
-  memory in minutes; the baseline's weight (the decayed number of values behind it) must reach
-  ``min_weight`` and the series must be ``warm_buckets`` old before it is tested: a rare template never is.
+  event time, not per value, so a busy and a slow template have the same memory in minutes: the time
+  constant is ``decay``'s, or the time ``memory_values`` values take at the series' own rate (the ring's
+  span over its values), whichever is longer, so a sparse series' baseline holds enough values to be
+  tested; the baseline's weight (the decayed number of values behind it) must reach ``min_weight`` and the
+  series must be ``warm_buckets`` old before it is tested: a template seen a few times an hour is only
+  after a day or so of its values.
 * **Flag** when ``z >= z_min`` and the ratio ``exp(loc - mu) >= exp(min_log_ratio)`` (up); down likewise
   (the caller decides whether a lower latency is reported: by default it is not). While a series is flagged
   (either way) its baseline does not learn, so neither a spike nor a faster period becomes the normal, unless
@@ -109,9 +114,9 @@ def _trimmed_mean(buf, n, trim):
 
 @njit(cache=True, nogil=True)
 def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, mad, weight, last_b, first_b, tau2,
-                   run_start, run_dir, decay, clip, window, min_values, min_weight, warm_buckets, z_min,
-                   min_log_ratio, beta_tau, relevel_buckets, flag_out, z_out, ratio_out, n_out, run_out, exp_out,
-                   sd_out):
+                   run_start, run_dir, tau_time, memory_values, clip, window, min_values, min_weight, warm_buckets,
+                   z_min, min_log_ratio, beta_tau, relevel_buckets, flag_out, z_out, ratio_out, n_out, run_out,
+                   exp_out, sd_out):
     S = len(mu)
     R = ring_v.shape[1]
     acc_n = np.zeros(S, dtype=np.int64)
@@ -153,20 +158,32 @@ def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, 
             acc_a[s] += abs(r)
         for q in range(nt):
             s = touched[q]
+            held = ring_n[s] if ring_n[s] < R else R
             w = weight[s]
             if last_b[s] >= 0:
-                w *= decay ** (bucket - last_b[s])
+                # memory: `decay`'s time constant or memory_values values at the series' own rate (from the
+                # ring's span), whichever is longer: a sparse series remembers enough values to be tested
+                tau = tau_time
+                oldest = ring_b[s, (ring_n[s] - held) % R]
+                if held >= 2 and bucket > oldest:
+                    tau_v = memory_values * (bucket - oldest) / (held - 1)
+                    if tau_v > tau:
+                        tau = tau_v
+                w *= math.exp(-(bucket - last_b[s]) / tau)
             sd = 1.2533 * mad[s]
             if sd < MIN_SD:
                 sd = MIN_SD
             sd_out[t, s] = sd
             exp_out[t, s] = mu[s]
-            # the window: ring values of the last `window` buckets
+            # the window: ring values of the last `window` buckets, and at least the last min_values values
+            # however old (a sparse series' evidence is its last values, not its last minutes)
             nw = 0
-            for k in range(R if ring_n[s] >= R else ring_n[s]):
-                if ring_b[s, k] > bucket - window:
-                    win[nw] = ring_v[s, k]
-                    nw += 1
+            for j in range(held):
+                k = (ring_n[s] - 1 - j) % R
+                if j >= min_values and ring_b[s, k] <= bucket - window:
+                    break
+                win[nw] = ring_v[s, k]
+                nw += 1
             n_out[t, s] = nw
             flagged = 0
             if nw >= min_values and w >= min_weight:
@@ -215,8 +232,8 @@ def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, 
 
 
 def latency_shift(row: np.ndarray, sid: np.ndarray, value: np.ndarray, first_bucket: int, n_buckets: int,
-                  state: LatencyState, *, decay: float, window: int, min_values: int = 16, min_weight: float = 100.0,
-                  warm_buckets: int = 0, z_min: float = 5.0, min_ratio: float = 1.5, clip: float = 3.0,
+                  state: LatencyState, *, decay: float, window: int, memory_values: float = 0.0,
+                  min_values: int = 16, min_weight: float = 100.0, warm_buckets: int = 0, z_min: float = 5.0, min_ratio: float = 1.5, clip: float = 3.0,
                   beta_tau: float = 0.02, relevel_buckets: int = 180) -> dict[str, np.ndarray]:
     """Test every (bucket, series) with new values for a shift of its latency; updates ``state`` in place.
 
@@ -227,8 +244,9 @@ def latency_shift(row: np.ndarray, sid: np.ndarray, value: np.ndarray, first_buc
     value : float64[m]  positive values (latency); others are ignored
     first_bucket : int  absolute bucket number of row 0 (rows must continue the previous call's buckets)
     decay : float       baseline weight kept per bucket (exp(-bucket width / memory))
-    window : int        buckets the pooled window may reach back
-    min_values : int    values the window needs for a test
+    memory_values       ... or, if longer, the time this many values take at the series' rate (its ring's span)
+    window : int        buckets the pooled window reaches back (at least the last min_values values)
+    min_values : int    values a test needs
     min_weight : float  decayed values the baseline needs for a test
     warm_buckets : int  buckets since the series' first value before it is tested
     z_min, min_ratio    flag when z >= z_min and the ratio >= min_ratio (or both the other way: -1)
@@ -251,9 +269,9 @@ def latency_shift(row: np.ndarray, sid: np.ndarray, value: np.ndarray, first_buc
         raise ValueError(f"row, sid, value must be 1-D of one length, got {row.shape}, {sid.shape}, {value.shape}")
     if len(row) and (row.min() < 0 or row.max() >= n_buckets or sid.min() < 0 or sid.max() >= S):
         raise ValueError("row or series id out of range")
-    if not (0 < decay <= 1) or window < 1 or min_values < 1 or min_ratio < 1:
-        raise ValueError(f"need 0 < decay <= 1, window >= 1, min_values >= 1, min_ratio >= 1; got {decay}, {window}, "
-                         f"{min_values}, {min_ratio}")
+    if not (0 < decay <= 1) or window < 1 or min_values < 1 or min_ratio < 1 or memory_values < 0:
+        raise ValueError(f"need 0 < decay <= 1, window >= 1, min_values >= 1, min_ratio >= 1, memory_values >= 0; got "
+                         f"{decay}, {window}, {min_values}, {min_ratio}, {memory_values}")
     pos = value > 0
     order = np.argsort(row[pos], kind="stable")
     shape = (int(n_buckets), S)
@@ -262,7 +280,8 @@ def latency_shift(row: np.ndarray, sid: np.ndarray, value: np.ndarray, first_buc
            "expected": np.full(shape, np.nan), "sd": np.full(shape, np.nan)}
     _latency_shift(row[pos][order], sid[pos][order], np.log(value[pos][order]), int(first_bucket), int(n_buckets),
                    state.ring_v, state.ring_b, state.ring_n, state.mu, state.mad, state.weight, state.last_b,
-                   state.first_b, state.tau2, state.run_start, state.run_dir, float(decay), float(clip), int(window),
+                   state.first_b, state.tau2, state.run_start, state.run_dir,
+                   math.inf if decay == 1 else -1.0 / math.log(decay), float(memory_values), float(clip), int(window),
                    int(min_values), float(min_weight), int(warm_buckets), float(z_min), float(math.log(min_ratio)),
                    float(beta_tau), int(relevel_buckets), out["flag"], out["z"], out["ratio"], out["n"], out["run"],
                    out["expected"], out["sd"])

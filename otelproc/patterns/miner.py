@@ -61,8 +61,8 @@ from otelproc.kernels.cluster import KeyTable, candidate_scores
 from otelproc.kernels.mask import TIME_WORDS
 from otelproc.kernels.param_evidence import SHAPE_VARIED, param_evidence
 from otelproc.kernels.slot_stats import slot_stats
-from otelproc.kernels.tokenize import (FNV_OFFSET, gather_spans, hash_and_lookup, hash_lookup_params, masked_text,
-                                      param_spans, params_terminated, replace_strings)
+from otelproc.kernels.tokenize import (FNV_OFFSET, hash_and_lookup, hash_lookup_params, masked_text, params_terminated,
+                                      replace_strings)
 
 log = logging.getLogger("otelproc.patterns")
 
@@ -83,7 +83,7 @@ DEFAULT_MIN_CONSTANT_LINES = 2
 # parameter evidence is kept for the first EVIDENCE_PARAMS parameters of a template and their first EVIDENCE_WORDS words
 EVIDENCE_PARAMS = 8
 EVIDENCE_WORDS = 4
-EVIDENCE_HEAD = 16   # bytes of a parameter's shared head and tail that are tracked (node-<*>, chdir(<*>))
+EVIDENCE_HEAD = 32   # bytes of a parameter's shared head and tail that are tracked (node-<*>, chdir(<*>))
 # a span of at most this many tokens may differ in length between a key and a template (see _span_merge)
 MAX_SPAN = 3
 _SPAN_CANDIDATES = 20   # patterns of other token counts compared with a new key, those sharing most tokens
@@ -123,7 +123,7 @@ class PatternChange:
 @dataclass
 class LearnResult:
     slot: np.ndarray       # int32[n]   pattern slot of each line
-    genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see param_spans)
+    genmask: np.ndarray    # uint64[n]  key tokens generalised by the pattern (see params_terminated)
     changes: list[PatternChange]
     # learn(with_params=True): the pattern_params of every line (kernels.tokenize.params_terminated layout)
     params: StringArray | None = None
@@ -225,9 +225,12 @@ class PatternMiner:
         """The template as shown: the mined one (``p_tokens``, whose text gives the id), with every
         masked word that was the same on all of at least ``min_constant_lines`` lines shown as
         text (``port <*> ssh2``, ``tty=NODEVssh``, ``jk2_init()``). Only words with a letter that
-        are not month or weekday names are shown (numbers and timestamps stay variables); a
-        variable whose words all stay masked is one ``<*>``. The evidence comes from the lines'
-        parameters (``learn(with_params=True)``)."""
+        are not month or weekday names are shown (numbers and timestamps stay variables), with the
+        digits that stand after punctuation masked (``processor....<*>``); from a single line only a
+        name with a short index (``L3``, ``tty2``). A variable of a fixed number of words shows one
+        ``<*>`` per word (a timestamp stays one); a one-word variable keeps the punctuation around it
+        (``'<*>'``, ``<*>.``; see ``_around``). The evidence comes from the lines' parameters
+        (``learn(with_params=True)``)."""
         return self.p_display[slot]
 
     def template_mined(self, slot: int) -> str:
@@ -363,12 +366,6 @@ class PatternMiner:
         self._pending.clear()
         return LearnResult(slot, genmask, changes, params)
 
-    def params(self, buf: np.ndarray, off: np.ndarray, genmask: np.ndarray) -> tuple[np.ndarray, StringArray]:
-        """Parameter values per line: (int64 offsets[n+1], StringArray of values)."""
-        poff, start, end = param_spans(buf, off, genmask)
-        vbuf, voff = gather_spans(buf, start, end)
-        return poff, StringArray(vbuf, voff)
-
     def _new_evidence(self, n: int) -> None:
         """Empty parameter evidence for n slots."""
         self.ev_seen = np.zeros(n, dtype=np.int64)
@@ -395,7 +392,7 @@ class PatternMiner:
             self.ev_sample[s] = params.buf[a:b].tobytes().decode("utf-8", "surrogateescape").split("\x1f")[:-1]
         # the display changes when a slot reaches min_constant_lines or a word it showed varies
         m = self.min_constant_lines
-        redo = np.flatnonzero(changed | ((before < m) & (self.ev_lines >= m)))
+        redo = np.flatnonzero(changed | ((before < m) & (self.ev_lines >= m)) | ((before == 0) & (self.ev_lines > 0)))
         for s in redo.tolist():
             text = self._shown(s)
             if text != self.p_display[s]:
@@ -405,7 +402,8 @@ class PatternMiner:
     def _shown(self, slot: int) -> str:
         tokens = self.p_tokens[slot]
         values = self.ev_sample[slot]
-        if self.ev_irregular[slot] or self.ev_lines[slot] < self.min_constant_lines or values is None:
+        single = self.ev_lines[slot] < self.min_constant_lines   # (fewer lines than it takes to call a word constant)
+        if self.ev_irregular[slot] or values is None:
             return " ".join(tokens)
         out = []
         k = 0
@@ -413,39 +411,53 @@ class PatternMiner:
             parts = tok.split(VAR)
             text = parts[0]
             for part in parts[1:]:
-                text += self._shown_value(slot, k, values[k]) + part
+                text += self._shown_value(slot, k, values[k], single) + part
                 k += 1
             out.append(text)
         return " ".join(out)
 
-    def _shown_value(self, slot: int, k: int, value: str) -> str:
+    def _shown_value(self, slot: int, k: int, value: str, single: bool = False) -> str:
         if k >= EVIDENCE_PARAMS or self.ev_varied[slot, k] & SHAPE_VARIED:
             return VAR
         varied = int(self.ev_varied[slot, k])
         words = _SPACES.split(value.strip(_SPACE_CHARS))
-        shown = [word if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
-                 for w, word in enumerate(words)]
-        if all(x == VAR for x in shown):
-            if len(words) != 1 or not varied:   # (a constant value that is not a name: an address, a number)
-                return VAR
-            # a varying word shows the text all its values share around the variable: a head of letters up to
-            # the last punctuation (node-<*>, core.<*>; no digit: 10.250.<*> stays <*>) and a tail of
-            # punctuation ("<*>):"), each only when it ended within the bytes tracked
-            raw = value.encode("utf-8", "surrogateescape")
+        if single:
+            # one line is no evidence of constancy: only a name with a short index (L3, tty2, PSR0) is shown
+            shown = [_numbers_masked(word) if _is_indexed_name(word) else VAR for word in words]
+        else:
+            shown = [_numbers_masked(word) if w < EVIDENCE_WORDS and not (varied >> w) & 1 and _is_name(word) else VAR
+                     for w, word in enumerate(words)]
+        if len(words) == 1 and shown[0] == VAR:
+            return self._around(slot, k, value, varied)
+        if any(word.lower() in _TIME_WORDS for word in words):
+            # a timestamp is one variable, as the key kernel joins neighbouring masked words
+            return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
+        # a variable of a fixed number of words shows one <*> per word ("Fan speeds ( <*> <*> <*> )")
+        return " ".join(shown)
+
+    def _around(self, slot: int, k: int, value: str, varied: int) -> str:
+        """A masked one-word value with the text around the variable that is not part of it: a value
+        that never changed shows its opening and closing punctuation (``'<*>'``, ``[<*>]``, ``<*>.``);
+        a varying one the text all its values share: a head of letters up to the last punctuation
+        (``node-<*>``, ``core.<*>``; no digit: ``10.250.<*>`` stays ``<*>``) and a tail of
+        punctuation (``<*>):``), each only when it ended within the bytes tracked."""
+        raw = value.encode("utf-8", "surrogateescape")
+        if not varied:
+            head = value[:len(value) - len(value.lstrip(_OPENING))]
+            tail = value[len(value.rstrip(_CLOSING_PUNCT)):]
+        else:
             p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
             head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
             head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
             if not any(c.isalpha() for c in head) or ":" in value or "@" in value:   # (host:port, user@host)
-                head = ""
+                head = head if head and all(c in _OPENING for c in head) else ""
             tail = raw[len(raw) - q:].decode("utf-8", "ignore") if 0 < q < EVIDENCE_HEAD and q < len(raw) else ""
             tail = tail[len(_NOT_CLOSING.match(tail).group(0)):]   # from its first closing punctuation
             if any(c.isalnum() for c in tail):
                 tail = ""
-            if len(head) + len(tail) >= len(raw):
-                return VAR
-            return head + VAR + tail
-        # neighbouring masked words are one variable, as the key kernel joins them
-        return " ".join(x for i, x in enumerate(shown) if not (x == VAR and i and shown[i - 1] == VAR))
+        if len(head) + len(tail) >= len(value):
+            return VAR
+        return head + VAR + tail
 
     # ------------------------------------------------------------------ slow path
 
@@ -1019,6 +1031,34 @@ _WORD_TAIL = re.compile(r"\w*$")
 _HEAD_STOP = re.compile(r"[0-9/:@]")
 _NOT_CLOSING = re.compile(r"[^)\]}>:;,'\"]*")   # a head is cut at its last punctuation ('_' is part of a word)
 _NOT_A_NAME = re.compile(r"[/:@]|\d{3}|0[xX][0-9a-fA-F]")
+
+
+_OPENING = "'\"([{<"   # punctuation that opens a value ('<*>', [<*>])
+_CLOSING_PUNCT = "'\")]}>:;,."   # and that closes it or the sentence (<*>., <*>):)
+_INDEXED_NAME = re.compile(r"[A-Za-z][A-Za-z_]*[0-9]{1,2}[:=,]?")
+_HEX = "abcdefABCDEF"
+_LOOSE_NUMBER = re.compile(r"(?<=[^\w\s])[0-9]+(?![A-Za-z_])")
+
+
+def _is_indexed_name(word: str) -> bool:
+    """A masked word shown from one line: a name with an index, either one or two digits right
+    after its letters (``L3``, ``tty2``, ``PSR0=``, ``eth0:``; not a run of hex letters such as
+    ``ffffda44``) or a number after punctuation (``CPU#<*>``, ``CentOS-<*>``: see _numbers_masked)
+    with no other digit and no sign of an address or an id (``/``, ``:``, ``@``, 3+ digits)."""
+    if not word[:1].isalpha() or word.lower() in _TIME_WORDS:
+        return False
+    masked = _numbers_masked(word).replace(VAR, "")
+    if masked != word:
+        return not any(c.isdigit() for c in masked) and _NOT_A_NAME.search(word) is None
+    letters = word.rstrip(":=,0123456789")
+    return (_INDEXED_NAME.fullmatch(word) is not None and letters != word.rstrip(":=,")
+            and letters.lower() not in _TIME_WORDS and not (len(letters) >= 4 and all(c in _HEX for c in letters)))
+
+
+def _numbers_masked(word: str) -> str:
+    """``word`` with its numbers masked: digits after punctuation (``CPU#<*>``, ``processor....<*>``);
+    digits within a name (``ssh2``, ``L3``) are part of it."""
+    return _LOOSE_NUMBER.sub(VAR, word)
 
 
 def _is_name(word: str) -> bool:

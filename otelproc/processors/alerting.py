@@ -21,17 +21,18 @@ from typing import Any
 
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Factory, Kind, Processor
-from otelproc.config import ConfigError, ConfigRelativePath, Duration
+from otelproc.config import ConfigError, ConfigRelativePath, Duration, setting
+from otelproc.httpserver import parse_endpoint
 from otelproc import defaults
 from otelproc.telemetry import Telemetry
 from otelproc.alerting.engine import AlertEngine, outcomes_to_arrow
-from otelproc.alerting.notifiers import RetryPolicy
+from otelproc.alerting.notifiers import delivery_retry
 from otelproc.alerting.rules import load_alerts_file
 
 log = logging.getLogger("otelproc.alerting")
 
 DEFAULT_QUEUE_SIZE = 1000
-DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_ELAPSED_TIME = Duration(10.0)
 DEFAULT_INITIAL_BACKOFF = Duration(0.1)
 DEFAULT_MAX_BACKOFF = Duration(5.0)
 DEFAULT_SHUTDOWN_TIMEOUT = Duration(5.0)
@@ -46,13 +47,14 @@ class AlertingConfig:
     # host:port of the silences / alerts HTTP API (Alertmanager v2 paths); empty disables it
     api_endpoint: str = ""
     # notifications queued per receiver integration; beyond it they are dropped (and recorded)
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    # delivery attempts per notification (transient failures only)
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    initial_backoff: Duration = DEFAULT_INITIAL_BACKOFF
+    queue_size: int = setting(DEFAULT_QUEUE_SIZE, ge=1)
+    # a notification is retried (transient failures only) with doubling waits from initial_backoff up to
+    # max_backoff, for at most max_elapsed_time (otelproc.retry)
+    initial_backoff: Duration = setting(DEFAULT_INITIAL_BACKOFF, gt=0)
     max_backoff: Duration = DEFAULT_MAX_BACKOFF
+    max_elapsed_time: Duration = setting(DEFAULT_MAX_ELAPSED_TIME, ge=0, hint="0 = until shutdown")
     # how long shutdown waits for queued notifications
-    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Duration = setting(DEFAULT_SHUTDOWN_TIMEOUT, ge=0)
 
     def validate(self) -> list[str]:
         out = []
@@ -61,19 +63,12 @@ class AlertingConfig:
         except ConfigError as e:
             out.extend(f"rules_file: {err}" for err in e.errors)
         if self.api_endpoint:
-            host, sep, port = self.api_endpoint.rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-                out.append(f"api_endpoint: must be host:port, got {self.api_endpoint!r}")
-        if self.queue_size < 1:
-            out.append(f"queue_size: must be >= 1, got {self.queue_size}")
-        if self.max_attempts < 1:
-            out.append(f"max_attempts: must be >= 1, got {self.max_attempts}")
-        if self.initial_backoff is not None and self.initial_backoff <= 0:
-            out.append(f"initial_backoff: must be > 0, got {self.initial_backoff}s")
+            try:
+                parse_endpoint(self.api_endpoint, empty_host="127.0.0.1")
+            except ValueError as e:
+                out.append(f"api_endpoint: must be host:port: {e}")
         if self.max_backoff is not None and self.initial_backoff is not None and self.max_backoff < self.initial_backoff:
             out.append(f"max_backoff: must be >= initial_backoff ({self.initial_backoff}s), got {self.max_backoff}s")
-        if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
-            out.append(f"shutdown_timeout: must be >= 0, got {self.shutdown_timeout}s")
         return out
 
     def rules_path(self) -> str:
@@ -93,7 +88,7 @@ class AlertingProcessor(Processor):
         self.telemetry = telemetry or Telemetry()
         self.engine = engine or AlertEngine(
             load_alerts_file(cfg.rules_path()), queue_size=cfg.queue_size,
-            retry=RetryPolicy(cfg.max_attempts, float(cfg.initial_backoff), float(cfg.max_backoff)),
+            retry=delivery_retry(float(cfg.initial_backoff), float(cfg.max_backoff), float(cfg.max_elapsed_time)),
             telemetry=self.telemetry)
         self.api = None
         self._errors = self.telemetry.counter("otelproc_alerting_errors_total",

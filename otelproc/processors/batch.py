@@ -1,7 +1,9 @@
 """The ``batch`` processor: merges small batches into large ones for the exporters.
 
-ClickHouse writes a part per INSERT (~8-10 ms each), so rows/s grows with block
-size up to ~50k-100k rows (benchmarks/README.md). This processor buffers
+ClickHouse writes a part per INSERT and merges parts in the background, rewriting each row
+again at every merge level: the fewer, larger the inserts, the less CPU per row. A 100k-row
+block cost 23 % less store CPU per log than a 50k-row block, insert and merges together
+(benchmarks/store_cost.py, benchmarks/README.md). This processor buffers
 batches and hands one merged batch to the next consumer when
 ``send_batch_size`` records are buffered or ``timeout`` has passed since the
 oldest buffered record, on its own thread, so the stages before it (decode,
@@ -13,7 +15,7 @@ caller, which fills the pipeline's ingest queue, which makes receivers answer
 429 / RESOURCE_EXHAUSTED: back-pressure instead of unbounded memory.
 
     processors:
-      batch: {send_batch_size: 50000, timeout: 1s}
+      batch: {send_batch_size: 100000, timeout: 1s}
 
 Write-ahead log: merged batches carry the WAL range of their parts (``LogBatch.wal_seq``).
 After a restart the pipeline replays unacknowledged records and hands this processor the
@@ -31,29 +33,25 @@ from dataclasses import dataclass
 
 from otelproc.batch import LogBatch, concat_batches
 from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Processor
-from otelproc.config import Duration
+from otelproc.config import Duration, setting
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEND_BATCH_SIZE = 50_000
+DEFAULT_SEND_BATCH_SIZE = 100_000
 DEFAULT_TIMEOUT = Duration(1.0)
 
 
 @dataclass
 class BatchProcessorConfig:
     # records that trigger a send
-    send_batch_size: int = DEFAULT_SEND_BATCH_SIZE
+    send_batch_size: int = setting(DEFAULT_SEND_BATCH_SIZE, ge=1)
     # longest a record waits in the buffer before it is sent anyway
-    timeout: Duration = DEFAULT_TIMEOUT
+    timeout: Duration = setting(DEFAULT_TIMEOUT, gt=0)
     # most records held at once; consume() blocks above it (0 = 2 x send_batch_size)
     max_buffered_records: int = 0
 
     def validate(self) -> list[str]:
         out = []
-        if self.send_batch_size < 1:
-            out.append(f"send_batch_size: must be >= 1, got {self.send_batch_size}")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         if self.max_buffered_records and self.max_buffered_records < self.send_batch_size:
             out.append(f"max_buffered_records: must be 0 or >= send_batch_size ({self.send_batch_size}), got {self.max_buffered_records}")
         return out

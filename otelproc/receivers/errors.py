@@ -14,6 +14,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from otelproc.component import BackPressureError, PermanentError
+from otelproc.httpserver import BodyError
 
 
 class RequestError(Exception):
@@ -35,6 +36,12 @@ class Answer:
 
 
 def answer_for(exc: BaseException) -> Answer:
+    if isinstance(exc, BodyError):
+        if exc.reason == "too_large":
+            return Answer(413, grpc.StatusCode.RESOURCE_EXHAUSTED, "too_large", str(exc))
+        if exc.reason == "unsupported":
+            return Answer(415, grpc.StatusCode.UNIMPLEMENTED, "unsupported_media_type", str(exc))
+        return Answer(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid", str(exc))
     if isinstance(exc, RequestError):
         reason = {413: "too_large", 415: "unsupported_media_type"}.get(exc.http_status, "invalid")
         return Answer(exc.http_status, exc.grpc_code, reason, str(exc))

@@ -30,21 +30,18 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import socket
 import ssl
-import threading
 import time
-import zlib
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Receiver
-from otelproc.config import ByteSize, Duration, Secret
+from otelproc.config import ByteSize, Duration, Secret, setting
+from otelproc.httpserver import BodyError, Handler, Server, decompress, parse_endpoint
 from otelproc.receivers.decode import Decoded, decode_json, decode_protobuf
 from otelproc.receivers.errors import Answer, RequestError, answer_for, rpc_status
 from otelproc.receivers.sanitize import LimitsConfig, TooManyRecords, sanitize
@@ -57,7 +54,6 @@ MIB = 1 << 20
 
 # an idle or slow HTTP connection is closed after this long (slowloris guard)
 HTTP_SOCKET_TIMEOUT = 60.0
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -127,17 +123,13 @@ class GrpcConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
     # largest accepted (decompressed) request, as the Collector's key
-    max_recv_msg_size_mib: int = 16
+    max_recv_msg_size_mib: int = setting(16, ge=1)
     # requests handled at once (worker threads)
-    max_concurrent_streams: int = 8
+    max_concurrent_streams: int = setting(8, ge=1)
 
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
         out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
-        if self.max_recv_msg_size_mib < 1:
-            out.append(f"max_recv_msg_size_mib: must be >= 1, got {self.max_recv_msg_size_mib}")
-        if self.max_concurrent_streams < 1:
-            out.append(f"max_concurrent_streams: must be >= 1, got {self.max_concurrent_streams}")
         return out
 
 
@@ -146,7 +138,7 @@ class HttpConfig:
     # host:port to listen on (port 0 picks a free port)
     endpoint: str = "localhost:4318"
     # largest accepted request body as sent (compressed), answered 413 above it
-    max_request_body_size: ByteSize = ByteSize(20 * MIB)
+    max_request_body_size: ByteSize = setting(ByteSize(20 * MIB), gt=0)
     # largest body after decompression (guards against gzip bombs), answered 413 above it
     max_decompressed_size: ByteSize = ByteSize(200 * MIB)
     # URL path of the logs endpoint
@@ -157,8 +149,6 @@ class HttpConfig:
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
         out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
-        if self.max_request_body_size < 1:
-            out.append(f"max_request_body_size: must be > 0, got {self.max_request_body_size}")
         if self.max_decompressed_size < self.max_request_body_size:
             out.append("max_decompressed_size: must be >= max_request_body_size")
         if not self.logs_url_path.startswith("/"):
@@ -194,48 +184,7 @@ def _check_endpoint(endpoint: str) -> list[str]:
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``host:port`` (``:port`` means all interfaces) -> (host, port)."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port (e.g. 0.0.0.0:4318), got {endpoint!r}")
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
-def decompress(data: bytes, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding / grpc-encoding, refusing output larger than ``limit`` bytes."""
-    enc = encoding.strip().lower()
-    if enc in ("", "identity", "none"):
-        return data
-    if enc in ("gzip", "deflate", "x-gzip"):
-        wbits = 31 if enc != "deflate" else 15
-        d = zlib.decompressobj(wbits)
-        try:
-            out = d.decompress(data, limit + 1)
-        except zlib.error as e:
-            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {enc} body: {e}") from None
-        if len(out) > limit:
-            raise RequestError(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"decompressed body exceeds the limit of {limit} bytes")
-        if not d.eof:
-            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {enc} body: truncated stream")
-        return out
-    if enc == "zstd":
-        try:
-            from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
-        except ImportError:
-            try:
-                from backports import zstd  # type: ignore[no-redef]
-            except ImportError:
-                raise RequestError(415, grpc.StatusCode.UNIMPLEMENTED, "zstd Content-Encoding is not available") from None
-        try:
-            dec = zstd.ZstdDecompressor()
-            out = dec.decompress(data, max_length=limit + 1)
-        except zstd.ZstdError as e:
-            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, f"malformed zstd body: {e}") from None
-        if len(out) > limit:
-            raise RequestError(413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"decompressed body exceeds the limit of {limit} bytes")
-        return out
-    raise RequestError(415, grpc.StatusCode.UNIMPLEMENTED,
-                       f"unsupported Content-Encoding {encoding!r}; supported: gzip, deflate, zstd, identity")
+    return parse_endpoint(endpoint, empty_host="0.0.0.0")
 
 
 class OtlpReceiver(Receiver):
@@ -243,7 +192,7 @@ class OtlpReceiver(Receiver):
         super().__init__(name, next_consumer)
         self.config = config
         self._grpc_server: grpc.Server | None = None
-        self._http_server: ThreadingHTTPServer | None = None
+        self._http_server: Server | None = None
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         t = context.telemetry
@@ -319,8 +268,7 @@ class OtlpReceiver(Receiver):
 
     def shutdown(self) -> None:
         if self._http_server is not None:
-            self._http_server.shutdown()
-            self._http_server.server_close()
+            self._http_server.close()
             self._http_server = None
         if self._grpc_server is not None:
             # let in-flight Exports finish (their data is already handed on) for up to 5 s
@@ -383,50 +331,12 @@ class OtlpReceiver(Receiver):
     # -- HTTP ------------------------------------------------------------------------
 
     def _start_http(self, cfg: HttpConfig) -> None:
-        receiver = self
-
-        class Handler(_OtlpHttpHandler):
-            pass
-
-        Handler.receiver, Handler.cfg = receiver, cfg
-        Handler.timeout = HTTP_SOCKET_TIMEOUT
-        host, port = split_endpoint(cfg.endpoint)
-        try:
-            server = _HttpServer((host, port), Handler)
-        except OSError as e:
-            raise OSError(f"receivers::{self.name}::protocols::http::endpoint: cannot listen on {cfg.endpoint}: "
-                          f"{e.strerror}") from None
-        server.daemon_threads = True
-        if cfg.tls.enabled():
-            server.tls_context = cfg.tls.ssl_context()
-        self._http_server, self.http_port = server, server.server_address[1]
-        threading.Thread(target=server.serve_forever, name=f"{self.name}-http", daemon=True).start()
-        log.info("OTLP/HTTP receiver %s listening on %s:%d%s", self.name, host, self.http_port, cfg.logs_url_path)
-
-
-class _HttpServer(ThreadingHTTPServer):
-    """Threading HTTP server that, with TLS, does each handshake on the connection's own thread
-    (a slow or hostile client cannot stall the accept loop)."""
-
-    tls_context: ssl.SSLContext | None = None
-
-    def finish_request(self, request, client_address) -> None:
-        if self.tls_context is not None:
-            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
-            try:
-                request = self.tls_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake with %s failed: %s", client_address, e)
-                try:
-                    request.close()
-                except OSError:
-                    pass
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request, client_address) -> None:
-        # a client that resets or times out is not an otelproc error worth a traceback
-        log.debug("HTTP connection from %s ended with an error", client_address, exc_info=True)
+        handler = type("_BoundHandler", (_OtlpHttpHandler,), {"receiver": self, "cfg": cfg})
+        server = Server(cfg.endpoint, handler, where=f"receivers::{self.name}::protocols::http::endpoint",
+                        thread_name=f"{self.name}-http", empty_host="0.0.0.0",
+                        tls_context=cfg.tls.ssl_context() if cfg.tls.enabled() else None)
+        self._http_server, self.http_port = server, server.port
+        log.info("OTLP/HTTP receiver %s listening on %s:%d%s", self.name, server.host, server.port, cfg.logs_url_path)
 
 
 class _GrpcStatus(grpc.Status):
@@ -450,12 +360,12 @@ def _grpc_message(message: bytes, limit: int) -> bytes:
     refuses them when it parses the grpc-encoding header.
     """
     if message[:2] == b"\x1f\x8b":
-        return decompress(message, "gzip", limit)
+        return decompress(message, "gzip", limit, "max_recv_msg_size_mib")
     if len(message) > 2 and message[0] == 0x78 and (0x7800 | message[1]) % 31 == 0:
         try:
-            return decompress(message, "deflate", limit)
-        except RequestError as e:
-            if e.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return decompress(message, "deflate", limit, "max_recv_msg_size_mib")
+        except BodyError as e:
+            if e.reason == "too_large":
                 raise
     return message  # uncompressed: grpc core already applied max_receive_message_length
 
@@ -468,50 +378,40 @@ def _response(decoded: Decoded) -> ExportLogsServiceResponse:
     return resp
 
 
-class _OtlpHttpHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: Collectors reuse connections
-    server_version = "otelproc"
+class _OtlpHttpHandler(Handler):
     receiver: OtlpReceiver
     cfg: HttpConfig
+    timeout = HTTP_SOCKET_TIMEOUT
 
     def log_message(self, fmt, *args):  # no per-request logs
         pass
 
-    def setup(self) -> None:
-        super().setup()
-        # headers and body leave in two writes: without TCP_NODELAY, Nagle plus the client's
-        # delayed ACK add ~40 ms to every answer on a kept-alive connection
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] in ("/health", "/healthz", "/"):
-            return self._send(200, "application/json", b'{"status":"ok"}')
-        self._send(404, "text/plain", b"not found\n")
-
-    def do_POST(self) -> None:
+    def answer(self, method: str) -> None:
+        if method != "POST":
+            if self.path.split("?", 1)[0] in ("/health", "/healthz", "/"):
+                return self.send(200, b'{"status":"ok"}', "application/json")
+            return self.send(404, b"not found\n", "text/plain")
         cfg = self.cfg
         if not cfg.auth.admits(self.headers.get("Authorization")):
             # refuse before reading the body: unauthenticated clients cost no decoding
             self.receiver.count_auth_failure("http")
             self.close_connection = True
             body = b'{"code":16,"message":"missing or invalid bearer token"}'
-            return self._send(401, "application/json", body, {"WWW-Authenticate": 'Bearer realm="otelproc"'})
+            return self.send(401, body, "application/json", {"WWW-Authenticate": 'Bearer realm="otelproc"'})
         path = self.path.split("?", 1)[0]
         if path != cfg.logs_url_path:
-            self._discard_body()
-            return self._send(404, "text/plain", f"unknown path {path}; logs go to {cfg.logs_url_path}\n".encode())
+            self.discard_body()
+            return self.send(404, f"unknown path {path}; logs go to {cfg.logs_url_path}\n".encode(), "text/plain")
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         kind = {"application/x-protobuf": "proto", "application/protobuf": "proto", "application/json": "json"}.get(ctype)
         try:
             if kind is None:
-                self._discard_body()
+                self.discard_body()
                 raise RequestError(415, grpc.StatusCode.INVALID_ARGUMENT,
                                    f"unsupported Content-Type {ctype!r}; use application/x-protobuf or application/json")
-            body = self._read_body(cfg.max_request_body_size)
-            body = decompress(body, self.headers.get("Content-Encoding") or "", cfg.max_decompressed_size)
+            body = self.read_body(cfg.max_request_body_size, "max_request_body_size")
+            body = decompress(body, self.headers.get("Content-Encoding"), cfg.max_decompressed_size,
+                              "max_decompressed_size", allowed=("gzip", "x-gzip", "deflate", "zstd"))
             decoded = self.receiver.export(body, kind, "http")
         except Exception as exc:
             ans = answer_for(exc)
@@ -520,70 +420,13 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
                 headers["Retry-After"] = str(max(1, round(ans.retry_after)))
             st = rpc_status(ans)
             if kind == "json":
-                return self._send(ans.http_status, "application/json", json_format.MessageToJson(st).encode(), headers)
-            return self._send(ans.http_status, "application/x-protobuf", st.SerializeToString(), headers)
+                return self.send(ans.http_status, json_format.MessageToJson(st).encode(), "application/json", headers)
+            return self.send(ans.http_status, st.SerializeToString(), "application/x-protobuf", headers)
         resp = _response(decoded)
         if kind == "json":
-            self._send(200, "application/json", json_format.MessageToJson(resp, indent=None).encode())
+            self.send(200, json_format.MessageToJson(resp, indent=None).encode(), "application/json")
         else:
-            self._send(200, "application/x-protobuf", resp.SerializeToString())
-
-    def _read_body(self, limit: int) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    n = int(line.split(b";", 1)[0].strip() or b"x", 16)
-                except ValueError:
-                    self.close_connection = True
-                    raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, "malformed chunked body") from None
-                if n == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                total += n
-                if total > limit:
-                    self.close_connection = True
-                    raise RequestError(413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body exceeds {limit} bytes")
-                parts.append(self.rfile.read(n))
-                self.rfile.readline(1024)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            raise RequestError(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid Content-Length")
-        if length > limit:
-            # don't read a body we will refuse; the connection cannot be reused after that
-            self.close_connection = True
-            raise RequestError(413, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"request body of {length} bytes exceeds max_request_body_size {limit}")
-        return self.rfile.read(length)
-
-    def _discard_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
-        elif 0 < length <= (1 << 20):
-            self.rfile.read(length)
-        elif length:
-            self.close_connection = True
-
-    def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+            self.send(200, resp.SerializeToString(), "application/x-protobuf")
 
 
 def _create(name: str, config: OtlpReceiverConfig, next_consumer: Consumer, context: Context) -> OtlpReceiver:

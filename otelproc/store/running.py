@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from otelproc.httpserver import parse_endpoint
 from otelproc.store import Store, StoreError, error_code, open_store
 
 __all__ = ["ENDPOINT_FILE", "PASSWORD_ENV", "StoreUnavailable", "write_endpoint_file", "remove_endpoint_file",
@@ -32,9 +33,8 @@ class StoreUnavailable(Exception):
 
 def local_url(endpoint: str) -> str:
     """``http://host:port`` by which a client on this machine reaches a listener on ``endpoint`` (host:port)."""
-    host, _, port = endpoint.rpartition(":")
-    host = host.strip("[]")
-    if host in ("0.0.0.0", ""):
+    host, port = parse_endpoint(endpoint, empty_host="0.0.0.0")
+    if host == "0.0.0.0":
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"

@@ -34,7 +34,7 @@ def test_kernel_matches_the_reference_over_calls():
     S, R = 4, 12
     rate = [3.0, 0.7, 6.0, 0.2]
     kw = dict(decay=math.exp(-10 / 600), window=12, min_values=8, min_weight=30.0, warm_buckets=20, z_min=4.0,
-              min_ratio=1.5, relevel_buckets=40)
+              min_ratio=1.5, relevel_buckets=40, memory_values=60.0)
     pts = _stream(rng, 300, S, rate, shift_at=(150, 260), shift=3.0)
     state = LatencyState(S, ring=R)
     ref_state = None
@@ -56,6 +56,10 @@ def test_kernel_matches_the_reference_over_calls():
     assert [g[:3] + g[5:] for g in got] == [e[:3] + e[5:] for e in exp]
     np.testing.assert_allclose([g[3] for g in got], [e[3] for e in exp], rtol=1e-9, equal_nan=True)
     np.testing.assert_allclose([g[4] for g in got], [e[4] for e in exp], rtol=1e-9, equal_nan=True)
+    # the sparse series (0.2 values per bucket: ~2 in the 12-bucket window, a decayed weight of ~12 with the
+    # time memory alone) is tested on its last 8 values, with a baseline that remembers ~60 values
+    sparse = [g for g in got if g[1] == 3 and not math.isnan(g[3])]
+    assert sparse and all(g[5] == 8 for g in sparse)
     # the x3 shift of series 0 was flagged, the others never
     assert any(g[2] == 1 and g[1] == 0 and 150 <= g[0] < 260 for g in got)
     assert not [g for g in got if g[2] != 0 and g[1] != 0]
@@ -77,17 +81,20 @@ def test_kernel_checks_its_inputs():
 
 def _run_engine(minutes: int, rate: float, *, sigma: float = 0.5, median_ms: float = 200.0, unit_s: bool = False,
                 episode: tuple | None = None, factor: float = 1.0, seed: int = 0, params: EngineParams | None = None,
-                busy_rate: float = 8.0):
+                busy_rate: float = 8.0, unit: str = "ms", load: float = 0.0):
     """One service: template 21 at `rate` lines/s (log-normal latency, optional x factor during `episode`
-    minutes), template 22 busy at `busy_rate` lines/s as background. Returns the findings."""
+    minutes), template 22 busy at `busy_rate` lines/s as background. Returns the findings.
+    unit: how template 21 writes its values (s, ms, us); load: amplitude of a load cycle (period 40 min) that
+    both the rate and the latency of template 21 follow (latency x (1 + load sin), rate likewise)."""
     eng = AnomalyEngine(params or EngineParams())
     svc = eng.service_codes(["api"])[0]
     rng = np.random.default_rng(seed)
     found = []
     for m in range(minutes):
-        n1, n2 = rng.poisson(rate * 60), rng.poisson(busy_rate * 60)
+        cycle = 1.0 + load * math.sin(2 * math.pi * m / 40)
+        n1, n2 = rng.poisson(rate * cycle * 60), rng.poisson(busy_rate * 60)
         t1, t2 = np.sort(rng.uniform(m * 60, (m + 1) * 60, n1)), np.sort(rng.uniform(m * 60, (m + 1) * 60, n2))
-        v1 = median_ms * np.exp(sigma * rng.standard_normal(n1))
+        v1 = median_ms * cycle * np.exp(sigma * rng.standard_normal(n1))
         if episode is not None:
             v1 = np.where((t1 >= episode[0] * 60) & (t1 < episode[1] * 60), v1 * factor, v1)
         v2 = 30.0 * np.exp(0.3 * rng.standard_normal(n2))
@@ -95,7 +102,10 @@ def _run_engine(minutes: int, rate: float, *, sigma: float = 0.5, median_ms: flo
         o = np.argsort(t, kind="stable")
         pat = np.concatenate([np.full(n1, 21), np.full(n2, 22)]).astype(np.uint64)[o]
         n = len(t)
-        body = [f"op took {v / 1000:.4f}s" if unit_s else f"op took {v:.2f} ms" for v in v1] + \
+        unit = "s" if unit_s else unit
+        written = {"s": "{:.4f}s", "ms": "{:.2f} ms", "us": "{:.0f}us"}[unit]
+        scale = {"s": 1e-3, "ms": 1.0, "us": 1e3}[unit]
+        body = ["op took " + written.format(v * scale) for v in v1] + \
             [f"GET / took {v:.2f} ms" for v in v2]
         d = _durations([body[i] for i in o.tolist()])
         out = eng.ingest(T0 + (t[o] * NS).astype(np.int64), np.full(n, svc), pat, np.full(n, 9, dtype=np.uint8),
@@ -153,3 +163,30 @@ def test_values_in_seconds_are_reported_in_ms():
     assert hits
     # the usual level is ~350 ms, not 0.35
     assert 200 < hits[0].expected < 600 and hits[0].observed > 2 * hits[0].expected
+
+
+@pytest.mark.parametrize("rate,unit", [(0.5, "us"), (0.8, "s"), (0.5, "ms")])
+def test_spike_on_a_load_following_heavy_tailed_template_is_found_in_any_unit(rate, unit):
+    # latency and rate follow a +-30 % load cycle, log-normal sigma 0.8: a x3 spike for 5 min is found within
+    # 2 min as critical, and the same traffic without it gives no finding
+    kw = dict(sigma=0.8, load=0.3, unit=unit, seed=int(rate * 10) + len(unit))
+    found = _run_engine(150, rate, episode=(120, 125), factor=3.0, **kw)
+    hits = _latency_findings(found)
+    assert hits and min(f.time_ns for f in hits) + 10 * NS <= T0 + (120 * 60 + 120) * NS
+    assert any(f.severity == Severity.CRITICAL for f in hits)
+    assert all(T0 + 120 * 60 * NS <= f.time_ns <= T0 + 126 * 60 * NS for f in hits)
+    assert 100 < hits[0].expected < 400 and hits[0].labels["unit"] == "ms"
+    assert _latency_findings(_run_engine(150, rate, **kw)) == []
+
+
+def test_sparse_template_is_tested_on_its_last_values():
+    # one value a minute (a handful in 5 min): once its baseline holds ~100 values (its memory is 200 values,
+    # not 30 min), a x4 shift for 40 min is found on the template's last 16 values (when most of them are
+    # shifted: ~20 min here); the same traffic without it gives nothing
+    kw = dict(sigma=0.5, seed=4, busy_rate=1.0)
+    found = _run_engine(5 * 60, 1 / 60, episode=(240, 280), factor=4.0, **kw)
+    hits = _latency_findings(found)
+    assert hits and all(T0 + 240 * 60 * NS <= f.time_ns <= T0 + 281 * 60 * NS for f in hits)
+    assert min(f.time_ns for f in hits) <= T0 + 262 * 60 * NS
+    assert int(hits[0].labels["values"]) == 16
+    assert _latency_findings(_run_engine(5 * 60, 1 / 60, **kw)) == []

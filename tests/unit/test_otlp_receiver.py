@@ -21,7 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otelproc.component import BackPressureError, Context
 from otelproc.config import parse_config
-from otelproc.receivers.errors import RequestError
+from otelproc.httpserver import BodyError
+from otelproc.receivers.errors import answer_for
 from otelproc.receivers.otlp import OtlpReceiver, _grpc_message
 from otelproc.telemetry import Telemetry
 from tests.otlp_util import make_request
@@ -264,12 +265,12 @@ def test_grpc_message_compression_told_by_header_bytes():
     # 78 01 passes zlib's header check but can also start a protobuf (field 15, varint 1): kept as it is
     odd = b"\x78\x01" + raw
     assert _grpc_message(odd, 1 << 20) == odd
-    with pytest.raises(RequestError) as ei:
+    with pytest.raises(BodyError) as ei:
         _grpc_message(gzip.compress(raw), len(raw) - 1)
-    assert ei.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    with pytest.raises(RequestError) as ei:
+    assert answer_for(ei.value).grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(BodyError) as ei:
         _grpc_message(gzip.compress(raw)[:-9], 1 << 20)
-    assert ei.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert answer_for(ei.value).grpc_code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_grpc_partial_success(stub, capture):

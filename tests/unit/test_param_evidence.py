@@ -148,3 +148,30 @@ def test_the_shown_template_does_not_change_the_pattern_id():
     from otelproc.patterns import pattern_id
     assert int(m.p_id[s]) == pattern_id("", "child <*>() ready")
     assert m.templates_array().to_pylist()[s] == "child jk2_init() ready"
+
+
+def test_a_variable_of_a_fixed_word_count_shows_one_placeholder_per_word():
+    lines = [f"Fan speeds ( {3500 + i} {3400 + 2 * i} {3300 + i} **** {3200 + i} )" for i in range(5)]
+    assert set(_templates(lines)) == {"Fan speeds ( <*> <*> <*> **** <*> )"}
+    # a value whose word count varies, or a timestamp, stays one <*>
+    lines = [f"job done in {' '.join(['7'] * (1 + i % 3))} steps" for i in range(6)]
+    assert set(_templates(lines)) == {"job done in <*> steps"}
+    lines = [f"user timed out at Sun Jul 10 0{i}:12:34 2005" for i in range(4)]
+    assert set(_templates(lines)) == {"user timed out at <*>"}
+
+
+def test_punctuation_and_names_around_a_variable_are_shown():
+    # a constant value keeps its closing punctuation and its quotes; a number after punctuation is a variable
+    lines = [f"connect to server: 10.0.0.5. Already tried {i} times" for i in range(4)]
+    assert set(_templates(lines)) == {"connect to server: <*>. Already tried <*> times"}
+    lines = [f"removing device node '/dev/vcs{i}'" for i in range(3)] * 2
+    assert set(_templates(lines)) == {"removing device node '<*>'"}
+    lines = ["auxiliary processor.............0"] * 3
+    assert set(_templates(lines)) == {"auxiliary processor.............<*>"}
+    # one line: a name with a short index (L3, C1, eth0) is shown, numbers, versions and hex stay masked
+    assert _templates(["warning for tree C1 wire at L3 cache"])[0] == "warning for tree C1 wire at L3 cache"
+    assert _templates(["driver v1.0.2 loaded with 16K"])[0] == "driver <*> loaded with <*>"
+    assert _templates(["arg(ffffda44) rejected"])[0] == "arg(<*>) rejected"
+    # ... and a name with a number after punctuation, unless the number looks like an id (3+ digits)
+    assert _templates(["Initializing CPU#0 of cache.........1"])[0] == "Initializing CPU#<*> of cache.........<*>"
+    assert _templates(["replicate blk_-3456 to datanode"])[0] == "replicate <*> to datanode"

@@ -9,12 +9,11 @@ from numba import njit
 
 from otelproc.batch import StringArray
 from otelproc.kernels.cluster import KeyTable
-from otelproc.kernels.mask import BYTE_CLASS, TIME_WORDS
-from otelproc.kernels.tokenize import (FNV_OFFSET, FNV_PRIME, _fnv_var, _line_params, _segment_is_var,
-                                       gather_params_terminated, gather_spans, key_hashes, masked_text, param_spans)
+from otelproc.kernels.mask import TIME_WORDS
+from otelproc.kernels.tokenize import FNV_OFFSET, FNV_PRIME, _fnv_var, key_hashes, masked_text, params_terminated
 from tests import reference
 from tests.conftest import shared_path
-from tests.reference import fnv1a64, masked_key
+from tests.reference import BYTE_CLASS, fnv1a64, masked_key
 
 
 def mask(*bodies: str | bytes) -> list[str]:
@@ -124,13 +123,10 @@ def test_kernels_agree_with_reference():
 
 def test_params_follow_the_variables():
     sa = StringArray.from_pylist(["connection from 84.102.20.2 () at Sun Jul 24 02:38:22 2005", "no vars", ""])
-    poff, s, e = param_spans(sa.buf, sa.off, np.zeros(3, np.uint64))
-    vb, vo = gather_spans(sa.buf, s, e)
-    assert poff.tolist() == [0, 2, 2, 2]
-    assert StringArray(vb, vo).to_pylist() == ["84.102.20.2", "Sun Jul 24 02:38:22 2005"]
+    pb, po = params_terminated(sa.buf, sa.off, np.zeros(3, np.uint64))
+    assert StringArray(pb, po).to_pylist() == ["84.102.20.2\x1fSun Jul 24 02:38:22 2005\x1f", "", ""]
     # genmask bit 1: key token 1 ("no" ... "vars") taken whole
-    poff, s, e = param_spans(sa.buf, sa.off, np.array([0, 2, 0], np.uint64))
-    pb, po = gather_params_terminated(sa.buf, poff, s, e)
+    pb, po = params_terminated(sa.buf, sa.off, np.array([0, 2, 0], np.uint64))
     assert StringArray(pb, po).to_pylist() == ["84.102.20.2\x1fSun Jul 24 02:38:22 2005\x1f", "vars\x1f", ""]
 
 
@@ -165,20 +161,19 @@ def test_fused_one_pass_matches_the_pieces_kernels():
     n = len(sa)
     svc = np.zeros(n, np.int32)
     seed = np.array([int(FNV_OFFSET)], np.uint64)
-    h1, t1 = np.empty(n, np.uint64), np.empty(n, np.int32)
     h2, t2 = np.empty(n, np.uint64), np.empty(n, np.int32)
-    T._key_hashes(sa.buf, sa.off, svc, seed, T.KEY_CLASS, T.TIME_WORD_BITS, h1, t1)
-    reference._key_hashes_pieces(sa.buf, sa.off, svc, seed, T.BYTE_CLASS, T.TIME_WORDS, h2, t2)
+    h1, t1 = T.key_hashes(sa.buf, sa.off, svc, seed)
+    reference._key_hashes_pieces(sa.buf, sa.off, svc, seed, reference.BYTE_CLASS, TIME_WORDS, h2, t2)
     assert (h1 == h2).all() and (t1 == t2).all()
     rng = np.random.default_rng(5)
     for g in (np.zeros(n, np.uint64), rng.integers(0, 1 << 8, n).astype(np.uint64)):
-        count_off, start, end = param_spans(sa.buf, sa.off, g)
-        ref_off = np.empty(n + 1, np.int64)
-        empty = np.empty(0, np.int64)
-        total = reference._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, empty, empty, True)
-        ref_s, ref_e = np.empty(total, np.int64), np.empty(total, np.int64)
-        reference._params(sa.buf, sa.off, g, T.BYTE_CLASS, T.TIME_WORDS, ref_off, ref_s, ref_e, False)
-        assert (count_off == ref_off).all() and (start == ref_s).all() and (end == ref_e).all()
+        out_buf, out_off = params_terminated(sa.buf, sa.off, g)
+        ref_buf, ref_off = reference.params_terminated_pieces(sa.buf, sa.off, g)
+        assert (out_off == ref_off).all() and out_buf.tobytes() == ref_buf.tobytes()
+    # the key text printed from the walk's variables is the pieces' text
+    b, o = masked_text(sa.buf, sa.off, np.arange(n))
+    rb, ro = reference.masked_text_pieces(sa.buf, sa.off)
+    assert (o == ro).all() and b.tobytes() == rb.tobytes()
 
 
 def test_hash_and_lookup_agrees_with_key_table():
@@ -208,16 +203,13 @@ def test_key_table_remap_moves_merged_slots():
 
 
 def test_params_terminated_is_spans_then_gather_in_one_pass():
-    from otelproc.kernels.tokenize import params_terminated
-
     bodies = ["connection from 84.102.20.2 () at Sun Jul 24 02:38:22 2005", "no vars", "",
               "key=a\x1fb id 12\x1f3 /var/log/x", "   ", "user=42 path /a/b/c took 3 ms", "10.0.0.1:80 up"]
     sa = StringArray.from_pylist(bodies)
     rng = np.random.default_rng(3)
     for genmask in (np.zeros(len(bodies), np.uint64), np.array([0, 2, 0, 4, 1, 8, 3], np.uint64),
                     rng.integers(0, 2**63, len(bodies)).astype(np.uint64)):
-        poff, s, e = param_spans(sa.buf, sa.off, genmask)
-        ref_buf, ref_off = gather_params_terminated(sa.buf, poff, s, e)
+        ref_buf, ref_off = reference.params_terminated_pieces(sa.buf, sa.off, genmask)
         out_buf, out_off = params_terminated(sa.buf, sa.off, genmask)
         assert out_off.tolist() == ref_off.tolist() and out_buf.tobytes() == ref_buf.tobytes()
     out = StringArray(*params_terminated(sa.buf, sa.off, np.zeros(len(bodies), np.uint64))).to_pylist()
@@ -274,8 +266,8 @@ def test_replace_strings():
 
 
 def test_hash_lookup_params_walk_gives_the_key_walks_hash_on_random_bodies():
-    # _hash_lookup_params's walk is a copy of _hash_and_lookup's plus span bookkeeping (kept apart
-    # for speed): the two must agree on every key hash and token count
+    # one walk, compiled twice (with and without the variables' bookkeeping): the two must agree on
+    # every key hash and token count
     from otelproc.kernels.cluster import KeyTable
     from otelproc.kernels.tokenize import hash_and_lookup, hash_lookup_params
 
@@ -294,11 +286,153 @@ def test_hash_lookup_params_walk_gives_the_key_walks_hash_on_random_bodies():
 
 # ---------------------------------------------------------------- the previous one-pass kernels
 # A verbatim copy of the fused kernels of otelproc/kernels/tokenize.py as they were before the
-# 2026-11-29 speed-up of the one-pass walks, names prefixed with _prev. The helpers the speed-up left
-# unchanged (_fnv_var, _segment_is_var, _line_params) are called from the package. The key hashes
+# 2026-11-29 speed-up of the one-pass walks, names prefixed with _prev, with the helpers that speed-up
+# left unchanged (_segment_is_var, _line_params; _fnv_var is called from the package). The key hashes
 # are the inputs of persisted pattern ids, so the rewritten kernels must give bit-identical hashes,
 # token counts, cache slots, variable masks and parameters; the tests below compare them on Loghub-2k and on a
 # self-contained fuzz corpus.
+
+@njit(cache=True, nogil=True)
+def _is_time_word(packed, tw) -> bool:
+    lo = 0
+    hi = len(tw)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tw[mid] < packed:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < len(tw) and tw[lo] == packed
+
+
+@njit(cache=True, nogil=True)
+def _segment_is_var(buf, ss, se, e, acc, hexl, at, dot_after_at, prev_delim, tw) -> bool:
+    """Variable test of the segment buf[ss:se] from the facts gathered while scanning it (the
+    rules of :func:`otelproc.kernels.mask._is_var_segment`, which the tests compare with)."""
+    if (acc & 4) != 0 or prev_delim == 61:   # a digit; the value of key=value
+        return True
+    if (prev_delim == 34 or prev_delim == 39) and se < e and buf[se] == prev_delim:   # 'quoted'
+        return True
+    n = se - ss
+    if hexl == n and n >= 16:
+        return True
+    if at > ss and dot_after_at:   # e-mail
+        return True
+    if 3 <= n <= 5 and (acc & 16):
+        # month / weekday names, true / null / false: pack the lower-cased bytes
+        packed = np.int64(0)
+        for q in range(ss, se):
+            lb = buf[q]
+            if 65 <= lb <= 90:
+                lb += 32
+            packed = (packed << 8) | np.int64(lb)
+        if n == 3:
+            return _is_time_word(packed, tw)
+        if n == 4:
+            return packed == 0x74727565 or packed == 0x6E756C6C  # true, null
+        return packed == 0x66616C7365  # false
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _line_params(buf, s, e, cls, g, pstart, pend, q):
+    """Append the parameter spans of buf[s:e] to pstart/pend from index q; return the new count.
+
+    One pass, the same walk as :func:`_hash_and_lookup` (tests compare with the pieces version): a
+    variable segment is a span, ``var:var`` extends the last span, a path token is one span, a
+    wholly variable token after another extends the previous span, and a key token whose bit is
+    set in ``g`` (generalised by the pattern) is one span from its first to its last byte.
+    Capacity: the caller guarantees room for (e - s + 1) // 2 + 1 more spans.
+    """
+    tw = TIME_WORDS
+    ntok = 0
+    prev_full = False
+    i = s
+    while True:
+        while i < e and (cls[buf[i]] & 1):
+            i += 1
+        if i >= e:
+            break
+        tok = ntok
+        ntok += 1
+        ts = i
+        q_tok = q
+        slashes = 0
+        nvar = 0
+        has_lit = False
+        since_var = 0
+        lit_after_var = False
+        prev_delim = 0
+        while i < e:
+            b = buf[i]
+            c = cls[b]
+            if c & 1:
+                break
+            if c & 2:
+                has_lit = True
+                if since_var != 0:
+                    since_var = 2 if (b == 58 or b == 44) else 0
+                prev_delim = b
+                i += 1
+                continue
+            ss = i
+            acc = 0
+            hexl = 0
+            at = -1
+            dot_after_at = False
+            while i < e:
+                b = buf[i]
+                c = cls[b]
+                if c & 3:
+                    break
+                acc |= c
+                hexl += (c >> 3) & 1
+                if c & 32:
+                    if b == 47:
+                        slashes += 1
+                    elif b == 64:
+                        if at < 0:
+                            at = i
+                    elif at >= 0:
+                        dot_after_at = True
+                i += 1
+            if _segment_is_var(buf, ss, i, e, acc, hexl, at, dot_after_at, prev_delim, tw):
+                if since_var == 2:
+                    pend[q - 1] = i
+                    has_lit = lit_after_var
+                else:
+                    lit_after_var = has_lit
+                    pstart[q] = ss
+                    pend[q] = i
+                    q += 1
+                    nvar += 1
+                since_var = 1
+            else:
+                has_lit = True
+                since_var = 0
+            prev_delim = 0
+        tn = i - ts
+        full = False
+        if slashes > 0 and tn >= 2 and (slashes >= 2 or (tn > 2 and (buf[ts] == 47 or (buf[ts] == 126 and buf[ts + 1] == 47)))):
+            q = q_tok
+            pstart[q] = ts
+            pend[q] = i
+            q += 1
+            full = True
+        else:
+            full = nvar == 1 and not has_lit
+        if full and prev_full:
+            q = q_tok
+            pend[q - 1] = i
+            ntok -= 1
+        elif tok < 64 and ((g >> np.uint64(tok)) & np.uint64(1)) != 0:
+            q = q_tok
+            pstart[q] = ts
+            pend[q] = i
+            q += 1
+        prev_full = full
+    return q
+
 
 @njit(cache=True, nogil=True)
 def _prev_line_key(buf, s, e, cls, tw, seed):

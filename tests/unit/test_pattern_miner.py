@@ -55,8 +55,9 @@ def test_templates_and_generalisation_keeps_alias():
     # lines of the absorbed pattern now find the merged one through the key cache
     assert learn(m, LINES[1:2]).slot[0] == r1.slot[0]
     # the generalised token is a parameter
-    poff, values = m.params(*_bo(LINES[1:2]), learn(m, LINES[1:2]).genmask)
-    assert values.to_pylist() == ["test", "10.0.0.7"]
+    sa = StringArray.from_pylist(LINES[1:2])
+    res = m.learn(sa.buf, sa.off, np.zeros(1, np.int32), [""], with_params=True)
+    assert res.params.to_pylist() == ["test\x1f10.0.0.7\x1f"]
 
 
 def test_two_alternatives_stay_two_templates_and_masked_tokens_merge():

@@ -175,3 +175,74 @@ def test_patterns_file_mode_still_works(tmp_path, capsys, monkeypatch):
     Path("top").write_text("hello world\n")
     assert cli.main(["patterns", "top", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["template"] == "hello world"
+
+
+@pytest.fixture
+def diff_config(tmp_path, chdb_path, chdb_database) -> tuple[str, int]:
+    """Three hours of one service through the real patterns processor into chDB: the last hour has a
+    new error line, a gone heartbeat and cache misses up 4x; requests stay as they were."""
+    cfg = ClickHouseExporterConfig(endpoint=f"chdb://{chdb_path}", database=chdb_database)
+    exporter = ClickHouseExporter("clickhouse", cfg, Context(telemetry=Telemetry(process_metrics=False)))
+    exporter.start()
+    patterns = PatternsProcessor("patterns", PatternsProcessorConfig(), _Sink(exporter), None)
+    patterns.start()
+    end = int(__import__("time").time()) // 60 * 60
+    rng = np.random.default_rng(4)
+    recs = []
+    for minute in range(180):
+        t = (end - (180 - minute) * 60) * NS
+        window = minute >= 120
+        lines = [(f"GET /items/{rng.integers(1000)} 200 in {rng.integers(5, 50)} ms", 9)] * 20
+        lines += [(f"cache miss for key user:{rng.integers(10**6)}", 9)] * (20 if window else 5)
+        if not window:
+            lines += [("heartbeat ok", 9)] * 2
+        else:
+            lines += [(f"db pool exhausted after {rng.integers(100, 900)} ms waiting", 17)] * 5
+        recs += [{"time_ns": t + i * 1000, "service": "api", "severity_number": sev, "body": body}
+                 for i, (body, sev) in enumerate(lines)]
+    patterns.consume(LogBatch.from_records(recs))
+    patterns.shutdown()
+    exporter.shutdown()
+    p = tmp_path / "diff.yaml"
+    p.write_text(f"""
+receivers: {{otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:0}}}}}}}}
+exporters: {{clickhouse: {{endpoint: "chdb://{chdb_path}", database: {chdb_database}}}}}
+service: {{pipelines: {{logs: {{receivers: [otlp], exporters: [clickhouse]}}}}}}
+""")
+    return str(p), end
+
+
+def test_pattern_diff_new_gone_and_shifted(diff_config, chdb_path, chdb_database, capsys):
+    path, end = diff_config
+    s = open_store(f"chdb://{chdb_path}", chdb_database)
+    try:
+        rows = views.pattern_diff(s, window_s=3600, baseline_s=7200, end_s=end)
+        got = {r["template"]: r for r in (dict(zip(rows.column_names, x)) for x in rows)}
+        new = got["db pool exhausted after <*> ms waiting"]
+        assert new["status"] == "new" and new["count_window"] == 300 and new["count_baseline"] == 0
+        gone = got["heartbeat ok"]
+        assert gone["status"] == "gone" and gone["count_baseline"] == 240 and gone["pct_window"] == 0
+        up = got["cache miss for key user:<*>"]
+        assert up["status"] == "up" and up["count_window"] == 1200 and up["count_baseline"] == 600
+        assert up["pct_window"] == pytest.approx(100 * 1200 / 2700, abs=1e-3)
+        assert up["pct_baseline"] == pytest.approx(100 * 600 / 3240, abs=1e-3)
+        assert up["lift"] == pytest.approx((1200.5 / 2700.5) / (600.5 / 3240.5), abs=1e-3) and up["log10_p"] < -50
+        # requests: the same rate, a smaller share (diluted by the new lines) -> down, but that is what shares do
+        assert all(r["log10_p"] <= -3 for r in got.values())
+        # a baseline equal to the window: nothing changed
+        assert len(views.pattern_diff(s, window_s=3600, baseline_s=3600, end_s=end, baseline_end_s=end)) == 0
+        # the baseline's first hour against its second: no change is significant
+        assert len(views.pattern_diff(s, window_s=3600, baseline_s=3600, end_s=end - 3600)) == 0
+    finally:
+        s.close()
+    assert cli.main(["patterns", "diff", "--config", path, "--window", "1h", "--baseline", "2h",
+                     "--end", __import__("datetime").datetime.fromtimestamp(end, __import__("datetime").timezone.utc)
+                     .isoformat(), "--format", "json"]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {r["status"] for r in out} >= {"new", "gone", "up"}
+    assert cli.main(["patterns", "diff", "--config", path, "--format", "csv", "--baseline-end", "1h"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("service,pattern_id,status,count_window")
+    assert cli.main(["patterns", "diff", "--config", path, "--window", "0m"]) == 2
+    assert "--window" in capsys.readouterr().err
+    assert cli.main(["patterns", "diff", "--config", path, "--end", "yesterday"]) == 2
+    assert "--end" in capsys.readouterr().err

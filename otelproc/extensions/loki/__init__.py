@@ -33,21 +33,18 @@ Metrics: otelproc_loki_requests_total{extension,endpoint,status}, otelproc_loki_
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
-from otelproc.config import ByteSize, Duration
+from otelproc.config import ByteSize, Duration, setting
+from otelproc.httpserver import Handler, Server, compress, decompress, parse_endpoint, response_encoding
 from otelproc.extensions.loki.api import APIError, Limits, LokiAPI
 from otelproc.extensions.loki.sql import LOKI_INDEX_LABELS
-from otelproc.extensions.query_endpoint import parse_host_port
 from otelproc.receivers.otlp import AuthConfig
 
 __all__ = ["LokiConfig", "LokiExtension", "factory"]
@@ -55,7 +52,7 @@ __all__ = ["LokiConfig", "LokiExtension", "factory"]
 log = logging.getLogger("otelproc.extensions.loki")
 
 DEFAULT_ENDPOINT = "127.0.0.1:3100"
-MAX_REQUEST_BODY = 1 << 20      # form-encoded POST bodies (queries); Loki's are small too
+MAX_REQUEST_BODY = 1 << 20      # form-encoded POST bodies (queries), as sent and decompressed; Loki's are small too
 _PREFIX = "/loki/api/v1/"
 
 
@@ -68,32 +65,25 @@ class LokiConfig:
     # clients must send "Authorization: Bearer <token>" when set (as the receivers' auth)
     auth: AuthConfig = field(default_factory=AuthConfig)
     # most log lines one query may return (Loki's max_entries_limit_per_query)
-    max_entries: int = 5000
+    max_entries: int = setting(5000, ge=1)
     # most series one metric query, /series or volume may return (Loki's max_query_series)
-    max_series: int = 500
+    max_series: int = setting(500, ge=1)
     # bytes ClickHouse may read for one query (0 = no limit); a larger query fails with a 400
-    max_bytes_read: ByteSize = ByteSize(0)
+    max_bytes_read: ByteSize = setting(ByteSize(0), ge=0, hint="0 = no limit")
     # a query running longer is cancelled and answered 504 (Loki's query_timeout)
-    timeout: Duration = Duration(60.0)
+    timeout: Duration = setting(Duration(60.0), gt=0)
     # resource attributes that are stream labels (the rest is structured metadata); Loki's default list
     index_labels: list[str] = field(default_factory=lambda: list(LOKI_INDEX_LABELS))
 
     def validate(self) -> list[str]:
         out = []
         try:
-            parse_host_port(self.endpoint)
+            parse_endpoint(self.endpoint)
         except ValueError as e:
             out.append(f"endpoint: {e}")
         if not self.exporter:
             out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
         out += [f"auth::{m}" for m in self.auth.validate()]
-        for key in ("max_entries", "max_series"):
-            if getattr(self, key) < 1:
-                out.append(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.max_bytes_read < 0:
-            out.append(f"max_bytes_read: must be >= 0 (0 = no limit), got {int(self.max_bytes_read)}")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         return out
 
     def limits(self) -> Limits:
@@ -126,8 +116,7 @@ class LokiExtension(Extension):
         self.context = context or Context()
         self.api: LokiAPI | None = None
         self._store = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
         tel = self.context.telemetry
         self._m = None
         if tel is not None:
@@ -142,8 +131,7 @@ class LokiExtension(Extension):
     def address(self) -> tuple[str, int]:
         if self._server is None:
             raise RuntimeError(f"extension {self.name}: not started")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.host, self._server.port
 
     def _exporter_config(self):
         whole = self.context.config
@@ -164,20 +152,17 @@ class LokiExtension(Extension):
             store = self.context.stores.get(exp.endpoint, exp.database, exp.username, exp.password, **args)
         else:
             store = open_store(exp.endpoint, exp.database, exp.username, str(exp.password), **args)
-        host, port = parse_host_port(self.config.endpoint)
-        try:
-            handler = type("_BoundHandler", (_Handler,), {"extension": self})
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as e:
-            store.close()
-            raise OSError(e.errno, f"extension {self.name}: cannot listen on {self.config.endpoint}: "
-                                   f"{e.strerror}") from None
         self._store = store
         self.api = LokiAPI(store, logs_table=exp.logs_table_name, limits=self.config.limits(),
                            index_labels=self.config.index_labels)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"loki-{self.name}", daemon=True)
-        self._thread.start()
+        try:
+            handler = type("_BoundHandler", (_Handler,), {"extension": self})
+            self._server = Server(self.config.endpoint, handler, where=f"extension {self.name}",
+                                  thread_name=f"loki-{self.name}")
+        except BaseException:
+            self._store, self.api = None, None
+            store.close()
+            raise
         h, p = self.address
         log.info("%s: Loki read API on http://%s:%d/loki/api/v1 (store %s, database %s%s)", self.name, h, p,
                  store.endpoint, store.database, ", bearer token required" if self.config.auth.bearer_token else "")
@@ -185,11 +170,7 @@ class LokiExtension(Extension):
     def shutdown(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+            server.close()
         store, self._store = self._store, None
         self.api = None
         if store is not None:
@@ -281,63 +262,31 @@ class LokiExtension(Extension):
                             f"served)")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     """HTTP/1.1 framing only; LokiExtension.handle() decides the answer."""
 
-    protocol_version = "HTTP/1.1"
     extension: LokiExtension
     server_version = "otelproc-loki"
-    disable_nagle_algorithm = True
     timeout = 60
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s %s", self.address_string(), format % args)
+    def refuse(self, status: int, message: str, reason: str = "") -> None:
+        self._send(_error(status, message))
 
-    def _answer(self, method: str) -> None:
+    def answer(self, method: str) -> None:
         body = b""
         if method == "POST":
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_REQUEST_BODY:
-                self.close_connection = True
-                return self._send(_error(413, f"request body larger than {MAX_REQUEST_BODY} bytes or malformed "
-                                              f"Content-Length"), method)
-            body = self.rfile.read(length) if length else b""
-            if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
-                try:
-                    body = gzip.decompress(body)
-                except (OSError, EOFError):
-                    return self._send(_error(400, "cannot decode the gzip request body"), method)
+            body = decompress(self.read_body(MAX_REQUEST_BODY), self.headers.get("Content-Encoding"),
+                              MAX_REQUEST_BODY)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self._send(self.extension.handle(method, self.path, headers, body), method)
+        self._send(self.extension.handle(method, self.path, headers, body))
 
-    def _send(self, resp: Response, method: str) -> None:
-        payload = resp.body
-        accepts_gzip = "gzip" in (self.headers.get("Accept-Encoding") or "").lower()
-        compressed = accepts_gzip and len(payload) > 1024
-        if compressed:
-            payload = gzip.compress(payload, compresslevel=3)
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        if compressed:
-            self.send_header("Content-Encoding", "gzip")
+    def _send(self, resp: Response) -> None:
+        payload, headers = resp.body, {}
+        if len(payload) > 1024 and response_encoding(self.headers.get("Accept-Encoding"), ("gzip",)):
+            payload, headers["Content-Encoding"] = compress(payload, "gzip"), "gzip"
         if resp.status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="otelproc"')
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(payload)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer("POST")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer("HEAD")
+            headers["WWW-Authenticate"] = 'Bearer realm="otelproc"'
+        self.send(resp.status, payload, resp.content_type, headers)
 
 
 def _create(name: str, config: LokiConfig, next_consumer: Any = None, context: Context | None = None) -> LokiExtension:
