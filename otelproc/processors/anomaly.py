@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from otelproc.anomaly.engine import AnomalyEngine, EngineParams, Output
 from otelproc.anomaly.explain import ExplainParams, Explainer
+from otelproc.anomaly.incidents import INCIDENT_COLUMNS, Correlator
 from otelproc.anomaly.persist import load_state, save_state
 from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
@@ -95,6 +96,9 @@ class AnomalyProcessorConfig(EngineParams):
     explain: bool = True
     # ... an attribute value is named when the Bonferroni-adjusted p of its share change is at most this
     explain_p: float = setting(1e-4, gt=0, lt=1)
+    # group findings of several services close in time (within cooldown) into one incident with a probable
+    # origin (otelproc/anomaly/incidents.py): the `incident` label and the "incidents" table
+    incidents: bool = True
     # directory for persisted detector state; empty = keep state in memory only
     state_dir: str = ""
     # save state every this many batches (and at shutdown)
@@ -135,6 +139,10 @@ class AnomalyProcessor(Processor):
             self.explainer = Explainer(ExplainParams(slot_s=min(res), p=config.explain_p,
                                                      horizon_s=float(config.allowed_lateness_s) + max(res)))
             self.engine.explain = self.explainer.explain
+        self.correlator: Correlator | None = None
+        if config.incidents:
+            self.correlator = Correlator(gap_s=float(config.cooldown_s))
+            self.engine.correlate = self.correlator.incident_of
         self._lock = threading.Lock()
         self._batches = 0
         self._started = False
@@ -185,6 +193,9 @@ class AnomalyProcessor(Processor):
         if self.explainer is not None:
             self.explainer.add(event_ns, service, pattern, batch.severity_number, batch.resource_index,
                                batch.resource_attrs, batch.log_attrs)
+        if self.correlator is not None and n:
+            self.correlator.graph.add(list(batch.services), batch.service_index, batch.log_attrs, batch.trace_id,
+                                      event_ns)
         out = eng.ingest(event_ns, service, pattern, batch.severity_number, d.line,
                          d.ordinal.astype(np.int64), d.value, d.has_unit)
         if self.explainer is not None:
@@ -203,6 +214,10 @@ class AnomalyProcessor(Processor):
             result = result.with_table("anomalies", _anomalies_table(out))
         if out.series["time"]:
             result = result.with_table("series", _series_table(out))
+        if self.correlator is not None:
+            rows = self.correlator.take_rows()
+            if rows["incident"]:
+                result = result.with_table("incidents", _incidents_table(rows))
         if out.findings:
             result = result.with_findings(out.findings)
         return result
@@ -268,6 +283,22 @@ def _anomalies_table(out: Output) -> pa.Table:
                      if src == "explanation" else a[src], type=f.type)
             for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
     return pa.Table.from_arrays(cols, schema=ANOMALIES_SCHEMA)
+
+
+INCIDENTS_SCHEMA = pa.schema([
+    ("IncidentId", pa.string()), ("Start", pa.timestamp("ns")), ("Updated", pa.timestamp("ns")),
+    ("Origin", pa.string()), ("OriginReason", pa.string()), ("Services", pa.list_(pa.string())),
+    ("Chain", pa.list_(pa.struct([("Service", pa.string()), ("Onset", pa.timestamp("ns")),
+                                  ("FirstKind", pa.string()), ("Severity", pa.string())]))),
+    ("Findings", pa.uint32()), ("Severity", pa.string()), ("Version", pa.uint64()),
+])
+
+
+def _incidents_table(rows: dict[str, list]) -> pa.Table:
+    chain_fields = [f.name for f in INCIDENTS_SCHEMA.field("Chain").type.value_type]
+    cols = [pa.array([[dict(zip(chain_fields, c)) for c in ch] for ch in rows[src]] if src == "chain" else rows[src],
+                     type=f.type) for src, f in zip(INCIDENT_COLUMNS, INCIDENTS_SCHEMA)]
+    return pa.Table.from_arrays(cols, schema=INCIDENTS_SCHEMA)
 
 
 def _series_table(out: Output) -> pa.Table:
