@@ -193,6 +193,7 @@ class PatternMiner:
         # the template as shown: p_tokens with the masked words its lines never changed (see template())
         self.p_display: list[str] = []
         self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
+        self.p_code = np.zeros(0, dtype=np.int32)   # index of p_display among the distinct texts (template_dictionary)
         # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
         # line's parameter values are kept to show a constant word
         self._new_evidence(0)
@@ -211,9 +212,8 @@ class PatternMiner:
         # the evidence of how often a value occurs includes the batch being learnt
         self._pending: dict[int, int] = {}
         self._spanned = False   # the last _assign joined the key to a template of another token count
-        self._templates_cache: StringArray | None = None
-        # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
-        self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
+        # the distinct shown texts (p_code: each slot's), kept as they change: see template_dictionary
+        self._texts = _TextDictionary()
 
     # ------------------------------------------------------------------ public
 
@@ -241,26 +241,23 @@ class PatternMiner:
         return self.services[self.p_service[slot]]
 
     def templates_array(self) -> StringArray:
-        """Template text of every slot (a dead slot: its last template, until the slot is reused),
-        cached until a template changes."""
-        if self._templates_cache is None:
-            self._templates_cache = StringArray.from_pylist(self.p_display)
-        return self._templates_cache
+        """Template text of every slot (a dead slot: its last template, until the slot is reused)."""
+        dictionary, codes = self.template_dictionary()
+        return dictionary.take(codes)
 
     def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
         """(distinct template texts, int32[slots] index of every slot's text among them).
 
         Slots of different services can share a template text, so this is what a LowCardinality
-        column wants. Cached with :meth:`templates_array`.
+        column wants. Kept up to date as templates change, at a cost per changed template, not per
+        pattern (rebuilding it per batch made the cost per line grow with the number of patterns);
+        the same objects are returned while nothing changed. Texts no slot shows any more stay in
+        the dictionary until they outnumber the slots, then it is rebuilt (amortised).
         """
-        templates = self.templates_array()
-        cached = self._template_dict
-        if cached is None or cached[0] is not templates:
-            index: dict[str, int] = {}
-            texts = templates.to_pylist()
-            codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int32, count=len(texts))
-            cached = self._template_dict = (templates, StringArray.from_pylist(list(index)), codes)
-        return cached[1], cached[2]
+        if self._texts.garbage(len(self.p_display)):
+            self._texts = _TextDictionary()
+            self.p_code[:] = [self._texts.code(t) for t in self.p_display]
+        return self._texts.strings(), self.p_code
 
     def learn(self, buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, services: list[str],
               time_ns: np.ndarray | None = None, with_params: bool = False) -> LearnResult:
@@ -396,8 +393,7 @@ class PatternMiner:
         for s in redo.tolist():
             text = self._shown(s)
             if text != self.p_display[s]:
-                self.p_display[s] = text
-                self._templates_cache = None
+                self._show(s, text)
 
     def _shown(self, slot: int) -> str:
         tokens = self.p_tokens[slot]
@@ -458,6 +454,11 @@ class PatternMiner:
         if len(head) + len(tail) >= len(value):
             return VAR
         return head + VAR + tail
+
+    def _show(self, slot: int, text: str) -> None:
+        """Set the template shown for ``slot`` (p_display and its dictionary code)."""
+        self.p_display[slot] = text
+        self.p_code[slot] = self._texts.code(text)
 
     # ------------------------------------------------------------------ slow path
 
@@ -665,13 +666,12 @@ class PatternMiner:
         # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
         self.p_tvmask[slot] = 0 if self.p_pinned[slot] or self.p_refined[slot] else _var_mask(tokens)
         self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
-        self.p_display[slot] = " ".join(tokens)
+        self._show(slot, " ".join(tokens))
         self.ev_seen[slot] = 0
         self.ev_lines[slot] = 0
         self.ev_irregular[slot] = bool(self.p_pinned[slot])   # (a pinned template is shown as the user wrote it)
         self.ev_varied[slot] = 0
         self.ev_sample[slot] = None
-        self._templates_cache = None
 
     def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False, refined: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
@@ -708,7 +708,7 @@ class PatternMiner:
         return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
-                    "p_pinned", "p_refined",
+                    "p_pinned", "p_refined", "p_code",
                     "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
                     "ev_tail", "ev_suffix")
 
@@ -767,7 +767,6 @@ class PatternMiner:
             self._kill(v)
         self._alive_per_service[svc] -= len(victims)
         self.table.rebuild_without(victims.astype(np.int32))
-        self._templates_cache = None
         log.info("evicted %d patterns of service %r (cap %d)", len(victims), self.services[svc],
                  self.max_patterns_per_service)
 
@@ -845,6 +844,7 @@ class PatternMiner:
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
             self.p_display = [" ".join(t) for t in self.p_tokens]
+            self.p_code = np.asarray([self._texts.code(t) for t in self.p_display], dtype=np.int32)
             self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
             self._new_evidence(len(self.p_tokens))
             ao, av = z["alias_off"], z["alias_val"]
@@ -879,6 +879,43 @@ class PatternMiner:
                 self._evict(svc)
         self.apply_pins()
         return self
+
+
+class _TextDictionary:
+    """Distinct texts, append-only: one growing byte buffer with offsets (doubling), and a dict from
+    text to its index. Views handed out stay valid: bytes are only ever appended."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.buf = np.zeros(1 << 12, dtype=np.uint8)
+        self.off = np.zeros(1 << 8, dtype=np.int64)
+        self._view: StringArray | None = None
+
+    def code(self, text: str) -> int:
+        c = self.index.get(text)
+        if c is None:
+            c = len(self.index)
+            data = text.encode("utf-8", "surrogateescape")
+            end = int(self.off[c])
+            if end + len(data) > len(self.buf):
+                self.buf = np.concatenate([self.buf, np.zeros(max(len(self.buf), len(data)), dtype=np.uint8)])
+            if c + 2 > len(self.off):
+                self.off = np.concatenate([self.off, np.zeros(len(self.off), dtype=np.int64)])
+            self.buf[end:end + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            self.off[c + 1] = end + len(data)
+            self.index[text] = c
+            self._view = None
+        return c
+
+    def strings(self) -> StringArray:
+        if self._view is None:
+            n = len(self.index)
+            self._view = StringArray(self.buf[:self.off[n]], self.off[:n + 1])
+        return self._view
+
+    def garbage(self, slots: int) -> bool:
+        """More texts than twice the slots (plus slack): time to rebuild from the texts in use."""
+        return len(self.index) > 2 * slots + 1024
 
 
 class _ShapeIndex:

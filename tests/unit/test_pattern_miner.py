@@ -252,11 +252,28 @@ def test_template_dictionary_holds_each_text_once():
     dictionary, code_of_slot = miner.template_dictionary()
     assert dictionary.to_pylist() == ["GET <*> took <*> ms"]
     assert code_of_slot[res.slot].tolist() == [0, 0] and len(set(res.slot.tolist())) == 2
-    assert miner.template_dictionary()[0] is dictionary  # cached until a template changes
+    assert miner.template_dictionary()[0] is dictionary  # the same object while no template changes
     learn(miner, ["cache miss"], ["api"])  # evicts api's pattern (cap 1): its slot is reused
     dictionary2, codes2 = miner.template_dictionary()
     assert dictionary2 is not dictionary
     assert [dictionary2[c] for c in codes2.tolist()] == [miner.templates_array()[s] for s in range(len(codes2))]
+
+
+def test_template_dictionary_stays_bounded_while_templates_come_and_go():
+    miner = PatternMiner(max_patterns_per_service=16)
+    def word(k: int) -> str:   # a distinct word of letters (no digit: it is not masked)
+        out = "w"
+        while k:
+            k, d = divmod(k, 26)
+            out += "abcdefghijklmnopqrstuvwxyz"[d]
+        return out
+
+    for k in range(30):   # 3000 distinct templates through 16 slots: evicted slots are reused
+        learn(miner, [f"{word(100 * k + i)}z started now" for i in range(100)], ["api"])
+        dictionary, codes = miner.template_dictionary()
+        assert len(dictionary) <= 2 * len(miner.p_display) + 1024
+        assert [dictionary[c] for c in codes.tolist()] == miner.p_display
+    assert len(miner.p_display) <= 200 and len(dictionary) <= 2 * 200 + 1024   # 3000 texts were shown
 
 
 def test_eviction_inside_a_batch_keeps_every_line_on_its_own_pattern():
