@@ -51,6 +51,13 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+
+try:   # the regex parser, to find the literal text a masking rule needs (see _required_literal)
+    import re._constants as _sre
+    import re._parser as _sre_parse
+except ImportError:   # Python < 3.11
+    import sre_constants as _sre
+    import sre_parse as _sre_parse
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +169,8 @@ class PatternMiner:
         self.trace_frames = int(trace_frames)
         # user rules: (regex, name) masking rules applied in order before mining (a match becomes <name>), and
         # pinned templates (a body matching one belongs to it, whatever mining would say)
-        self.masking = [(re.compile(rx), f"<{name}>") for rx, name in masking]
+        self.masking = [(rx, f"<{name}>", _required_literal(rx)) for rx, name in
+                        ((re.compile(r), name) for r, name in masking)]
         self.pinned = [(t, _template_regex(t)) for t in pinned]
         self._pin_slot: dict[tuple[int, int], int] = {}   # (service, pinned index) -> slot
         self.max_patterns_per_service = int(max_patterns_per_service)
@@ -472,15 +480,26 @@ class PatternMiner:
         return c
 
     def _mask(self, buf: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bodies with the user's masking rules applied (Python regexes: ~1-2 us per line and rule)."""
-        out = []
-        for r in range(len(off) - 1):
-            text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
-            for rx, repl in self.masking:
-                text = rx.sub(repl, text)
-            out.append(text.encode("utf-8", "surrogateescape"))
-        sa = StringArray.from_pylist(out)
-        return sa.buf, sa.off
+        """The bodies with the user's masking rules applied, in order (Python regexes, ~1-2 us per line
+        and rule). A rule runs only on the lines that hold the literal text every match of it must
+        contain (``blk_`` for ``blk_-?\\d+``, found for the whole batch at once by numpy) and on lines
+        an earlier rule changed; a rule without such text runs on every line."""
+        n = len(off) - 1
+        changed: dict[int, str] = {}
+        for rx, repl, literal in self.masking:
+            rows = np.arange(n) if literal is None else _rows_containing(buf, off, literal)
+            for r in set(rows.tolist()) | changed.keys():
+                text = changed.get(r)
+                if text is None:
+                    text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
+                new = rx.sub(repl, text)
+                if new != text:
+                    changed[r] = new
+        if not changed:
+            return buf, off
+        rows = np.asarray(sorted(changed), dtype=np.int64)
+        sub = StringArray.from_pylist([changed[r].encode("utf-8", "surrogateescape") for r in rows.tolist()])
+        return replace_strings(buf, off, rows, sub.buf, sub.off)
 
     def _pinned_for(self, svc: int, raw: str) -> tuple[int, list[PatternChange]]:
         """The pinned pattern whose template ``raw`` matches (the first in the list), or -1."""
@@ -1105,6 +1124,50 @@ def _is_name(word: str) -> bool:
     ``@`` (e-mail), run of 3+ digits (ids, counters) or ``0x`` prefix."""
     return (any(c.isalpha() for c in word) and word.lower() not in _TIME_WORDS
             and _NOT_A_NAME.search(word) is None)
+
+
+def _required_literal(rx: re.Pattern) -> bytes | None:
+    """The longest text every match of ``rx`` contains (UTF-8), or None: runs of literal characters
+    in its top-level sequence, in groups and in repeats of at least one. None for a case-blind
+    pattern or one whose every part is optional or a choice."""
+    if rx.flags & re.IGNORECASE:
+        return None
+    runs: list[str] = []
+
+    def walk(items) -> None:
+        run = ""
+        for op, arg in items:
+            if op is _sre.LITERAL:
+                run += chr(arg)
+                continue
+            runs.append(run)
+            run = ""
+            if op is _sre.SUBPATTERN:
+                walk(arg[-1])
+            elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and arg[0] >= 1:
+                walk(arg[2])
+        runs.append(run)
+
+    try:
+        walk(_sre_parse.parse(rx.pattern, rx.flags & ~re.UNICODE))
+    except Exception:   # (a parser detail of another Python version: no prefilter, the rule runs on every line)
+        return None
+    best = max(runs, key=len, default="")
+    return best.encode("utf-8", "surrogateescape") if best else None
+
+
+def _rows_containing(buf: np.ndarray, off: np.ndarray, literal: bytes) -> np.ndarray:
+    """Rows whose bytes may contain ``literal`` (every row that does; a match across two rows gives
+    a row that does not, which is harmless)."""
+    lit = np.frombuffer(literal, dtype=np.uint8)
+    body = buf[off[0]:off[-1]]
+    m = len(body) - len(lit) + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    hit = body[:m] == lit[0]
+    for j in range(1, len(lit)):
+        hit &= body[j:m + j] == lit[j]
+    return np.unique(np.searchsorted(off, np.flatnonzero(hit) + off[0], side="right") - 1)
 
 
 def _template_regex(template: str) -> re.Pattern:

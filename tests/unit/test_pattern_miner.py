@@ -420,3 +420,31 @@ def test_single_token_messages_are_not_one_pattern():
             m.save(d)
             back = PatternMiner.load(d)
             assert {line: int(back.p_id[s]) for line, s in zip(order, learn(back, order).slot.tolist())} == ids
+
+
+def test_masking_rules_run_only_where_their_literal_text_can_match():
+    import re
+
+    from otelproc.patterns.miner import _required_literal
+
+    assert _required_literal(re.compile(r"blk_-?\d+")) == b"blk_"
+    assert _required_literal(re.compile(r"(req-)\d+ msec")) == b" msec"   # the longest run, groups too
+    assert _required_literal(re.compile(r"(\d+\.){3}\d+")) == b"."
+    for no_literal in (r"foo|bar", r"(?i)blk_\d+", r"\d+", r"(x)?\d"):
+        assert _required_literal(re.compile(no_literal)) is None
+    # the result is the rules applied to every line in order, also when a rule's replacement holds the
+    # next rule's text and with bodies that are views into a larger buffer
+    rules = [(r"blk_-?\d+", "BLK"), (r"<BLK> ok", "DONE"), (r"\d+ms", "DUR"), (r"(?i)user\s\w+", "USER")]
+    rng = np.random.default_rng(4)
+    words = ["blk_-12", "blk_7", "ok", "4ms", "User bob", "x", "blk_", "<BLK>", "é", "12"]
+    lines = [" ".join(rng.choice(words, rng.integers(0, 6))) for _ in range(500)]
+    sa = StringArray.from_pylist(["padding line"] + lines)
+    buf, off = sa.buf, sa.off[1:]
+    miner = PatternMiner(masking=rules)
+    got = StringArray(*miner._mask(buf, off)).to_pylist()
+    want = []
+    for line in lines:
+        for rx, name in rules:
+            line = re.sub(rx, f"<{name}>", line)
+        want.append(line)
+    assert got == want and any("<DONE>" in t for t in got) and any("<USER>" in t for t in got)
