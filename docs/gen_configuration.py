@@ -25,24 +25,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from otelproc.component import Kind  # noqa: E402
-from otelproc.config import ByteSize, ConfigRelativePath, Duration, Secret, ServiceConfig  # noqa: E402
+from otelproc.config import (ByteSize, ConfigRelativePath, Duration, Secret, ServiceConfig, config_fields,  # noqa: E402
+                             config_key)
 
 OUT = REPO / "docs" / "configuration.md"
 _FIELD_RE = re.compile(r"^\s+(\w+)\s*:")
 
 
-def yaml_key(name: str) -> str:
-    """The YAML key of a dataclass field (``for_`` -> ``for``: Python keywords get a trailing underscore)."""
-    return name[:-1] if name.endswith("_") else name
-
-
 def field_comments(cls: type) -> dict[str, str]:
-    """Field name -> the ``#`` comment lines directly above it in the class source (joined)."""
+    """Field name -> the ``#`` comment lines directly above it in the source of the class that declares it."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base):
+            out.update(_own_comments(base))
+    return out
+
+
+def _own_comments(cls: type) -> dict[str, str]:
     try:
         lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
         return {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields_by_name = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields_by_name)
     out: dict[str, str] = {}
     pending: list[str] = []
     previous = ""  # the field on the line just above (no blank line or comment between)
@@ -61,7 +66,7 @@ def field_comments(cls: type) -> dict[str, str]:
                 out[name] = line.split("#", 1)[1].strip()
             elif previous in out:
                 # one comment written above a group of fields ("client certificate and key ...")
-                out[name] = f"See `{yaml_key(previous)}`."
+                out[name] = f"See `{config_key(fields_by_name[previous])}`."
         if s.startswith("def "):
             break
         pending = []
@@ -118,6 +123,8 @@ def _fmt_bytes(v: int) -> str:
 
 
 def default_text(f: dataclasses.Field, tp: Any) -> str:
+    if f.metadata.get("config") and f.metadata["config"].unit == "s":
+        tp = list[Duration] if isinstance(f.default, tuple) else Duration
     if f.default is not dataclasses.MISSING:
         v = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -140,7 +147,8 @@ def default_text(f: dataclasses.Field, tp: Any) -> str:
     if isinstance(v, (list, tuple)):
         if not v:
             return "`[]`"
-        return "`[" + ", ".join(_fmt_duration(float(x)) if isinstance(x, Duration) else str(x) for x in v) + "]`"
+        as_duration = isinstance(v[0], Duration) or get_args(base) == (Duration,)
+        return "`[" + ", ".join(_fmt_duration(float(x)) if as_duration else str(x) for x in v) + "]`"
     if isinstance(v, dict):
         return "`{}`" if not v else f"`{v}`"
     return f"`{v}`"
@@ -155,14 +163,16 @@ def options(cls: type, prefix: str = "", _outer: tuple[type, ...] = ()) -> Itera
     outer = (*_outer, cls)
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{yaml_key(f.name)}"
+    for f in config_fields(cls):
+        key = f"{prefix}{config_key(f)}"
         tp = hints[f.name]
+        if f.metadata.get("config") and f.metadata["config"].unit == "s":
+            tp = list[Duration] if isinstance(f.default, tuple) else Duration
         base, optional = _unwrap(tp)
         desc = comments.get(f.name, "")
         if dataclasses.is_dataclass(base):
             if optional:
-                desc = (desc + " " if desc else "") + "Off unless present (an empty `" + yaml_key(f.name) + \
+                desc = (desc + " " if desc else "") + "Off unless present (an empty `" + config_key(f) + \
                        ":` turns it on with the defaults below)."
             yield key, "mapping", "off" if optional else "", desc
             yield from options(base, key + "::", outer)

@@ -379,6 +379,17 @@ def anomalies() -> Dashboard:
                         "anomaly's lines (of: errors, pattern errors, lines) in its bucket differs most from before "
                         "(pct_now vs pct_before, lift, Bonferroni-adjusted log10 p; also: values on the same lines, "
                         "e.g. a pod's host). Computed at ingest by the anomaly processor (explain).")
+    d.panel("table", "Incidents across services",
+            "SELECT IncidentId AS incident, Start AS start, Origin AS origin, "
+            "arrayStringConcat(arrayMap(c -> concat(tupleElement(c, 'Service'), ' (', "
+            "formatDateTime(tupleElement(c, 'Onset'), '%T'), ')'), Chain), ' -> ') AS chain, Findings AS findings, "
+            "Severity AS severity, OriginReason AS why FROM incidents FINAL WHERE $__timeFilter(Start) AND "
+            "$__conditionalAll(hasAny(Services, [${service:singlequote}]), $service) ORDER BY Start DESC LIMIT 200",
+            FORMAT_TABLE, w=24, h=8,
+            description="Findings of several services close in time grouped into one incident (its id is the "
+                        "alerts' incident label: one notification group per incident): the probable origin "
+                        "(earliest onset; among services within 2 minutes of it, the one the others call) and the "
+                        "chain of services it reached, with onsets.")
     d.row("Trends")
     d.panel("table", "Trend slopes and time to breach",
             "SELECT ServiceName AS service, Series AS series, toString(PatternId) AS pattern_id, "

@@ -1,5 +1,5 @@
-"""``otelproc`` command line: serve · validate · sql · demo · report · warmup · patterns (FILE | top) · anomalies ·
-alerts · tail."""
+"""``otelproc`` command line: serve · validate · sql · demo · report · warmup · patterns (FILE | top | diff) ·
+anomalies · incidents · alerts · tail."""
 from __future__ import annotations
 
 import argparse
@@ -193,7 +193,7 @@ def _print_query(store, run, fmt: str, who: str) -> int:
     return 0
 
 
-_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series")
+_OTELPROC_TABLES = ("otel_logs", "log_patterns", "pattern_counts", "anomalies", "alerts", "series", "incidents")
 
 
 def _query_failure(who: str, e: Exception) -> str:
@@ -313,6 +313,10 @@ def _view(args: argparse.Namespace, name: str) -> int:
 
 def cmd_anomalies(args: argparse.Namespace) -> int:
     return _view(args, "anomalies")
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    return _view(args, "incidents")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -445,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_options(s)
     s.add_argument("--kind", help="only this kind (spike, drop, level_shift, error_ratio, new_pattern, trend, ...)")
     s.set_defaults(fn=cmd_anomalies)
+
+    s = sub.add_parser("incidents", help="incidents across services: probable origin and the chain of services")
+    _add_view_options(s)
+    s.set_defaults(fn=cmd_incidents)
 
     s = sub.add_parser("alerts", help="alert notifications sent / failed / dropped and their receivers")
     _add_view_options(s)

@@ -31,7 +31,8 @@ from otelproc.component import Factory, Kind
 
 __all__ = [
     "ConfigError", "Duration", "Secret", "ByteSize", "ConfigRelativePath", "ServiceConfig", "PipelineConfig", "OtelprocConfig",
-    "load_config", "parse_config", "decode", "parse_duration", "parse_bytes",
+    "load_config", "parse_config", "decode", "parse_duration", "parse_bytes", "Setting", "setting", "config_key",
+    "config_fields",
 ]
 
 
@@ -134,6 +135,81 @@ def _substitute_env(node: Any, path: str, errors: list[str]) -> Any:
     return out
 
 
+# --------------------------------------------------------------------------- field metadata
+
+@dataclass(frozen=True)
+class Setting:
+    """What the decoder knows of a config field beyond its type (``setting()`` attaches it)."""
+
+    key: str | None = None            # the YAML key when it is not the attribute's name (warmup for warmup_s)
+    aliases: tuple[str, ...] = ()     # other YAML keys accepted for it
+    unit: str | None = None           # "s": written as a duration (200ms, 5s, 1m), held as seconds
+    ge: float | None = None           # bounds, checked after decoding with one message shape
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] = ()
+    hint: str = ""                    # said after a bound's message, e.g. "0.02 = 2 %/hour"
+    internal: bool = False            # a parameter of the code, not a YAML key
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A dataclass field with config metadata (:class:`Setting`)."""
+    return field(default=default, default_factory=default_factory, metadata={"config": Setting(**meta)})
+
+
+def _setting(f: dataclasses.Field) -> Setting:
+    return f.metadata.get("config") or _PLAIN
+
+
+_PLAIN = Setting()
+
+
+def config_key(f: dataclasses.Field) -> str:
+    """The YAML key of a dataclass field (``for_`` -> ``for``: Python keywords get a trailing underscore)."""
+    return _setting(f).key or (f.name[:-1] if f.name.endswith("_") else f.name)
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are YAML keys."""
+    return [f for f in dataclasses.fields(cls) if not _setting(f).internal]
+
+
+def _bound_problem(f: dataclasses.Field, value: Any) -> str | None:
+    m = _setting(f)
+    if value is None or isinstance(value, (str, bool)) or isinstance(value, (list, tuple)):
+        return None
+    lo = ("[", m.ge) if m.ge is not None else ("(", m.gt) if m.gt is not None else None
+    hi = ("]", m.le) if m.le is not None else (")", m.lt) if m.lt is not None else None
+    ok = ((lo is None or (value >= lo[1] if lo[0] == "[" else value > lo[1]))
+          and (hi is None or (value <= hi[1] if hi[0] == "]" else value < hi[1])))
+    if ok:
+        return None
+    if lo and hi:
+        rule = f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    elif lo:
+        rule = f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+    else:
+        rule = f"{'<=' if hi[0] == ']' else '<'} {hi[1]:g}"
+    shown = f"{value:g}s" if m.unit == "s" or isinstance(value, Duration) else \
+        f"{value:g}" if isinstance(value, float) else str(int(value))
+    return f"{config_key(f)}: must be {rule}{f' ({m.hint})' if m.hint else ''}, got {shown}"
+
+
+def check_settings(obj: Any) -> list[str]:
+    """Bounds and choices of every field of ``obj`` declared with ``setting()``, one message shape."""
+    out = []
+    for f in config_fields(type(obj)):
+        m, value = _setting(f), getattr(obj, f.name)
+        if m.choices and value not in m.choices:
+            out.append(f"{config_key(f)}: must be {', '.join(map(str, m.choices[:-1]))} or {m.choices[-1]}, "
+                       f"got {value!r}")
+        problem = _bound_problem(f, value)
+        if problem:
+            out.append(problem)
+    return out
+
+
 # --------------------------------------------------------------------------- decode
 
 def _type_name(tp: Any) -> str:
@@ -151,9 +227,10 @@ def _type_name(tp: Any) -> str:
 def decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     """Decode ``data`` (parsed YAML) into dataclass ``cls``; append problems to ``errors``.
 
-    Unknown keys are errors. Missing keys take the dataclass defaults. After decoding,
-    ``cls.validate(self) -> list[str]`` (if defined) adds semantic problems, each
-    message starting with the key it concerns.
+    Unknown keys are errors. Missing keys take the dataclass defaults. Field metadata (``setting()``)
+    gives YAML keys, aliases, units and bounds; after decoding, the bounds are checked and
+    ``cls.validate(self) -> list[str]`` (if defined) adds the other problems, each message starting
+    with the key it concerns.
     """
     if data is None:
         data = {}
@@ -161,28 +238,35 @@ def decode(cls: type, data: Any, path: str, errors: list[str]) -> Any:
         errors.append(f"{path}: expected a mapping, got {type(data).__name__} {data!r}")
         return cls()
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {config_key(f): f for f in config_fields(cls)}
+    keys = sorted(fields)
+    fields.update({alias: f for f in config_fields(cls) for alias in _setting(f).aliases})
     kwargs = {}
     for key, value in data.items():
         sub = f"{path}::{key}" if path else str(key)
         if key not in fields:
-            close = [k for k in fields if k.replace("_", "") == str(key).replace("_", "").lower()]
+            close = [k for k in keys if k.replace("_", "") == str(key).replace("_", "").lower()]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            errors.append(f"{sub}: unknown key{hint}; valid keys: {', '.join(sorted(fields))}")
+            errors.append(f"{sub}: unknown key{hint}; valid keys: {', '.join(keys)}")
             continue
+        f = fields[key]
+        tp = hints[f.name]
+        if _setting(f).unit == "s":  # seconds written as durations (a tuple of them: a list in YAML)
+            tp = list[Duration] if get_origin(tp) in (list, tuple) or tp is tuple else Duration
         before = len(errors)
-        decoded = _decode_value(hints[key], value, sub, errors)
+        decoded = _decode_value(tp, value, sub, errors)
+        if isinstance(decoded, list) and (get_origin(hints[f.name]) is tuple or hints[f.name] is tuple):
+            decoded = tuple(decoded)
         if decoded is not None or len(errors) == before:
-            kwargs[key] = decoded  # a value that failed to decode keeps the default, so validate() sees sane types
+            kwargs[f.name] = decoded  # a value that failed to decode keeps the default, so validate() sees sane types
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field without default was missing
         errors.append(f"{path}: {e}")
         return None
     validate = getattr(obj, "validate", None)
-    if validate is not None:
-        for problem in validate():
-            errors.append(f"{path}::{problem}" if path else problem)
+    for problem in check_settings(obj) + (validate() if validate is not None else []):
+        errors.append(f"{path}::{problem}" if path else problem)
     return obj
 
 
@@ -298,26 +382,14 @@ class QueueConfig:
     # records accepted from receivers but not yet taken by the processors; above it
     # receivers answer 429 / RESOURCE_EXHAUSTED so clients retry (1 s at 100k logs/s: more only adds
     # memory and latency when the store is the bottleneck)
-    max_records: int = 100_000
+    max_records: int = setting(100_000, ge=1)
     # bytes of those records (bodies, attributes); above it receivers answer 429 too
-    max_bytes: ByteSize = ByteSize(256 << 20)
+    max_bytes: ByteSize = setting(ByteSize(256 << 20), gt=0)
     # most records the pipeline worker takes from the queue at once when it is behind (merged into one
     # batch, so per-batch costs of the processors are shared); 1 = never merge
-    max_batch_records: int = 20_000
+    max_batch_records: int = setting(20_000, ge=1)
     # the Retry-After given to clients when the queue is full
-    retry_after: Duration = Duration(1.0)
-
-    def validate(self) -> list[str]:
-        out = []
-        if self.max_records < 1:
-            out.append(f"max_records: must be >= 1, got {self.max_records}")
-        if self.max_batch_records < 1:
-            out.append(f"max_batch_records: must be >= 1, got {self.max_batch_records}")
-        if self.max_bytes < 1:
-            out.append(f"max_bytes: must be > 0, got {self.max_bytes}")
-        if self.retry_after <= 0:
-            out.append(f"retry_after: must be > 0, got {self.retry_after}s")
-        return out
+    retry_after: Duration = setting(Duration(1.0), gt=0)
 
 
 @dataclass

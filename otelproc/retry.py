@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from otelproc.component import PermanentError
-from otelproc.config import Duration
+from otelproc.config import Duration, setting
 
 __all__ = ["RetryConfig", "RetryAfter", "GaveUp", "call_with_retry"]
 
@@ -29,27 +29,18 @@ T = TypeVar("T")
 class RetryConfig:
     # the Collector's configretry keys and defaults
     enabled: bool = True
-    initial_interval: Duration = Duration(5.0)
+    initial_interval: Duration = setting(Duration(5.0), gt=0)
     max_interval: Duration = Duration(30.0)
     # give up after this long in total; 0 = retry until shutdown
-    max_elapsed_time: Duration = Duration(300.0)
-    multiplier: float = 1.5
+    max_elapsed_time: Duration = setting(Duration(300.0), ge=0, hint="0 = until shutdown")
+    multiplier: float = setting(1.5, ge=1)
     # each wait is interval * (1 +/- randomization_factor)
-    randomization_factor: float = 0.5
+    randomization_factor: float = setting(0.5, ge=0, le=1)
 
     def validate(self) -> list[str]:
-        out = []
-        if self.initial_interval <= 0:
-            out.append(f"initial_interval: must be > 0, got {self.initial_interval}s")
         if self.max_interval < self.initial_interval:
-            out.append(f"max_interval: must be >= initial_interval ({self.initial_interval}s), got {self.max_interval}s")
-        if self.max_elapsed_time < 0:
-            out.append(f"max_elapsed_time: must be >= 0 (0 = until shutdown), got {self.max_elapsed_time}s")
-        if self.multiplier < 1:
-            out.append(f"multiplier: must be >= 1, got {self.multiplier}")
-        if not 0 <= self.randomization_factor <= 1:
-            out.append(f"randomization_factor: must be between 0 and 1, got {self.randomization_factor}")
-        return out
+            return [f"max_interval: must be >= initial_interval ({self.initial_interval}s), got {self.max_interval}s"]
+        return []
 
 
 class RetryAfter(Exception):

@@ -19,7 +19,7 @@ from otelproc.config import parse_duration
 from otelproc.store import Rows, Store
 
 __all__ = ["parse_since", "parse_pattern_id", "parse_range", "parse_time", "scalar", "iso", "patterns_top", "pattern_diff",
-           "pattern_diff_sql", "anomalies", "alerts", "tail", "incident_evidence", "check_limit", "DEFAULT_LIMIT"]
+           "pattern_diff_sql", "anomalies", "incidents", "alerts", "tail", "incident_evidence", "check_limit", "DEFAULT_LIMIT"]
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100_000
@@ -226,6 +226,27 @@ def anomalies(store: Store, *, service: str = "", kind: str = "", since_s: int =
         ORDER BY Timestamp DESC, service, kind
         LIMIT {{limit:UInt32}}"""
     return store.query_rows(sql, {"service": service, "kind": kind, "since": since_s, "limit": check_limit(limit)})
+
+
+def incidents(store: Store, *, service: str = "", since_s: int = 0, limit: int = DEFAULT_LIMIT) -> Rows:
+    """Incidents across services (the ``incidents`` table, latest version of each), newest first.
+
+    Columns: incident (the ``incident`` label of its findings and alerts), start, origin (probable),
+    chain (services from the origin on, with onset time and first finding kind), services, findings,
+    severity, why (how the origin was chosen).
+    """
+    sql = f"""
+        SELECT IncidentId AS incident, {_TIME.format(col='Start')} AS start, Origin AS origin,
+               arrayStringConcat(arrayMap(c -> concat(tupleElement(c, 'Service'), ' (',
+                   formatDateTime(tupleElement(c, 'Onset'), '%T'), ' ', tupleElement(c, 'FirstKind'), ')'), Chain),
+                   ' -> ') AS chain,
+               length(Services) AS services, Findings AS findings, Severity AS severity, OriginReason AS why
+        FROM incidents FINAL
+        WHERE ({{service:String}} = '' OR has(Services, {{service:String}}))
+          AND ({{since:UInt32}} = 0 OR Start >= now() - toIntervalSecond({{since:UInt32}}))
+        ORDER BY Start DESC, incident
+        LIMIT {{limit:UInt32}}"""
+    return store.query_rows(sql, {"service": service, "since": since_s, "limit": check_limit(limit)})
 
 
 def alerts(store: Store, *, service: str = "", outcome: str = "", since_s: int = 0,

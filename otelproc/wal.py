@@ -61,7 +61,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from otelproc.batch import AttrMap, LogBatch, StringArray
-from otelproc.config import ByteSize, Duration
+from otelproc.config import ByteSize, Duration, setting
 
 __all__ = ["WalConfig", "WriteAheadLog", "WalFullError", "ReplayPlan", "encode_batch", "decode_batch", "batch_nbytes"]
 
@@ -88,7 +88,7 @@ class WalConfig:
     # when written records are forced to disk: always | interval | none
     fsync: Literal["always", "interval", "none"] = "interval"
     # how often the interval policy syncs
-    fsync_interval: Duration = DEFAULT_FSYNC_INTERVAL
+    fsync_interval: Duration = setting(DEFAULT_FSYNC_INTERVAL, gt=0)
     # a new segment file is started when the active one reaches this size
     segment_size: ByteSize = DEFAULT_SEGMENT_SIZE
     # most bytes kept on disk (acknowledged segments are deleted); above it receivers answer 429
@@ -99,8 +99,6 @@ class WalConfig:
 
     def validate(self) -> list[str]:
         out = []
-        if self.fsync_interval <= 0:
-            out.append(f"fsync_interval: must be > 0, got {self.fsync_interval}s")
         if self.segment_size < MIB:
             out.append(f"segment_size: must be >= 1MiB, got {int(self.segment_size)} bytes")
         if self.max_size < 2 * self.segment_size:

@@ -180,6 +180,8 @@ class AlertEngine:
                   "alertname": rule.name, "service": f.service, "severity": sev, "kind": kind}
         if f.pattern_id:
             labels["pattern_id"] = str(int(f.pattern_id))
+        if rule.source == "logs":  # routes group by incident: a logs rule's alert is its service's own
+            labels.setdefault("incident", f.service)
         t_s = f.time_ns / 1e9 if f.time_ns else now
         variables = {"alertname": rule.name, "rule": rule.name, "service": f.service, "kind": kind, "severity": sev,
                      "score": f.score, "observed": f.observed, "expected": f.expected, "lower": f.lower,

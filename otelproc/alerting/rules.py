@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from otelproc.batch import LogBatch, StringArray
+from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.config import ConfigError, Duration, Secret, _substitute_env, decode
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.httpserver import parse_endpoint
@@ -361,50 +361,6 @@ class AlertsFile:
 
 # --------------------------------------------------------------------------- loading
 
-# YAML keys that are Python keywords map to fields with a trailing underscore.
-_KEYWORD_FIELD_RE = re.compile(r"\b(global|for|continue|from)_\b")
-
-
-def _rename_keyword_keys(raw: Any) -> Any:
-    """Rename keyword keys only where the schema has them (never inside labels/annotations maps)."""
-    if not isinstance(raw, dict):
-        return raw
-    out = dict(raw)
-    if "global" in out:
-        out["global_"] = out.pop("global")
-
-    def rule(r: Any) -> Any:
-        if isinstance(r, dict) and "for" in r:
-            r = dict(r)
-            r["for_"] = r.pop("for")
-        return r
-
-    def route(r: Any) -> Any:
-        if not isinstance(r, dict):
-            return r
-        r = dict(r)
-        if "continue" in r:
-            r["continue_"] = r.pop("continue")
-        if isinstance(r.get("routes"), list):
-            r["routes"] = [route(c) for c in r["routes"]]
-        return r
-
-    def receiver(r: Any) -> Any:
-        if isinstance(r, dict) and isinstance(r.get("email_configs"), list):
-            r = dict(r)
-            r["email_configs"] = [{("from_" if k == "from" else k): v for k, v in e.items()} if isinstance(e, dict) else e
-                                  for e in r["email_configs"]]
-        return r
-
-    if isinstance(out.get("rules"), list):
-        out["rules"] = [rule(r) for r in out["rules"]]
-    if "route" in out:
-        out["route"] = route(out["route"])
-    if isinstance(out.get("receivers"), list):
-        out["receivers"] = [receiver(r) for r in out["receivers"]]
-    return out
-
-
 def parse_alerts(text: str, source: str = "<string>") -> AlertsFile:
     """Parse and validate a rules file's text; raise ConfigError listing every problem as ``source: key::path: msg``."""
     try:
@@ -417,9 +373,9 @@ def parse_alerts(text: str, source: str = "<string>") -> AlertsFile:
         raise ConfigError([f"{source}: the top level must be a mapping with rules/route/receivers"])
     errors: list[str] = []
     raw = _substitute_env(raw, "", errors)  # ${env:VAR} / ${env:VAR:-default}, as in the main config
-    cfg = decode(AlertsFile, _rename_keyword_keys(raw), "", errors)
+    cfg = decode(AlertsFile, raw, "", errors)  # keys that are Python keywords (for, from...) are fields for_, from_
     if errors:
-        raise ConfigError([f"{source}: " + _KEYWORD_FIELD_RE.sub(r"\1", e) for e in errors])
+        raise ConfigError([f"{source}: {e}" for e in errors])
     return cfg
 
 
@@ -525,24 +481,42 @@ class LogRuleEvaluator:
 
     def __init__(self, rules: list[CompiledRule]):
         self.rules = [r for r in rules if r.source == "logs"]
-        # pattern_id -> (template bytes, bool per rule): each distinct template is regex-checked once
-        self._template_cache: dict[int, tuple[bytes, np.ndarray]] = {}
+        # template bytes -> bool per rule: each distinct template text is regex-checked once
+        self._template_cache: dict[bytes, np.ndarray] = {}
         self._cache_limit = 200_000
+        # the last template dictionary seen (DictStringArray) and bool[n_rules, len(dictionary)] for it
+        self._dictionary_hits: tuple[StringArray, np.ndarray] | None = None
+
+    def _text_hits(self, text: bytes) -> np.ndarray:
+        hits = self._template_cache.get(text)
+        if hits is None:
+            if len(self._template_cache) >= self._cache_limit:
+                self._template_cache.clear()
+            hits = np.asarray([r.regex_bytes is not None and r.regex_bytes.search(text) is not None
+                               for r in self.rules], dtype=np.bool_)
+            self._template_cache[text] = hits
+        return hits
 
     def _template_hits(self, pid: np.ndarray, templates: StringArray) -> np.ndarray:
-        """bool[n_rules, n]: rule r's regex matches record i's template (searched once per distinct pattern)."""
+        """bool[n_rules, n]: rule r's regex matches record i's template (searched once per distinct text).
+
+        The patterns processor's templates are a DictStringArray whose dictionary changes only when a
+        template does: the rules are evaluated per dictionary entry once per dictionary and looked up
+        by code (no per-batch work per pattern). Otherwise once per distinct pattern id in the batch.
+        """
+        if isinstance(templates, DictStringArray):
+            memo = self._dictionary_hits
+            if memo is None or memo[0] is not templates.dictionary:
+                d = templates.dictionary
+                per_entry = np.zeros((len(self.rules), len(d)), dtype=np.bool_)
+                for j in range(len(d)):
+                    per_entry[:, j] = self._text_hits(d.get_bytes(j))
+                memo = self._dictionary_hits = (d, per_entry)
+            return memo[1][:, templates.codes]
         uniq, first, inverse = np.unique(pid, return_index=True, return_inverse=True)
         per_pattern = np.zeros((len(self.rules), len(uniq)), dtype=np.bool_)
-        if len(self._template_cache) > self._cache_limit:
-            self._template_cache.clear()
-        for j, (p, i) in enumerate(zip(uniq.tolist(), first.tolist())):
-            text = templates.get_bytes(i)
-            cached = self._template_cache.get(p)
-            if cached is None or cached[0] != text:  # templates generalise over time: re-check on change
-                cached = (text, np.asarray([r.regex_bytes is not None and r.regex_bytes.search(text) is not None
-                                            for r in self.rules], dtype=np.bool_))
-                self._template_cache[p] = cached
-            per_pattern[:, j] = cached[1]
+        for j, i in enumerate(first.tolist()):
+            per_pattern[:, j] = self._text_hits(templates.get_bytes(i))
         return per_pattern[:, inverse.ravel()]
 
     def evaluate(self, batch: LogBatch) -> list[tuple[CompiledRule, Finding]]:

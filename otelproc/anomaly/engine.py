@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from otelproc.config import setting
 from otelproc.anomaly.series import BucketWindow, ClosedBuckets, SeriesIndex, summed_cells
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.kernels import detectors as det
@@ -54,63 +55,97 @@ SERIES_COLUMNS = ("time", "service", "pattern_id", "series", "resolution_s", "ob
 
 @dataclass
 class EngineParams:
-    """Detector settings (see the processor Config for the YAML keys and their meaning)."""
+    """Detector settings, declared once: the ``anomaly`` processor's YAML keys are these fields (key, unit,
+    bounds in their metadata; the comment above each is its documentation); internal ones are not keys."""
 
-    resolutions_s: tuple = (10.0, 60.0)
-    allowed_lateness_s: float = 30.0
-    max_gap_s: float = 3600.0
-    warmup_s: float = 1800.0
-    cooldown_s: float = 900.0
-    alpha: float = 0.05
-    beta: float = 0.02
-    season_gamma: float = 0.1
-    spot_q: float = 1e-4
-    spot_init: float = 3.0
-    min_z: float = 5.0
-    min_count_change: float = 10.0
-    min_ratio: float = 2.0
-    cusum_k: float = 1.0
-    cusum_h: float = 15.0
-    error_z: float = 6.0
-    error_min_jump: float = 0.05
-    error_min_total: float = 10.0
+    # bucket widths of the series (each runs the count / error detectors; the longest also
+    # runs pattern presence and the trend detector)
+    resolutions_s: tuple = setting((10.0, 60.0), key="resolutions", unit="s")
+    # how long after a bucket's end points may still arrive (event time); later ones are dropped
+    allowed_lateness_s: float = setting(30.0, key="allowed_lateness", unit="s", ge=0)
+    # a silence of the whole stream longer than this is a gap, not zero traffic
+    max_gap_s: float = setting(3600.0, key="max_gap", unit="s", gt=0)
+    # event time before detectors report (baselines learn); a pattern first seen later is "new"
+    warmup_s: float = setting(1800.0, key="warmup", unit="s", ge=0)
+    # the same finding (kind, series) is reported at most once per cooldown
+    cooldown_s: float = setting(900.0, key="cooldown", unit="s", ge=0)
+    alpha: float = setting(0.05, internal=True)
+    beta: float = setting(0.02, internal=True)
+    season_gamma: float = setting(0.1, internal=True)
+    # target false-alarm probability per point of the SPOT thresholds
+    spot_q: float = setting(1e-4, gt=0, lt=0.5)
+    spot_init: float = setting(3.0, internal=True)
+    # robust z a count must reach (on top of the SPOT threshold) for spike / drop
+    min_z: float = setting(5.0, ge=0)
+    # a spike / drop must change the count by at least this many lines per bucket ...
+    min_count_change: float = setting(10.0, ge=0)
+    # ... and by this factor against the expectation
+    min_ratio: float = setting(2.0, ge=1)
+    cusum_k: float = setting(1.0, internal=True)
+    cusum_h: float = setting(15.0, internal=True)
+    # error ratio: binomial z needed, and the least absolute jump of the ratio (0.05 = 5 points)
+    error_z: float = setting(6.0, ge=0)
+    error_min_jump: float = setting(0.05, ge=0, le=1)
+    error_min_total: float = setting(10.0, internal=True)
+    # error ratio: least number of error lines in the bucket (small buckets are noisy)
     error_min_count: float = 5.0
-    error_p: float = 1e-7
-    # latency shift (kernels/latency.py): z of the window location and the least ratio to the baseline
-    value_z: float = 5.0
-    value_min_ratio: float = 1.5
-    # ... held this long (event time) before it is reported; critical from this ratio, held this long
-    latency_min_duration_s: float = 30.0
-    latency_critical_ratio: float = 2.0
-    latency_critical_duration_s: float = 60.0
-    # the pooled window reaches back this far; it needs this many values (a handful is not a distribution)
-    latency_window_s: float = 300.0
-    latency_min_values: int = 16
-    # baseline memory (event time) and the decayed number of values it needs before a series is tested
-    latency_memory_s: float = 1800.0
-    latency_min_history: float = 100.0
+    # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
+    error_p: float = setting(1e-7, gt=0, lt=1)
+    # error ratio / ERROR-pattern spike: critical when the jump's size still holds at the lower confidence
+    # bound of the bucket's own sample (this many standard errors), else a warning (a few ERROR lines)
+    error_confidence_z: float = setting(2.0, ge=0)
+    # latency shift (value anomaly): z of the window's location against the series' baseline, with its
+    # standard error from the number of values and the series' own dispersion
+    value_z: float = setting(5.0, ge=0)
+    # ... and the least ratio of the window's location to the baseline
+    value_min_ratio: float = setting(1.5, ge=1, hint="a ratio to the usual latency")
+    # a shift is reported once it has held this long (event time); critical from latency_critical_ratio held
+    # for latency_critical_duration, else warning
+    latency_min_duration_s: float = setting(30.0, key="latency_min_duration", unit="s", ge=0)
+    latency_critical_ratio: float = setting(2.0, ge=1, hint="a ratio to the usual latency")
+    latency_critical_duration_s: float = setting(60.0, key="latency_critical_duration", unit="s", ge=0)
+    # the pooled window of a series' last values reaches back this far, and holds at least its last
+    # latency_min_values values (a test needs that many)
+    latency_window_s: float = setting(300.0, key="latency_window", unit="s", gt=0)
+    latency_min_values: int = setting(16, ge=2)
+    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
+    # values take, if longer), and the (decayed) values it needs before a series is tested
+    latency_memory_s: float = setting(1800.0, key="latency_memory", unit="s", gt=0)
+    latency_min_history: float = setting(100.0, ge=0)
     # a shift held this long becomes the new baseline
-    latency_relevel_s: float = 1800.0
-    # report lower-than-usual latency too (off: faster is not an incident)
+    latency_relevel_s: float = setting(1800.0, key="latency_relevel", unit="s", gt=0)
+    # report lower-than-usual latency as well (faster is not an incident by default)
     latency_lower: bool = False
-    trend_rate: float = 0.02
-    trend_window_s: float = 3600.0
-    trend_reference_s: float = 7200.0
-    trend_min_t: float = 4.0
-    trend_forecast_ratio: float = 2.0
-    # a creep is something to look at, not to be woken for: critical only from this t if configured (inf = never)
+    # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
+    trend_rate: float = setting(0.02, gt=0, hint="0.02 = 2 %/hour")
+    trend_window_s: float = setting(3600.0, key="trend_window", unit="s", gt=0)
+    # trend: the level before the ramp is learnt from this much history (longer = more power)
+    trend_reference_s: float = setting(7200.0, key="trend_reference", unit="s", gt=0)
+    # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
+    # series-hour of flat noise)
+    trend_min_t: float = setting(4.0, ge=0)
+    # trend: forecast the time until the level reaches this multiple of the window-start level
+    trend_forecast_ratio: float = setting(2.0, gt=1)
+    # trend: a creep is a warning (something to look at); critical from this t statistic of its slope on
+    # only if set (.inf = never)
     trend_critical_t: float = math.inf
-    vanish_p: float = 1e-9
-    vanish_min_s: float = 180.0
-    vanish_max_dispersion: float = 0.5
-    steady_min: int = 10
-    drop_min_s: float = 180.0
-    new_error_min_buckets: int = 3
-    band_sigmas: float = 3.0
+    # vanished pattern: only a pattern with a cadence (heartbeat, periodic job, busy line) can vanish, when
+    # the probability of its silence under its own rate and dispersion falls below vanish_p, and not
+    # before vanish_min
+    vanish_p: float = setting(1e-9, gt=0, lt=1)
+    vanish_min_s: float = setting(180.0, key="vanish_min", unit="s", gt=0)
+    vanish_max_dispersion: float = setting(0.5, internal=True)
+    steady_min: int = setting(10, internal=True)
+    # a drop of a service's lines must last this long (a restart's silence is not a traffic drop)
+    drop_min_s: float = setting(180.0, key="drop_min", unit="s", gt=0)
+    new_error_min_buckets: int = setting(3, internal=True)
+    band_sigmas: float = setting(3.0, internal=True)
+    # write expected bands to the "series" table
     series_table: bool = True
-    # findings below this severity are not reported (no anomalies row, no finding for alerting): "info" is
-    # ordinary variation; the detectors run and learn the same either way
-    min_severity_stored: str = "warning"
+    # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
+    # alerting. info is ordinary variation (new / rare non-error patterns, spikes and shifts of non-error
+    # lines); new patterns stay in the patterns table. Set info to store those too
+    min_severity_stored: str = setting("warning", choices=("info", "warning", "critical"))
 
 
 @dataclass
@@ -195,9 +230,11 @@ class AnomalyEngine:
                 err_ew_err=np.zeros(0), err_ew_tot=np.zeros(0), err_n=np.zeros(0, dtype=np.int64),
                 presence=det.PresenceState(0), trend=trk.TrendState(0, w, ref)))
         self.late_points = 0
-        # explain(finding, service code, bucket width s) -> explanation entries; set by the processor
+        # explain(finding, service code) -> explanation entries; set by the processor
         # (otelproc/anomaly/explain.py), None: findings carry none
-        self.explain: Callable[[Finding, int, float], list[dict]] | None = None
+        self.explain: Callable[[Finding, int], list[dict]] | None = None
+        # correlate(finding, service episode key) -> incident id across services (otelproc/anomaly/incidents.py)
+        self.correlate: Callable[[Finding, str], str] | None = None
 
     # ----------------------------------------------------------------- ingest
 
@@ -348,7 +385,17 @@ class AnomalyEngine:
                 ((c >= p.min_ratio * expected) | (c * p.min_ratio <= expected))
         if len(self.counts):
             spike, drop = self._one_row_per_event(spike, drop, rs)
-        self._emit(out, rs, bucket_ns, spike, FindingKind.SPIKE, "counts", c, expected, lower, upper, score)
+        # a spike of an ERROR pattern pages only when its size is beyond doubt from its own count: the lower
+        # confidence bound of the rate behind c (sqrt(c) has sd 1/2) still clears the spike's least change and
+        # ratio. A handful of ERROR lines (a retry burst giving up) is something to look at: warning
+        err_cols = (self.pattern_severity >= ERROR_SEVERITY) & (self.counts.pattern != 0)
+        with np.errstate(invalid="ignore"):
+            c_low = np.maximum(np.sqrt(c) - p.error_confidence_z / 2.0, 0.0) ** 2
+            sure = (c_low - expected >= p.min_count_change) & (c_low >= p.min_ratio * expected)
+        for mask, sev in ((spike & ~err_cols[None, :], None), (spike & err_cols[None, :] & sure, Severity.CRITICAL),
+                          (spike & err_cols[None, :] & ~sure, Severity.WARNING)):
+            self._emit(out, rs, bucket_ns, mask, FindingKind.SPIKE, "counts", c, expected, lower, upper, score,
+                       severity=sev)
         self._emit(out, rs, bucket_ns, drop, FindingKind.DROP, "counts", c, expected, lower, upper, score)
         self._emit(out, rs, bucket_ns, shift, FindingKind.LEVEL_SHIFT, "counts", c, expected, lower, upper,
                    np.maximum(score, 0.5))
@@ -378,9 +425,14 @@ class AnomalyEngine:
                     (cb.service_errors >= p.error_min_count)
                 sd = np.sqrt(np.maximum(exp_r * (1 - exp_r), 1e-6) / np.maximum(tot, 1))
                 sc = np.clip(0.5 + (zr - p.error_z) / (4 * p.error_z), 0, 1)
-            self._emit(out, rs, bucket_ns, jump, FindingKind.ERROR_RATIO, "error_ratio", ratio, exp_r,
-                       np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1), sc,
-                       index=self.service_ids)
+                # critical when the jump is beyond doubt from the bucket's own sample: the lower confidence bound
+                # of its error share (Wilson, error_confidence_z) is still error_min_jump above the baseline; a few
+                # ERROR lines in a small bucket (a retry burst giving up) are a warning
+                sure = _wilson_low(cb.service_errors, tot, p.error_confidence_z) - exp_r >= p.error_min_jump
+            for mask, sev in ((jump & sure, Severity.CRITICAL), (jump & ~sure, Severity.WARNING)):
+                self._emit(out, rs, bucket_ns, mask, FindingKind.ERROR_RATIO, "error_ratio", ratio, exp_r,
+                           np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1), sc,
+                           index=self.service_ids, severity=sev)
             if p.series_table and rs.coarsest:
                 self._series_rows(out, bucket_ns, self.service_ids, "error_ratio", res_s, ratio, exp_r,
                                   np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1),
@@ -467,10 +519,11 @@ class AnomalyEngine:
         return "ms" if self.value_unit[k] else ""
 
     def _new_error_repeats(self, out: Output, rs: _ResolutionState, bucket_ns, c, expected, lower, upper) -> None:
-        """A new ERROR pattern is a warning at first sight; when it is present in ``new_error_min_buckets``
+        """A new ERROR pattern is info at first sight (a rare error line first seen after warm-up, the first
+        give-up line of a retry loop: on the tuning seeds of benchmarks/quiet_days.py and incidents.py every
+        first-sight warning in nuisance traffic was a false one); when it is present in ``new_error_min_buckets``
         buckets out of its first ``new_error_min_buckets + 2`` it is reported again as critical (a new error
-        that keeps coming: not one burst of a retry loop, nor a rare error first seen after warm-up that
-        comes back some minutes later), in the same incident."""
+        that keeps coming), in the same incident."""
         B = c.shape[0]
         need = self.p.new_error_min_buckets
         window = (need + 1) * int(rs.step_s * NS)
@@ -530,20 +583,18 @@ class AnomalyEngine:
                   silence: int) -> Severity:
         """What a person should be woken for is critical; ordinary variation is info.
 
-        critical: an error-ratio jump, a spike of an ERROR pattern (error burst), a new ERROR pattern that
-        keeps coming (reported again by _new_error_repeats), a sustained drop of a service's traffic, a
-        pattern with a cadence that vanished without a new pattern replacing it (a restart or deploy
-        replaces patterns: info). warning: a new ERROR pattern at first sight, latency findings. info: the rest
-        (new / rare non-error patterns, spikes and shifts of non-error lines, drops of single patterns).
+        critical: a new ERROR pattern that keeps coming (reported again by _new_error_repeats), a sustained
+        drop of a service's traffic, a pattern with a cadence that vanished without a new pattern replacing it
+        (a restart or deploy replaces patterns: info). warning: latency findings. info: the rest (new patterns
+        at first sight, ERROR ones too; rare patterns, spikes and shifts of non-error lines, drops of single
+        patterns). Error-ratio jumps and ERROR-pattern spikes (critical when their size holds at the
+        lower confidence bound of the bucket's sample, else warning) and trends are given their severity
+        where they are detected.
         """
-        is_error = index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY
-        if kind == FindingKind.ERROR_RATIO:
-            return Severity.CRITICAL
-        if kind == FindingKind.SPIKE:
-            return Severity.CRITICAL if is_error and pid else Severity.INFO
         if kind == FindingKind.NEW_PATTERN:
-            # a new ERROR pattern pages when it keeps coming (see _new_error_repeats), not at first sight
-            return Severity.WARNING if is_error else Severity.INFO
+            # at first sight any new pattern is info; a new ERROR pattern pages when it keeps coming (see
+            # _new_error_repeats)
+            return Severity.INFO
         if kind == FindingKind.DROP:
             return Severity.CRITICAL if pid == 0 else Severity.INFO
         if kind == FindingKind.VANISHED_PATTERN:
@@ -625,8 +676,8 @@ class AnomalyEngine:
             sev = severity or self._severity(kind, index, k, pid, t, rs.step_s, quiet)
             if kind == FindingKind.NEW_PATTERN:
                 self._last_new[int(index.service[k])] = max(t, self._last_new.get(int(index.service[k]), t))
-                if sev == Severity.WARNING:
-                    self._new_errors[k] = t
+                if severity is None and index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY:
+                    self._new_errors[k] = t  # first sight of an ERROR pattern: does it keep coming?
             if _RANK[sev] < self._min_rank:
                 continue
             labels = {"resolution": f"{rs.step_s:g}s", "series": series, "incident": self._incident_key(svc, t)}
@@ -655,7 +706,9 @@ class AnomalyEngine:
                         template=self.templates.get(pid, ""), observed=o, expected=e, lower=l, upper=u,
                         description=desc, sample=sample, labels=labels)
             if self.explain is not None:
-                f.explanation = self.explain(f, int(index.service[k]), rs.step_s)
+                f.explanation = self.explain(f, int(index.service[k]))
+            if self.correlate is not None:  # the service's episode may be part of a cross-service incident
+                labels["incident"] = self.correlate(f, labels["incident"])
             out.findings.append(f)
             a = out.anomalies
             for col, v in (("time", t), ("service", svc), ("pattern_id", pid), ("kind", kind.value), ("score", sc),
@@ -767,6 +820,14 @@ _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 def _iso(t_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ns // NS))
+
+
+def _wilson_low(k: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Lower Wilson score bound of the share k / n at z standard errors (NaN where n is NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        z2 = z * z
+        return (p + z2 / (2 * n) - z * np.sqrt(np.maximum(p * (1 - p), 0.0) / n + z2 / (4 * n * n))) / (1 + z2 / n)
 
 
 def _one_cell(shape: tuple, r: int, k: int) -> np.ndarray:

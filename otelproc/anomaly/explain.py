@@ -36,7 +36,9 @@ service spike / shift  all records of the service                 all records of
 drop                   all records (values whose share *fell*)    all records of the service before
 =====================  =========================================  =============================================
 
-The baseline of a window is the decayed baseline plus the window buckets before it. The significance
+The window of a finding is its bucket and the buckets after it already counted (the engine reports a
+bucket once the watermark passed it, ``allowed_lateness`` later, so those lines are here at no delay);
+its baseline is the decayed baseline plus the window buckets before it. The significance
 is the Chernoff bound exp(-n KL(window share || baseline share)) on the one-sided binomial tail of
 the value's lines among the window's n (an upper bound on the p-value at any count, where the
 chi-square approximation of a G-test overstates small ones), Bonferroni-adjusted for the number of
@@ -364,16 +366,18 @@ class Explainer:
         u, inv = np.unique(ids_a[nz], return_inverse=True)
         return _Side(u, np.bincount(inv, weights=cnt_a[nz], minlength=len(u)), total, floor)
 
-    def explain(self, f: Finding, code: int, step_s: float) -> list[dict]:
-        """The explanation entries of finding ``f`` of service code ``code`` (bucket width ``step_s``):
+    def explain(self, f: Finding, code: int) -> list[dict]:
+        """The explanation entries of finding ``f`` of service code ``code``:
         attribute values then patterns, each a dict (see :func:`_entry`); [] when nothing is significant
         or the kind is not explained."""
         if f.kind not in EXPLAINED_KINDS or code >= self.n_services:
             return []
         b0 = f.time_ns // self.width_ns
-        b1 = -(-(f.time_ns + int(step_s * NS)) // self.width_ns)
         sb = self.slot_bucket
-        win = np.flatnonzero((sb >= b0) & (sb < b1))
+        # the finding's bucket and every bucket after it seen so far: a bucket is reported once the watermark
+        # passed it, allowed_lateness later, so the lines since then are already here (4x the data of a 10 s
+        # bucket, at no delay)
+        win = np.flatnonzero(sb >= b0)
         if not len(win):
             return []
         before = np.flatnonzero((sb >= 0) & (sb < b0))

@@ -54,7 +54,7 @@ from typing import Any
 
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Exporter, Factory, Kind, PermanentError
-from otelproc.config import Duration, Secret
+from otelproc.config import Duration, Secret, setting
 from otelproc.retry import GaveUp, RetryConfig, call_with_retry
 from otelproc.store import Store, StoreError, TlsOptions, check_identifier, open_store, quote_identifier
 from otelproc.store.arrow import logs_to_arrow
@@ -159,7 +159,7 @@ class ClickHouseExporterConfig:
     # create missing tables and apply migrations at start
     create_schema: bool = True
     # connect/send/receive timeout for a server (the embedded store has no network)
-    timeout: Duration = DEFAULT_TIMEOUT
+    timeout: Duration = setting(DEFAULT_TIMEOUT, gt=0)
     tls: TlsConfig = field(default_factory=TlsConfig)
     retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
     # ClickHouse cluster: DDL gets ON CLUSTER and Replicated engines (server only)
@@ -168,7 +168,7 @@ class ClickHouseExporterConfig:
     # write-ahead log of the pipelines this exporter is in (otelproc.wal); directory "" = none
     wal: WalConfig = field(default_factory=WalConfig)
     # inserts per table ClickHouse remembers to drop a replayed duplicate (0 = no dedup tokens)
-    deduplication_window: int = DEFAULT_DEDUP_WINDOW
+    deduplication_window: int = setting(DEFAULT_DEDUP_WINDOW, ge=0, hint="0 = no deduplication tokens")
     # ClickHouse settings sent with every statement to a server, e.g. {async_insert: "1"}
     connection_params: dict[str, str] = field(default_factory=dict)
 
@@ -190,8 +190,6 @@ class ClickHouseExporterConfig:
             out.append(f"ttl: must be >= 0 (0 = keep forever), got {self.ttl}s")
         elif 0 < self.ttl < 1:
             out.append(f"ttl: must be 0 or at least 1s, got {self.ttl}s")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         if embedded and (self.username or self.password):
             out.append("username: the embedded store (chdb://) has no users; remove username/password "
                        "or use an http(s):// endpoint")
@@ -200,8 +198,6 @@ class ClickHouseExporterConfig:
                        "the embedded store (chdb://) takes no connection settings")
         if self.tls.is_set() and scheme != "https":
             out.append(f"tls: only applies to https:// endpoints, endpoint is {self.endpoint!r}")
-        if self.deduplication_window < 0:
-            out.append(f"deduplication_window: must be >= 0 (0 = no deduplication tokens), got {self.deduplication_window}")
         out += [f"tls::{m}" for m in self.tls.validate()]
         out += [f"wal::{m}" for m in self.wal.validate()]
         out += [f"retry_on_failure::{m}" for m in self.retry_on_failure.validate()]

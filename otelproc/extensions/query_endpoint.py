@@ -54,7 +54,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
-from otelproc.config import ByteSize, Duration, Secret
+from otelproc.config import ByteSize, Duration, Secret, setting
 from otelproc.httpserver import BodyError, Handler, Server, compress, decompress, parse_endpoint, response_encoding
 from otelproc.extensions.native_revision import NativeFormatError, has_plain_datetime, native_at_revision
 from otelproc.store import output_format_clause, without_format_clause
@@ -159,9 +159,9 @@ class QueryEndpointConfig:
     # accept every request without checking credentials, on any address
     allow_anonymous: bool = False
     # a query whose result has more rows fails (ClickHouse max_result_rows, result_overflow_mode=throw)
-    max_result_rows: int = DEFAULT_MAX_RESULT_ROWS
+    max_result_rows: int = setting(DEFAULT_MAX_RESULT_ROWS, ge=1)
     # a query running longer is cancelled (ClickHouse max_execution_time)
-    max_execution_time: Duration = DEFAULT_MAX_EXECUTION_TIME
+    max_execution_time: Duration = setting(DEFAULT_MAX_EXECUTION_TIME, gt=0)
     # largest request body (query text) accepted
     max_request_size: ByteSize = DEFAULT_MAX_REQUEST_SIZE
 
@@ -194,10 +194,6 @@ class QueryEndpointConfig:
                        f"allow_anonymous: true to let anyone who reaches the port read the store")
         if self.password and not self.username:
             out.append("username: required with a password")
-        if self.max_result_rows < 1:
-            out.append(f"max_result_rows: must be >= 1, got {self.max_result_rows}")
-        if self.max_execution_time <= 0:
-            out.append(f"max_execution_time: must be > 0, got {self.max_execution_time}s")
         if self.max_request_size < 1024:
             out.append(f"max_request_size: must be at least 1KiB, got {int(self.max_request_size)} bytes")
         return out

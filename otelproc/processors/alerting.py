@@ -21,7 +21,7 @@ from typing import Any
 
 from otelproc.batch import LogBatch
 from otelproc.component import Context, Factory, Kind, Processor
-from otelproc.config import ConfigError, ConfigRelativePath, Duration
+from otelproc.config import ConfigError, ConfigRelativePath, Duration, setting
 from otelproc.httpserver import parse_endpoint
 from otelproc import defaults
 from otelproc.telemetry import Telemetry
@@ -47,14 +47,14 @@ class AlertingConfig:
     # host:port of the silences / alerts HTTP API (Alertmanager v2 paths); empty disables it
     api_endpoint: str = ""
     # notifications queued per receiver integration; beyond it they are dropped (and recorded)
-    queue_size: int = DEFAULT_QUEUE_SIZE
+    queue_size: int = setting(DEFAULT_QUEUE_SIZE, ge=1)
     # a notification is retried (transient failures only) with doubling waits from initial_backoff up to
     # max_backoff, for at most max_elapsed_time (otelproc.retry)
-    initial_backoff: Duration = DEFAULT_INITIAL_BACKOFF
+    initial_backoff: Duration = setting(DEFAULT_INITIAL_BACKOFF, gt=0)
     max_backoff: Duration = DEFAULT_MAX_BACKOFF
-    max_elapsed_time: Duration = DEFAULT_MAX_ELAPSED_TIME
+    max_elapsed_time: Duration = setting(DEFAULT_MAX_ELAPSED_TIME, ge=0, hint="0 = until shutdown")
     # how long shutdown waits for queued notifications
-    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Duration = setting(DEFAULT_SHUTDOWN_TIMEOUT, ge=0)
 
     def validate(self) -> list[str]:
         out = []
@@ -67,16 +67,8 @@ class AlertingConfig:
                 parse_endpoint(self.api_endpoint, empty_host="127.0.0.1")
             except ValueError as e:
                 out.append(f"api_endpoint: must be host:port: {e}")
-        if self.queue_size < 1:
-            out.append(f"queue_size: must be >= 1, got {self.queue_size}")
-        if self.max_elapsed_time is not None and self.max_elapsed_time < 0:
-            out.append(f"max_elapsed_time: must be >= 0 (0 = until shutdown), got {self.max_elapsed_time}s")
-        if self.initial_backoff is not None and self.initial_backoff <= 0:
-            out.append(f"initial_backoff: must be > 0, got {self.initial_backoff}s")
         if self.max_backoff is not None and self.initial_backoff is not None and self.max_backoff < self.initial_backoff:
             out.append(f"max_backoff: must be >= initial_backoff ({self.initial_backoff}s), got {self.max_backoff}s")
-        if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
-            out.append(f"shutdown_timeout: must be >= 0, got {self.shutdown_timeout}s")
         return out
 
     def rules_path(self) -> str:

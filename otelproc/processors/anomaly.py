@@ -41,25 +41,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
 
 from otelproc.anomaly.engine import AnomalyEngine, EngineParams, Output
 from otelproc.anomaly.explain import ExplainParams, Explainer
+from otelproc.anomaly.incidents import INCIDENT_COLUMNS, Correlator
 from otelproc.anomaly.persist import load_state, save_state
 from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.component import Consumer, Context, Factory, Kind, Processor
-from otelproc.config import Duration
+from otelproc.config import setting
 from otelproc.kernels.series import (DurationPlan, Durations, distinct_first_rows, duration_plan,
                                       durations_from_params, extract_durations)
 
 log = logging.getLogger("otelproc.processors.anomaly")
 
-# the defaults are the engine's (one place): the YAML keys below are its settings in config units
-_DEFAULTS = EngineParams()
-DEFAULT_RESOLUTIONS = tuple(Duration(r) for r in _DEFAULTS.resolutions_s)
 DEFAULT_CHECKPOINT_EVERY = 200
 
 ANOMALIES_SCHEMA = pa.schema([
@@ -89,168 +87,45 @@ _SERIES_SRC = ("time", "service", "pattern_id", "series", "resolution_s", "obser
 
 
 @dataclass
-class AnomalyProcessorConfig:
-    # bucket widths of the series (each runs the count / error detectors; the longest also
-    # runs pattern presence and the trend detector)
-    resolutions: list[Duration] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
-    # how long after a bucket's end points may still arrive (event time); later ones are dropped
-    allowed_lateness: Duration = Duration(_DEFAULTS.allowed_lateness_s)
-    # event time before detectors report (baselines learn); a pattern first seen later is "new"
-    warmup: Duration = Duration(_DEFAULTS.warmup_s)
-    # the same finding (kind, series) is reported at most once per cooldown
-    cooldown: Duration = Duration(_DEFAULTS.cooldown_s)
-    # a silence of the whole stream longer than this is a gap, not zero traffic
-    max_gap: Duration = Duration(_DEFAULTS.max_gap_s)
-    # target false-alarm probability per point of the SPOT thresholds
-    spot_q: float = _DEFAULTS.spot_q
-    # robust z a count must reach (on top of the SPOT threshold) for spike / drop
-    min_z: float = _DEFAULTS.min_z
-    # a spike / drop must change the count by at least this many lines per bucket ...
-    min_count_change: float = _DEFAULTS.min_count_change
-    # ... and by this factor against the expectation
-    min_ratio: float = _DEFAULTS.min_ratio
-    # error ratio: binomial z needed, and the least absolute jump of the ratio (0.05 = 5 points)
-    error_z: float = _DEFAULTS.error_z
-    error_min_jump: float = _DEFAULTS.error_min_jump
-    # error ratio: least number of error lines in the bucket (small buckets are noisy)
-    error_min_count: float = _DEFAULTS.error_min_count
-    # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
-    error_p: float = _DEFAULTS.error_p
-    # latency shift (value anomaly): z of the window's location against the series' baseline, with its
-    # standard error from the number of values and the series' own dispersion
-    value_z: float = _DEFAULTS.value_z
-    # ... and the least ratio of the window's location to the baseline
-    value_min_ratio: float = _DEFAULTS.value_min_ratio
-    # a shift is reported once it has held this long (event time); critical from latency_critical_ratio held
-    # for latency_critical_duration, else warning
-    latency_min_duration: Duration = Duration(_DEFAULTS.latency_min_duration_s)
-    latency_critical_ratio: float = _DEFAULTS.latency_critical_ratio
-    latency_critical_duration: Duration = Duration(_DEFAULTS.latency_critical_duration_s)
-    # the pooled window of a series' last values reaches back this far, and holds at least its last
-    # latency_min_values values (a test needs that many)
-    latency_window: Duration = Duration(_DEFAULTS.latency_window_s)
-    latency_min_values: int = _DEFAULTS.latency_min_values
-    # memory of the latency baseline (event time; for a sparse series the time 2 x latency_min_history of its
-    # values take, if longer), and the (decayed) values it needs before a series is tested
-    latency_memory: Duration = Duration(_DEFAULTS.latency_memory_s)
-    latency_min_history: float = _DEFAULTS.latency_min_history
-    # a shift held this long becomes the new baseline
-    latency_relevel: Duration = Duration(_DEFAULTS.latency_relevel_s)
-    # report lower-than-usual latency as well (faster is not an incident by default)
-    latency_lower: bool = _DEFAULTS.latency_lower
-    # trend: relative creep per hour to flag; a ramp that started up to trend_window ago is tested
-    trend_rate: float = _DEFAULTS.trend_rate
-    trend_window: Duration = Duration(_DEFAULTS.trend_window_s)
-    # trend: the level before the ramp is learnt from this much history (longer = more power)
-    trend_reference: Duration = Duration(_DEFAULTS.trend_reference_s)
-    # trend: t statistic of the ramp slope needed (false-alarm guard; 4 = ~1e-3 false trends per
-    # series-hour of flat noise)
-    trend_min_t: float = _DEFAULTS.trend_min_t
-    # trend: a creep is a warning (something to look at); critical from this t statistic of its slope on
-    # only if set (.inf = never)
-    trend_critical_t: float = _DEFAULTS.trend_critical_t
-    # trend: forecast the time until the level reaches this multiple of the window-start level
-    trend_forecast_ratio: float = _DEFAULTS.trend_forecast_ratio
-    # vanished pattern: only a pattern with a cadence (heartbeat, periodic job, busy line) can vanish, when
-    # the probability of its silence under its own rate and dispersion falls below vanish_p, and not
-    # before vanish_min
-    vanish_p: float = _DEFAULTS.vanish_p
-    vanish_min: Duration = Duration(_DEFAULTS.vanish_min_s)
-    # a drop of a service's lines must last this long (a restart's silence is not a traffic drop)
-    drop_min: Duration = Duration(_DEFAULTS.drop_min_s)
+class AnomalyProcessorConfig(EngineParams):
+    """The engine's parameters (their YAML keys, units and bounds are declared on EngineParams) and where
+    the processor keeps its state."""
+
     # explain spike, drop, level-shift, new / rare pattern and error-ratio findings by the attribute values
     # and patterns whose share in the finding's bucket differs most from before (otelproc/anomaly/explain.py)
     explain: bool = True
     # ... an attribute value is named when the Bonferroni-adjusted p of its share change is at most this
-    explain_p: float = 1e-4
-    # write expected bands to the "series" table
-    series_table: bool = _DEFAULTS.series_table
-    # findings below this severity (info, warning, critical) are not reported: no anomalies row, nothing to
-    # alerting. info is ordinary variation (new / rare non-error patterns, spikes and shifts of non-error
-    # lines); new patterns stay in the patterns table. Set info to store those too
-    min_severity_stored: str = _DEFAULTS.min_severity_stored
+    explain_p: float = setting(1e-4, gt=0, lt=1)
+    # group findings of several services close in time (within cooldown) into one incident with a probable
+    # origin (otelproc/anomaly/incidents.py): the `incident` label and the "incidents" table
+    incidents: bool = True
     # directory for persisted detector state; empty = keep state in memory only
     state_dir: str = ""
     # save state every this many batches (and at shutdown)
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    checkpoint_every: int = setting(DEFAULT_CHECKPOINT_EVERY, ge=1)
 
     def validate(self) -> list[str]:
+        """What involves several keys (single keys' bounds are checked by the decoder)."""
         out = []
-        if not self.resolutions:
+        res = self.resolutions_s
+        if not res:
             out.append("resolutions: at least one bucket width is required, e.g. [10s, 1m]")
-        for i, r in enumerate(self.resolutions):
+        for i, r in enumerate(res):
             if r is None or r <= 0:
                 out.append(f"resolutions[{i}]: must be > 0, got {r}")
-        if len(set(self.resolutions)) != len(self.resolutions):
-            out.append(f"resolutions: must be distinct, got {list(self.resolutions)}")
-        for key in ("allowed_lateness", "warmup", "cooldown"):
-            v = getattr(self, key)
-            if v is None or v < 0:
-                out.append(f"{key}: must be >= 0, got {v}")
-        for key in ("max_gap", "trend_window", "trend_reference", "vanish_min", "drop_min", "latency_window",
-                    "latency_memory", "latency_relevel"):
-            v = getattr(self, key)
-            if v is None or v <= 0:
-                out.append(f"{key}: must be > 0, got {v}")
-        if not (0 < self.spot_q < 0.5):
-            out.append(f"spot_q: must be in (0, 0.5), got {self.spot_q}")
-        for key in ("min_z", "error_z", "value_z", "trend_min_t", "min_count_change"):
-            if getattr(self, key) < 0:
-                out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
-        if self.min_ratio < 1:
-            out.append(f"min_ratio: must be >= 1, got {self.min_ratio}")
-        for key in ("value_min_ratio", "latency_critical_ratio"):
-            if getattr(self, key) < 1:
-                out.append(f"{key}: must be >= 1 (a ratio to the usual latency), got {getattr(self, key)}")
-        for key in ("latency_min_duration", "latency_critical_duration"):
-            if getattr(self, key) is None or getattr(self, key) < 0:
-                out.append(f"{key}: must be >= 0, got {getattr(self, key)}")
-        if self.latency_min_values < 2:
-            out.append(f"latency_min_values: must be >= 2, got {self.latency_min_values}")
-        if self.latency_min_history < 0:
-            out.append(f"latency_min_history: must be >= 0, got {self.latency_min_history}")
-        if not (0 < self.explain_p < 1):
-            out.append(f"explain_p: must be in (0, 1), got {self.explain_p}")
-        if not (0 < self.error_p < 1):
-            out.append(f"error_p: must be in (0, 1), got {self.error_p}")
-        if not (0 <= self.error_min_jump <= 1):
-            out.append(f"error_min_jump: must be in [0, 1], got {self.error_min_jump}")
-        if self.trend_rate <= 0:
-            out.append(f"trend_rate: must be > 0 (0.02 = 2 %/hour), got {self.trend_rate}")
-        if self.trend_forecast_ratio <= 1:
-            out.append(f"trend_forecast_ratio: must be > 1, got {self.trend_forecast_ratio}")
-        if not (0 < self.vanish_p < 1):
-            out.append(f"vanish_p: must be in (0, 1), got {self.vanish_p}")
-        if self.min_severity_stored not in ("info", "warning", "critical"):
-            out.append(f"min_severity_stored: must be info, warning or critical, got {self.min_severity_stored!r}")
-        if self.checkpoint_every < 1:
-            out.append(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
-        if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
-                and self.trend_window < 4 * max(self.resolutions):
-            out.append(f"trend_window: must cover >= 4 buckets of {max(self.resolutions)}s, got {self.trend_window}s")
-        if self.resolutions and all(r and r > 0 for r in self.resolutions) and self.trend_window \
-                and self.trend_reference and (self.trend_window + self.trend_reference) / max(self.resolutions) > 2000:
-            out.append(f"trend_reference: trend_window + trend_reference must span <= 2000 buckets of "
-                       f"{max(self.resolutions)}s (state per series), got {self.trend_window + self.trend_reference}s")
+        if len(set(res)) != len(res):
+            out.append(f"resolutions: must be distinct, got {list(res)}")
+        if res and all(r and r > 0 for r in res):
+            coarsest = max(res)
+            if self.trend_window_s < 4 * coarsest:
+                out.append(f"trend_window: must cover >= 4 buckets of {coarsest}s, got {self.trend_window_s}s")
+            if (self.trend_window_s + self.trend_reference_s) / coarsest > 2000:
+                out.append(f"trend_reference: trend_window + trend_reference must span <= 2000 buckets of "
+                           f"{coarsest}s (state per series), got {self.trend_window_s + self.trend_reference_s}s")
         return out
 
     def engine_params(self) -> EngineParams:
-        return EngineParams(
-            resolutions_s=tuple(float(r) for r in self.resolutions), allowed_lateness_s=float(self.allowed_lateness),
-            max_gap_s=float(self.max_gap), warmup_s=float(self.warmup), cooldown_s=float(self.cooldown),
-            spot_q=self.spot_q, min_z=self.min_z, min_count_change=self.min_count_change, min_ratio=self.min_ratio,
-            error_z=self.error_z, error_min_jump=self.error_min_jump, error_min_count=self.error_min_count,
-            error_p=self.error_p, value_z=self.value_z, value_min_ratio=self.value_min_ratio,
-            latency_min_duration_s=float(self.latency_min_duration), latency_critical_ratio=self.latency_critical_ratio,
-            latency_critical_duration_s=float(self.latency_critical_duration),
-            latency_window_s=float(self.latency_window), latency_min_values=self.latency_min_values,
-            latency_memory_s=float(self.latency_memory), latency_min_history=self.latency_min_history,
-            latency_relevel_s=float(self.latency_relevel), latency_lower=self.latency_lower,
-            trend_rate=self.trend_rate, trend_window_s=float(self.trend_window),
-            trend_reference_s=float(self.trend_reference), trend_min_t=self.trend_min_t,
-            trend_forecast_ratio=self.trend_forecast_ratio, trend_critical_t=self.trend_critical_t,
-            vanish_p=self.vanish_p, vanish_min_s=float(self.vanish_min), drop_min_s=float(self.drop_min),
-            series_table=self.series_table, min_severity_stored=self.min_severity_stored)
+        return EngineParams(**{f.name: getattr(self, f.name) for f in fields(EngineParams)})
 
 
 class AnomalyProcessor(Processor):
@@ -260,10 +135,14 @@ class AnomalyProcessor(Processor):
         self.engine = AnomalyEngine(config.engine_params())
         self.explainer: Explainer | None = None
         if config.explain:
-            res = [float(r) for r in config.resolutions]
+            res = [float(r) for r in config.resolutions_s]
             self.explainer = Explainer(ExplainParams(slot_s=min(res), p=config.explain_p,
-                                                     horizon_s=float(config.allowed_lateness) + max(res)))
+                                                     horizon_s=float(config.allowed_lateness_s) + max(res)))
             self.engine.explain = self.explainer.explain
+        self.correlator: Correlator | None = None
+        if config.incidents:
+            self.correlator = Correlator(gap_s=float(config.cooldown_s))
+            self.engine.correlate = self.correlator.incident_of
         self._lock = threading.Lock()
         self._batches = 0
         self._started = False
@@ -314,6 +193,9 @@ class AnomalyProcessor(Processor):
         if self.explainer is not None:
             self.explainer.add(event_ns, service, pattern, batch.severity_number, batch.resource_index,
                                batch.resource_attrs, batch.log_attrs)
+        if self.correlator is not None and n:
+            self.correlator.graph.add(list(batch.services), batch.service_index, batch.log_attrs, batch.trace_id,
+                                      event_ns)
         out = eng.ingest(event_ns, service, pattern, batch.severity_number, d.line,
                          d.ordinal.astype(np.int64), d.value, d.has_unit)
         if self.explainer is not None:
@@ -332,6 +214,10 @@ class AnomalyProcessor(Processor):
             result = result.with_table("anomalies", _anomalies_table(out))
         if out.series["time"]:
             result = result.with_table("series", _series_table(out))
+        if self.correlator is not None:
+            rows = self.correlator.take_rows()
+            if rows["incident"]:
+                result = result.with_table("incidents", _incidents_table(rows))
         if out.findings:
             result = result.with_findings(out.findings)
         return result
@@ -397,6 +283,22 @@ def _anomalies_table(out: Output) -> pa.Table:
                      if src == "explanation" else a[src], type=f.type)
             for src, f in zip(_ANOMALY_SRC, ANOMALIES_SCHEMA)]
     return pa.Table.from_arrays(cols, schema=ANOMALIES_SCHEMA)
+
+
+INCIDENTS_SCHEMA = pa.schema([
+    ("IncidentId", pa.string()), ("Start", pa.timestamp("ns")), ("Updated", pa.timestamp("ns")),
+    ("Origin", pa.string()), ("OriginReason", pa.string()), ("Services", pa.list_(pa.string())),
+    ("Chain", pa.list_(pa.struct([("Service", pa.string()), ("Onset", pa.timestamp("ns")),
+                                  ("FirstKind", pa.string()), ("Severity", pa.string())]))),
+    ("Findings", pa.uint32()), ("Severity", pa.string()), ("Version", pa.uint64()),
+])
+
+
+def _incidents_table(rows: dict[str, list]) -> pa.Table:
+    chain_fields = [f.name for f in INCIDENTS_SCHEMA.field("Chain").type.value_type]
+    cols = [pa.array([[dict(zip(chain_fields, c)) for c in ch] for ch in rows[src]] if src == "chain" else rows[src],
+                     type=f.type) for src, f in zip(INCIDENT_COLUMNS, INCIDENTS_SCHEMA)]
+    return pa.Table.from_arrays(cols, schema=INCIDENTS_SCHEMA)
 
 
 def _series_table(out: Output) -> pa.Table:

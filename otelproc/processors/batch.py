@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from otelproc.batch import LogBatch, concat_batches
 from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Processor
-from otelproc.config import Duration
+from otelproc.config import Duration, setting
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,14 @@ DEFAULT_TIMEOUT = Duration(1.0)
 @dataclass
 class BatchProcessorConfig:
     # records that trigger a send
-    send_batch_size: int = DEFAULT_SEND_BATCH_SIZE
+    send_batch_size: int = setting(DEFAULT_SEND_BATCH_SIZE, ge=1)
     # longest a record waits in the buffer before it is sent anyway
-    timeout: Duration = DEFAULT_TIMEOUT
+    timeout: Duration = setting(DEFAULT_TIMEOUT, gt=0)
     # most records held at once; consume() blocks above it (0 = 2 x send_batch_size)
     max_buffered_records: int = 0
 
     def validate(self) -> list[str]:
         out = []
-        if self.send_batch_size < 1:
-            out.append(f"send_batch_size: must be >= 1, got {self.send_batch_size}")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         if self.max_buffered_records and self.max_buffered_records < self.send_batch_size:
             out.append(f"max_buffered_records: must be 0 or >= send_batch_size ({self.send_batch_size}), got {self.max_buffered_records}")
         return out

@@ -40,7 +40,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Receiver
-from otelproc.config import ByteSize, Duration, Secret
+from otelproc.config import ByteSize, Duration, Secret, setting
 from otelproc.httpserver import BodyError, Handler, Server, decompress, parse_endpoint
 from otelproc.receivers.decode import Decoded, decode_json, decode_protobuf
 from otelproc.receivers.errors import Answer, RequestError, answer_for, rpc_status
@@ -123,17 +123,13 @@ class GrpcConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
     # largest accepted (decompressed) request, as the Collector's key
-    max_recv_msg_size_mib: int = 16
+    max_recv_msg_size_mib: int = setting(16, ge=1)
     # requests handled at once (worker threads)
-    max_concurrent_streams: int = 8
+    max_concurrent_streams: int = setting(8, ge=1)
 
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
         out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
-        if self.max_recv_msg_size_mib < 1:
-            out.append(f"max_recv_msg_size_mib: must be >= 1, got {self.max_recv_msg_size_mib}")
-        if self.max_concurrent_streams < 1:
-            out.append(f"max_concurrent_streams: must be >= 1, got {self.max_concurrent_streams}")
         return out
 
 
@@ -142,7 +138,7 @@ class HttpConfig:
     # host:port to listen on (port 0 picks a free port)
     endpoint: str = "localhost:4318"
     # largest accepted request body as sent (compressed), answered 413 above it
-    max_request_body_size: ByteSize = ByteSize(20 * MIB)
+    max_request_body_size: ByteSize = setting(ByteSize(20 * MIB), gt=0)
     # largest body after decompression (guards against gzip bombs), answered 413 above it
     max_decompressed_size: ByteSize = ByteSize(200 * MIB)
     # URL path of the logs endpoint
@@ -153,8 +149,6 @@ class HttpConfig:
     def validate(self) -> list[str]:
         out = _check_endpoint(self.endpoint)
         out += [f"tls::{m}" for m in self.tls.validate()] + [f"auth::{m}" for m in self.auth.validate()]
-        if self.max_request_body_size < 1:
-            out.append(f"max_request_body_size: must be > 0, got {self.max_request_body_size}")
         if self.max_decompressed_size < self.max_request_body_size:
             out.append("max_decompressed_size: must be >= max_request_body_size")
         if not self.logs_url_path.startswith("/"):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from otelproc.batch import AttrMap, LogBatch, StringArray
-from otelproc.config import ByteSize, Duration
+from otelproc.config import ByteSize, Duration, setting
 
 __all__ = ["LimitsConfig", "Sanitized", "sanitize", "truncate_strings", "repair_utf8", "TRUNCATION_MARKER",
            "TooManyRecords"]
@@ -39,22 +39,18 @@ DEFAULT_FUTURE_SKEW = Duration(24 * 3600.0)
 @dataclass
 class LimitsConfig:
     # records in one request; more -> 413 (0 = no limit)
-    max_records_per_request: int = DEFAULT_MAX_RECORDS
+    max_records_per_request: int = setting(DEFAULT_MAX_RECORDS, ge=0, hint="0 = no limit")
     # body bytes kept; longer bodies are cut and end with "…[truncated]" (0 = no limit)
-    max_body_bytes: ByteSize = DEFAULT_MAX_BODY
+    max_body_bytes: ByteSize = setting(DEFAULT_MAX_BODY, ge=0, hint="0 = no limit")
     # attribute value bytes kept (log, resource and scope attributes), cut the same way (0 = no limit)
-    max_attribute_value_bytes: ByteSize = DEFAULT_MAX_ATTR_VALUE
+    max_attribute_value_bytes: ByteSize = setting(DEFAULT_MAX_ATTR_VALUE, ge=0, hint="0 = no limit")
     # attributes kept per log record; the rest are dropped (0 = no limit)
-    max_attributes_per_record: int = DEFAULT_MAX_ATTRS
+    max_attributes_per_record: int = setting(DEFAULT_MAX_ATTRS, ge=0, hint="0 = no limit")
     # timestamps further ahead of the receiver's clock are replaced by the observed time (0 = no check)
-    max_future_skew: Duration = DEFAULT_FUTURE_SKEW
+    max_future_skew: Duration = setting(DEFAULT_FUTURE_SKEW, ge=0, hint="0 = no check")
 
     def validate(self) -> list[str]:
         out = []
-        for key in ("max_records_per_request", "max_body_bytes", "max_attribute_value_bytes",
-                    "max_attributes_per_record", "max_future_skew"):
-            if getattr(self, key) < 0:
-                out.append(f"{key}: must be >= 0 (0 = no limit), got {getattr(self, key)}")
         for key in ("max_body_bytes", "max_attribute_value_bytes"):
             v = getattr(self, key)
             if 0 < v <= len(TRUNCATION_MARKER):

@@ -109,8 +109,9 @@ def test_critical_logs_reach_the_webhook_and_the_alerts_table(rules_file, sink, 
         assert set(by_alert) == {("CriticalLogPattern", "checkout"), ("CriticalLogPattern", "db"),
                                  ("LogRateSpike", "web")}
         crit = by_alert[("CriticalLogPattern", "checkout")]["alerts"][0]
+        # a logs rule's alert is its service's own incident (routes group by incident)
         assert crit["labels"] == {"alertname": "CriticalLogPattern", "service": "checkout", "severity": "critical",
-                                  "kind": "critical_match", "team": "payments"}
+                                  "kind": "critical_match", "team": "payments", "incident": "checkout"}
         assert crit["annotations"]["summary"] == "checkout: 1 critical line(s)"
         assert crit["annotations"]["dashboard"] == "http://grafana:3000/d/logs?var-service=checkout"
         # the batch passes on with the critical findings added

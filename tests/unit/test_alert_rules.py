@@ -190,7 +190,7 @@ def test_logs_rule_uses_templates_once_per_pattern_and_rechecks_changed_template
     out = ev.evaluate(b1)
     assert len(out) == 1 and out[0][1].pattern_id == 11 and out[0][1].observed == 2
     assert out[0][1].template == "worker <*> panic"
-    assert set(ev._template_cache) == {11, 22}
+    assert set(ev._template_cache) == {b"worker <*> panic", b"user <*> logged in"}
     # pattern 22's template generalised into something that matches: re-evaluated, not served from cache
     b2 = b.with_columns(pattern_id=pid, pattern_template=StringArray.from_pylist(
         ["worker <*> panic", "worker <*> panic", "<*> panic <*>", "<*> panic <*>"]))
@@ -199,6 +199,31 @@ def test_logs_rule_uses_templates_once_per_pattern_and_rechecks_changed_template
     ev_body = LogRuleEvaluator([rule(regex="user 7", regex_target="body")])
     assert [f.observed for _, f in ev_body.evaluate(b1)] == [1.0]
 
+
+def test_logs_rule_on_dictionary_templates_equals_the_flat_templates():
+    """The patterns processor's DictStringArray templates are checked per dictionary entry (once per
+    dictionary) and give what the flat templates give; a new dictionary is evaluated afresh."""
+    from otelproc.batch import DictStringArray
+
+    bodies = ["worker 1 panic", "user 7 logged in", "worker 2 panic", "disk FATAL", "user 9 logged in"]
+    b = LogBatch.from_records([{"body": x, "service": s} for x, s in zip(bodies, ["api", "api", "db", "db", "db"])])
+    pid = np.array([11, 22, 11, 33, 22], dtype=np.uint64)
+    texts = ["worker <*> panic", "user <*> logged in", "worker <*> panic", "disk FATAL", "user <*> logged in"]
+    dictionary = StringArray.from_pylist(["user <*> logged in", "worker <*> panic", "disk FATAL"])
+    codes = np.array([1, 0, 1, 2, 0])
+    rules = lambda: [rule(alert="Crit", regex="panic|FATAL"), rule(alert="Login", regex="logged")]  # noqa: E731
+    ev_flat, ev_dict = LogRuleEvaluator(rules()), LogRuleEvaluator(rules())
+    flat = ev_flat.evaluate(b.with_columns(pattern_id=pid, pattern_template=StringArray.from_pylist(texts)))
+    dicts = ev_dict.evaluate(b.with_columns(pattern_id=pid, pattern_template=DictStringArray(codes, dictionary)))
+    key = lambda out: sorted((r.cfg.alert, f.service, f.pattern_id, f.observed, f.template) for r, f in out)  # noqa: E731
+    assert key(dicts) == key(flat)
+    assert [k[:3] for k in key(flat)] == [("Crit", "api", 11), ("Crit", "db", 11), ("Crit", "db", 33),
+                                          ("Login", "api", 22), ("Login", "db", 22)]
+    # a template generalised: the processor makes a new dictionary, which is evaluated, not the memo reused
+    dictionary2 = StringArray.from_pylist(["user <*> panic <*>", "worker <*> panic", "disk FATAL"])
+    out = ev_dict.evaluate(b.with_columns(pattern_id=pid, pattern_template=DictStringArray(codes, dictionary2)))
+    assert [k[:3] for k in key(out)] == [("Crit", "api", 11), ("Crit", "api", 22), ("Crit", "db", 11),
+                                         ("Crit", "db", 22), ("Crit", "db", 33)]
 
 # --------------------------------------------------------------------------- findings rules
 

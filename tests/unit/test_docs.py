@@ -29,7 +29,10 @@ def _schema_keys(cls: type, prefix: str, seen: tuple = ()) -> set[str]:
     out = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        key = prefix + (f.name[:-1] if f.name.endswith("_") else f.name)
+        meta = f.metadata.get("config")  # otelproc.config.Setting: the YAML key when not the name, internal fields
+        if meta is not None and meta.internal:
+            continue
+        key = prefix + ((meta and meta.key) or (f.name[:-1] if f.name.endswith("_") else f.name))
         out.add(key)
         tp = hints[f.name]
         if get_origin(tp) is Union or type(tp).__name__ == "UnionType":

@@ -120,7 +120,7 @@ class Sink:
 def run(seconds: int, incident: dict | None = None, at: int = 2400, length: int = 300, seed: int = 1, **cfg):
     rng = np.random.default_rng(seed)
     sink = Sink()
-    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup": 600.0, **cfg}), sink, None)
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(**{"warmup_s": 600.0, **cfg}), sink, None)
     p.start()
     for s in range(0, seconds, 5):
         on = incident if incident and at <= s < at + length else {}
@@ -169,7 +169,7 @@ def test_incident_free_windows_have_no_significant_value():
         if s >= 600 and s % 10 == 5:
             t = T0 + (s - 5) * NS
             for kind in (FindingKind.ERROR_RATIO, FindingKind.SPIKE, FindingKind.DROP):
-                hits += len(e.explain(Finding(time_ns=t, kind=kind, service="checkout", score=1.0), 0, 10.0))
+                hits += len(e.explain(Finding(time_ns=t, kind=kind, service="checkout", score=1.0), 0))
                 tested += 1
         e.advance()
     assert tested > 800 and hits == 0
@@ -184,7 +184,7 @@ def test_a_silent_pod_explains_a_drop():
               b.resource_index, b.resource_attrs, b.log_attrs)
         if s == 1260:
             out = e.explain(Finding(time_ns=T0 + 1250 * NS, kind=FindingKind.DROP, service="checkout", score=1.0),
-                            0, 10.0)
+                            0)
         e.advance()
     assert (out[0]["attribute"], out[0]["value"], out[0]["share"]) == ("k8s.pod.name", "pod-1", 0.0)
     assert out[0]["baseline_share"] > 0.2 and out[0]["lift"] < 0.1
@@ -219,7 +219,7 @@ def test_explanation_is_stored_shown_by_the_view_and_in_alert_annotations(chdb_p
                                                                          database=chdb_database), None)
     exporter.start()
     rng = np.random.default_rng(1)
-    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup=600.0), exporter, None)
+    p = AnomalyProcessor("anomaly", AnomalyProcessorConfig(warmup_s=600.0), exporter, None)
     p.start()
     findings = []
     for s in range(0, 2700, 5):

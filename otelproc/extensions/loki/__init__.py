@@ -41,7 +41,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
-from otelproc.config import ByteSize, Duration
+from otelproc.config import ByteSize, Duration, setting
 from otelproc.httpserver import Handler, Server, compress, decompress, parse_endpoint, response_encoding
 from otelproc.extensions.loki.api import APIError, Limits, LokiAPI
 from otelproc.extensions.loki.sql import LOKI_INDEX_LABELS
@@ -65,13 +65,13 @@ class LokiConfig:
     # clients must send "Authorization: Bearer <token>" when set (as the receivers' auth)
     auth: AuthConfig = field(default_factory=AuthConfig)
     # most log lines one query may return (Loki's max_entries_limit_per_query)
-    max_entries: int = 5000
+    max_entries: int = setting(5000, ge=1)
     # most series one metric query, /series or volume may return (Loki's max_query_series)
-    max_series: int = 500
+    max_series: int = setting(500, ge=1)
     # bytes ClickHouse may read for one query (0 = no limit); a larger query fails with a 400
-    max_bytes_read: ByteSize = ByteSize(0)
+    max_bytes_read: ByteSize = setting(ByteSize(0), ge=0, hint="0 = no limit")
     # a query running longer is cancelled and answered 504 (Loki's query_timeout)
-    timeout: Duration = Duration(60.0)
+    timeout: Duration = setting(Duration(60.0), gt=0)
     # resource attributes that are stream labels (the rest is structured metadata); Loki's default list
     index_labels: list[str] = field(default_factory=lambda: list(LOKI_INDEX_LABELS))
 
@@ -84,13 +84,6 @@ class LokiConfig:
         if not self.exporter:
             out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
         out += [f"auth::{m}" for m in self.auth.validate()]
-        for key in ("max_entries", "max_series"):
-            if getattr(self, key) < 1:
-                out.append(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.max_bytes_read < 0:
-            out.append(f"max_bytes_read: must be >= 0 (0 = no limit), got {int(self.max_bytes_read)}")
-        if self.timeout <= 0:
-            out.append(f"timeout: must be > 0, got {self.timeout}s")
         return out
 
     def limits(self) -> Limits:
