@@ -420,7 +420,7 @@ class PatternMiner:
             out.append(text)
         return " ".join(out)
 
-    def _shown_value(self, slot: int, k: int, value: str, single: bool = False) -> str:
+    def _shown_value(self, slot: int, k: int, value: str, single: bool) -> str:
         if k >= EVIDENCE_PARAMS or self.ev_varied[slot, k] & SHAPE_VARIED:
             return VAR
         varied = int(self.ev_varied[slot, k])
@@ -445,11 +445,11 @@ class PatternMiner:
         a varying one the text all its values share: a head of letters up to the last punctuation
         (``node-<*>``, ``core.<*>``; no digit: ``10.250.<*>`` stays ``<*>``) and a tail of
         punctuation (``<*>):``), each only when it ended within the bytes tracked."""
-        raw = value.encode("utf-8", "surrogateescape")
         if not varied:
             head = value[:len(value) - len(value.lstrip(_OPENING))]
             tail = value[len(value.rstrip(_CLOSING_PUNCT)):]
         else:
+            raw = value.encode("utf-8", "surrogateescape")
             p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
             head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
             head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
