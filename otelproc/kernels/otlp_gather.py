@@ -317,6 +317,8 @@ def _attr_sizes(attrs, idx, n, sizes):
     sizes[1] = vt
 
 
+# the value writes here and in _fill_records look alike on purpose (duplicates pair): both are per-row loops
+# over different tables, sharing _value_len/_write_value; folding them would add a call with array arguments
 @njit(cache=True, nogil=True, _nrt=False)
 def _fill_attrs(buf, extra, attrs, idx, n, k_buf, k_off, v_buf, v_off):
     k_off[0] = 0

@@ -747,6 +747,8 @@ def _scan_scope_logs(buf, pos, end, r, records, attrs, scopes, counts, err):
     return 0
 
 
+# _scan_resource_logs and _scan_scope_logs walk alike on purpose (duplicates pair): each message's field
+# numbers and row tables are constants in its own loop, which a shared walker would take as arguments.
 @njit(cache=True, nogil=True, _nrt=False)
 def _scan_resource_logs(buf, pos, end, records, attrs, resources, scopes, aux, counts, err):
     """Scan one ResourceLogs. Returns 0, -1 or STATUS_FALLBACK."""
