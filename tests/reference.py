@@ -686,7 +686,7 @@ def ref_latency_shift(points, first_bucket, n_buckets, S, ring, *, decay, window
             x = st[s]
             tau = -1.0 / math.log(decay) if decay < 1 else math.inf
             oldest, held = x["ring"][0][0], len(x["ring"])
-            if held >= 2 and bucket > oldest:
+            if held >= 2 and bucket > oldest and (bucket - x["last"]) * (held - 1) <= 10.0 * (bucket - oldest):
                 tau = max(tau, memory_values * (bucket - oldest) / (held - 1))
             w = x["w"] * (math.exp(-(bucket - x["last"]) / tau) if x["last"] >= 0 else 1.0)
             sd = max(1.2533 * x["mad"], 0.01)

@@ -24,7 +24,8 @@ bucket ends:
   event time, not per value, so a busy and a slow template have the same memory in minutes: the time
   constant is ``decay``'s, or the time ``memory_values`` values take at the series' own rate (the ring's
   span over its values), whichever is longer, so a sparse series' baseline holds enough values to be
-  tested; the baseline's weight (the decayed number of values behind it) must reach ``min_weight`` and the
+  tested (not across a silence of more than ``SILENCE_GAPS`` of its mean gaps: a line that stops at night and
+  comes back with the day's load starts from a fresh level); the baseline's weight (the decayed number of values behind it) must reach ``min_weight`` and the
   series must be ``warm_buckets`` old before it is tested: a template seen a few times an hour is tested
   only after a day or more of its values.
 * **Flag** when ``z >= z_min`` and the ratio ``exp(loc - mu) >= exp(min_log_ratio)`` (up); down likewise
@@ -53,6 +54,8 @@ TRIM = 0.2
 TRIMMED_VAR_FACTOR = 1.06
 # windows at least this many standard errors off, or off by the reported ratio, do not update the over-dispersion
 TAU_MAX_Z = 3.0
+# a silence longer than this many of a series' mean gaps between values ends its memory in values
+SILENCE_GAPS = 10.0
 # the spread of log latency is never taken below 1 % (a constant series would make every change infinite z)
 MIN_SD = 0.01
 
@@ -163,11 +166,15 @@ def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, 
             if last_b[s] >= 0:
                 # memory: `decay`'s time constant or memory_values values at the series' own rate (from the
                 # ring's span), whichever is longer: a sparse series remembers enough values to be tested
+                # (a silence of more than SILENCE_GAPS of its mean gaps is no part of its rhythm: over it the
+                # baseline forgets at the time constant, as a line that stops at night and comes back with
+                # the day's load is a new level, not yesterday's)
                 tau = tau_time
                 oldest = ring_b[s, (ring_n[s] - held) % R]
                 if held >= 2 and bucket > oldest:
                     tau_v = memory_values * (bucket - oldest) / (held - 1)
-                    if tau_v > tau:
+                    silence = bucket - last_b[s]
+                    if tau_v > tau and silence * (held - 1) <= SILENCE_GAPS * (bucket - oldest):
                         tau = tau_v
                 w *= math.exp(-(bucket - last_b[s]) / tau)
             sd = 1.2533 * mad[s]
