@@ -49,11 +49,13 @@ class CallGraph:
         self.max_edges = max_edges
         self.min_calls = min_calls
         self._decay = 0.5 ** (1.0 / half_life_batches)
+        # counts are stored divided by the decay so far (one multiplication per batch, not one per edge)
+        self._scale = 1.0
         self._known: set[str] = set()
         self.names: set[str] = set()  # every service name seen (peer attributes are matched against them)
 
     def calls(self, a: str, b: str) -> bool:
-        return self.edges.get((a, b), 0.0) >= self.min_calls
+        return self.edges.get((a, b), 0.0) * self._scale >= self.min_calls
 
     def linked(self, a: str, b: str) -> bool:
         return self.calls(a, b) or self.calls(b, a)
@@ -75,11 +77,12 @@ class CallGraph:
             self._from_traces(services, service_index, trace_id, event_ns, found)
         if not found:
             return
-        if self._decay < 1.0:
-            for k in list(self.edges):
-                self.edges[k] *= self._decay
+        self._scale *= self._decay
+        if self._scale < 1e-200:  # renormalise (every ~660k batches at the default half-life)
+            self.edges = {k: v * self._scale for k, v in self.edges.items()}
+            self._scale = 1.0
         for k, c in found.items():
-            self.edges[k] = self.edges.get(k, 0.0) + c
+            self.edges[k] = self.edges.get(k, 0.0) + c / self._scale
             self._known.update(k)
         if len(self.edges) > self.max_edges:  # keep the busiest pairs
             keep = sorted(self.edges.items(), key=lambda kv: -kv[1])[: self.max_edges // 2]
