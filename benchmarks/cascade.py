@@ -113,12 +113,12 @@ def run_seed(seed: int, hours: float, quiet: bool) -> dict:
     return out
 
 
-def memory(services: int = 1000, patterns: int = 100, attrs: int = 20, batches: int = 40, batch_lines: int = 50_000,
+def memory(services: int = 1000, patterns: int = 100, attrs: int = 20, batches: int = 30, batch_lines: int = 40_000,
            seed: int = 0) -> dict:
     """Explanation state at ``services`` x ``patterns`` x ``attrs`` (half resource, half log attributes,
     a handful of values each), after ``batches`` batches of 15 s of event time."""
     from otelproc.anomaly.explain import Explainer, ExplainParams
-    from otelproc.batch import AttrMap
+    from otelproc.batch import AttrMap, StringArray
 
     rng = np.random.default_rng(seed)
     n_res_keys = attrs // 2
@@ -138,8 +138,9 @@ def memory(services: int = 1000, patterns: int = 100, attrs: int = 20, batches: 
         pid = (svc.astype(np.uint64) * np.uint64(1000) + rng.integers(1, patterns + 1, n).astype(np.uint64))
         sev = np.where(rng.random(n) < 0.02, 17, 9).astype(np.uint8)
         choice = rng.integers(0, 6, (n, len(log_keys)))
-        la = AttrMap.from_pylist([{k: log_vals[j][c] for j, (k, c) in enumerate(zip(log_keys, row))}
-                                  for row in choice.tolist()])
+        nk = len(log_keys)
+        la = AttrMap(np.arange(0, n * nk + 1, nk, dtype=np.int64), StringArray.from_pylist(log_keys * n),
+                     StringArray.from_pylist([log_vals[j][c] for row in choice.tolist() for j, c in enumerate(row)]))
         ev = START_NS + i * 15 * NS + np.sort(rng.integers(0, 15 * NS, n))
         t0 = time.process_time()
         ex.add(ev.astype(np.int64), svc, pid, sev, ri, resource_attrs, la)
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--quiet-seeds", type=int, default=0)
+    ap.add_argument("--first-quiet-seed", type=int, default=10_000)
     ap.add_argument("--hours", type=float, default=1.5)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--memory", action="store_true")
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up()
     t0 = time.time()
     jobs = [(args.first_seed + s, args.hours, False) for s in range(args.seeds)]
-    jobs += [(10_000 + s, args.hours, True) for s in range(args.quiet_seeds)]
+    jobs += [(args.first_quiet_seed + s, args.hours, True) for s in range(args.quiet_seeds)]
     results = []
     if jobs:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
