@@ -62,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=float, default=3.0)
     ap.add_argument("--services", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed-start .. seed-start + seeds - 1)")
     ap.add_argument("--tune-seeds", type=int, default=1,
                     help="seeds below this are the tuning part; the rest are reported as held out")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--verbose", action="store_true", help="print every warning-or-above finding")
     args = ap.parse_args(argv)
     tic = time.perf_counter()
-    work = [(s, args.days, args.services) for s in range(args.seeds)]
+    work = [(s, args.days, args.services) for s in range(args.seed_start, args.seed_start + args.seeds)]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
             results = list(ex.map(run_one, work))
@@ -78,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} runs x {args.days:g} days x {args.services} services, {records} records, "
           f"{time.perf_counter() - tic:.0f} s wall")
     parts = []
-    if 0 < args.tune_seeds < args.seeds:
-        parts = [(f"tuning seeds 0-{args.tune_seeds - 1}", [r for r in results if r["seed"] < args.tune_seeds]),
-                 (f"held-out seeds {args.tune_seeds}-{args.seeds - 1}",
-                  [r for r in results if r["seed"] >= args.tune_seeds])]
+    last = args.seed_start + args.seeds - 1
+    if args.seed_start < args.tune_seeds <= last:
+        parts = [(f"tuning seeds {args.seed_start}-{args.tune_seeds - 1}",
+                  [r for r in results if r["seed"] < args.tune_seeds]),
+                 (f"held-out seeds {args.tune_seeds}-{last}", [r for r in results if r["seed"] >= args.tune_seeds])]
+    elif args.tune_seeds <= args.seed_start:
+        parts = [(f"held-out seeds {args.seed_start}-{last}", results)]
     for name, part in parts + [("all seeds", results)]:
         report(name, part, args.verbose and name == "all seeds")
     return 0

@@ -19,7 +19,7 @@ import time
 
 INTERVAL = 0.005
 # innermost frame whose file path contains the key decides the stage
-STAGES = (("receivers/decode.py", "decode"), ("kernels/otlp_scan.py", "decode"), ("receivers/otlp.py", "receive"),
+STAGES = (("receivers/decode.py", "decode"), ("kernels/otlp_wire.py", "decode"), ("kernels/otlp_gather.py", "decode"), ("receivers/otlp.py", "receive"),
           ("processors/patterns.py", "patterns"), ("otelproc/patterns/", "patterns"),
           ("kernels/tokenize.py", "patterns"), ("kernels/mask.py", "patterns"), ("kernels/cluster.py", "patterns"),
           ("processors/anomaly.py", "anomaly"), ("otelproc/anomaly/", "anomaly"), ("kernels/detectors.py", "anomaly"),

@@ -40,14 +40,6 @@ class BackPressureError(Exception):
         self.retry_after = retry_after
 
 
-class PartialSuccess(Exception):
-    """Some records were rejected; the rest was accepted (OTLP partial_success)."""
-
-    def __init__(self, rejected: int, message: str):
-        super().__init__(message)
-        self.rejected = rejected
-
-
 class Consumer(Protocol):
     def consume(self, batch: LogBatch) -> None: ...
 

@@ -1,14 +1,13 @@
 """Findings: what detectors conclude (anomalies, new patterns, trends, critical matches).
 
-Detectors (the ``anomaly`` and ``patterns`` processors) emit findings to a
-:class:`FindingSink`; the alerting engine is one sink, the ``anomalies`` table
-another. The pipeline wires sinks; processors never know who listens.
+Detectors (the ``anomaly`` and ``patterns`` processors) attach findings to the batch
+(``LogBatch.findings``); the alerting processor further down the pipeline reads them and the
+``anomalies`` table stores them. Processors never know who listens.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
 
 
 class FindingKind(str, enum.Enum):
@@ -51,10 +50,6 @@ class Finding:
     # attribute values and patterns that carry the finding (otelproc/anomaly/explain.py): dicts with
     # attribute, value, count, baseline_count, share, baseline_share, lift, log10_p, also, population
     explanation: list[dict] = field(default_factory=list)
-
-
-class FindingSink(Protocol):
-    def emit(self, findings: Sequence[Finding]) -> None: ...
 
 
 # the explanation entries' attribute for a co-occurring pattern (the id as 16 hex digits, as the views print it)

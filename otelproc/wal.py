@@ -269,7 +269,6 @@ class WriteAheadLog:
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         self.id = ""
-        self._opened = False
         t = telemetry
         lbl = ("pipeline",)
         self._m_bytes = t.gauge("otelproc_wal_bytes", "Bytes of write-ahead-log segments on disk", lbl) if t else None
@@ -296,7 +295,6 @@ class WriteAheadLog:
         plan = self._scan()
         self._new_segment()
         self._cleanup()
-        self._opened = True
         if self.config.fsync == "interval":
             self._syncer = threading.Thread(target=self._sync_loop, name=f"wal-{self.name}-fsync", daemon=True)
             self._syncer.start()
@@ -320,7 +318,6 @@ class WriteAheadLog:
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
-        self._opened = False
 
     # -- scanning ------------------------------------------------------------------------------
 
@@ -513,10 +510,6 @@ class WriteAheadLog:
     @property
     def last_seq(self) -> int:
         return self._next_seq - 1
-
-    @property
-    def total_bytes(self) -> int:
-        return self._total_bytes
 
     def segment_paths(self) -> list[Path]:
         return [s.path for s in self._segments]

@@ -357,9 +357,6 @@ class Delivery:
             except queue.Full:
                 self._report(note, w, "dropped", 0, f"delivery queue full ({w.queue.maxsize}); receiver too slow or down")
 
-    def queued(self) -> int:
-        return sum(w.queue.qsize() for ws in self._workers.values() for w in ws)
-
     def _report(self, n: Notification, w: _Worker, outcome: str, attempts: int, error: str) -> None:
         perf = time.perf_counter()
         if self._m_sent is not None:

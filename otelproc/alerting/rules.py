@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -28,7 +28,7 @@ from otelproc.batch import DictStringArray, LogBatch, StringArray
 from otelproc.config import ConfigError, Duration, Secret, _substitute_env, decode
 from otelproc.findings import Finding, FindingKind, Severity
 from otelproc.httpserver import parse_endpoint
-from otelproc.alerting.matchers import Matcher, parse_matcher
+from otelproc.alerting.matchers import parse_matcher
 from otelproc.alerting.templating import ALERT_VARIABLES, NOTIFICATION_VARIABLES, Template, TemplateError
 
 __all__ = [
@@ -585,6 +585,3 @@ class LogRuleEvaluator:
 def compile_rules(cfg: AlertsFile) -> list[CompiledRule]:
     return [CompiledRule(i, r) for i, r in enumerate(cfg.rules)]
 
-
-def parse_matchers(texts: list[str]) -> list[Matcher]:
-    return [parse_matcher(t) for t in texts]

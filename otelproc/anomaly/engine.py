@@ -91,6 +91,9 @@ class EngineParams:
     error_min_count: float = 5.0
     # error ratio: Poisson probability of at least the observed errors under the baseline must be below this
     error_p: float = setting(1e-7, gt=0, lt=1)
+    # error ratio / ERROR-pattern spike: critical when the jump's size still holds at the lower confidence
+    # bound of the bucket's own sample (this many standard errors), else a warning (a few ERROR lines)
+    error_confidence_z: float = setting(2.0, ge=0)
     # latency shift (value anomaly): z of the window's location against the series' baseline, with its
     # standard error from the number of values and the series' own dispersion
     value_z: float = setting(5.0, ge=0)
@@ -382,7 +385,17 @@ class AnomalyEngine:
                 ((c >= p.min_ratio * expected) | (c * p.min_ratio <= expected))
         if len(self.counts):
             spike, drop = self._one_row_per_event(spike, drop, rs)
-        self._emit(out, rs, bucket_ns, spike, FindingKind.SPIKE, "counts", c, expected, lower, upper, score)
+        # a spike of an ERROR pattern pages only when its size is beyond doubt from its own count: the lower
+        # confidence bound of the rate behind c (sqrt(c) has sd 1/2) still clears the spike's least change and
+        # ratio. A handful of ERROR lines (a retry burst giving up) is something to look at: warning
+        err_cols = (self.pattern_severity >= ERROR_SEVERITY) & (self.counts.pattern != 0)
+        with np.errstate(invalid="ignore"):
+            c_low = np.maximum(np.sqrt(c) - p.error_confidence_z / 2.0, 0.0) ** 2
+            sure = (c_low - expected >= p.min_count_change) & (c_low >= p.min_ratio * expected)
+        for mask, sev in ((spike & ~err_cols[None, :], None), (spike & err_cols[None, :] & sure, Severity.CRITICAL),
+                          (spike & err_cols[None, :] & ~sure, Severity.WARNING)):
+            self._emit(out, rs, bucket_ns, mask, FindingKind.SPIKE, "counts", c, expected, lower, upper, score,
+                       severity=sev)
         self._emit(out, rs, bucket_ns, drop, FindingKind.DROP, "counts", c, expected, lower, upper, score)
         self._emit(out, rs, bucket_ns, shift, FindingKind.LEVEL_SHIFT, "counts", c, expected, lower, upper,
                    np.maximum(score, 0.5))
@@ -412,9 +425,14 @@ class AnomalyEngine:
                     (cb.service_errors >= p.error_min_count)
                 sd = np.sqrt(np.maximum(exp_r * (1 - exp_r), 1e-6) / np.maximum(tot, 1))
                 sc = np.clip(0.5 + (zr - p.error_z) / (4 * p.error_z), 0, 1)
-            self._emit(out, rs, bucket_ns, jump, FindingKind.ERROR_RATIO, "error_ratio", ratio, exp_r,
-                       np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1), sc,
-                       index=self.service_ids)
+                # critical when the jump is beyond doubt from the bucket's own sample: the lower confidence bound
+                # of its error share (Wilson, error_confidence_z) is still error_min_jump above the baseline; a few
+                # ERROR lines in a small bucket (a retry burst giving up) are a warning
+                sure = _wilson_low(cb.service_errors, tot, p.error_confidence_z) - exp_r >= p.error_min_jump
+            for mask, sev in ((jump & sure, Severity.CRITICAL), (jump & ~sure, Severity.WARNING)):
+                self._emit(out, rs, bucket_ns, mask, FindingKind.ERROR_RATIO, "error_ratio", ratio, exp_r,
+                           np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1), sc,
+                           index=self.service_ids, severity=sev)
             if p.series_table and rs.coarsest:
                 self._series_rows(out, bucket_ns, self.service_ids, "error_ratio", res_s, ratio, exp_r,
                                   np.maximum(exp_r - p.band_sigmas * sd, 0), np.minimum(exp_r + p.band_sigmas * sd, 1),
@@ -501,10 +519,11 @@ class AnomalyEngine:
         return "ms" if self.value_unit[k] else ""
 
     def _new_error_repeats(self, out: Output, rs: _ResolutionState, bucket_ns, c, expected, lower, upper) -> None:
-        """A new ERROR pattern is a warning at first sight; when it is present in ``new_error_min_buckets``
+        """A new ERROR pattern is info at first sight (a rare error line first seen after warm-up, the first
+        give-up line of a retry loop: on the tuning seeds of benchmarks/quiet_days.py and incidents.py every
+        first-sight warning in nuisance traffic was a false one); when it is present in ``new_error_min_buckets``
         buckets out of its first ``new_error_min_buckets + 2`` it is reported again as critical (a new error
-        that keeps coming: not one burst of a retry loop, nor a rare error first seen after warm-up that
-        comes back some minutes later), in the same incident."""
+        that keeps coming), in the same incident."""
         B = c.shape[0]
         need = self.p.new_error_min_buckets
         window = (need + 1) * int(rs.step_s * NS)
@@ -564,20 +583,18 @@ class AnomalyEngine:
                   silence: int) -> Severity:
         """What a person should be woken for is critical; ordinary variation is info.
 
-        critical: an error-ratio jump, a spike of an ERROR pattern (error burst), a new ERROR pattern that
-        keeps coming (reported again by _new_error_repeats), a sustained drop of a service's traffic, a
-        pattern with a cadence that vanished without a new pattern replacing it (a restart or deploy
-        replaces patterns: info). warning: a new ERROR pattern at first sight, latency findings. info: the rest
-        (new / rare non-error patterns, spikes and shifts of non-error lines, drops of single patterns).
+        critical: a new ERROR pattern that keeps coming (reported again by _new_error_repeats), a sustained
+        drop of a service's traffic, a pattern with a cadence that vanished without a new pattern replacing it
+        (a restart or deploy replaces patterns: info). warning: latency findings. info: the rest (new patterns
+        at first sight, ERROR ones too; rare patterns, spikes and shifts of non-error lines, drops of single
+        patterns). Error-ratio jumps and ERROR-pattern spikes (critical when their size holds at the
+        lower confidence bound of the bucket's sample, else warning) and trends are given their severity
+        where they are detected.
         """
-        is_error = index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY
-        if kind == FindingKind.ERROR_RATIO:
-            return Severity.CRITICAL
-        if kind == FindingKind.SPIKE:
-            return Severity.CRITICAL if is_error and pid else Severity.INFO
         if kind == FindingKind.NEW_PATTERN:
-            # a new ERROR pattern pages when it keeps coming (see _new_error_repeats), not at first sight
-            return Severity.WARNING if is_error else Severity.INFO
+            # at first sight any new pattern is info; a new ERROR pattern pages when it keeps coming (see
+            # _new_error_repeats)
+            return Severity.INFO
         if kind == FindingKind.DROP:
             return Severity.CRITICAL if pid == 0 else Severity.INFO
         if kind == FindingKind.VANISHED_PATTERN:
@@ -659,8 +676,8 @@ class AnomalyEngine:
             sev = severity or self._severity(kind, index, k, pid, t, rs.step_s, quiet)
             if kind == FindingKind.NEW_PATTERN:
                 self._last_new[int(index.service[k])] = max(t, self._last_new.get(int(index.service[k]), t))
-                if sev == Severity.WARNING:
-                    self._new_errors[k] = t
+                if severity is None and index is self.counts and self.pattern_severity[k] >= ERROR_SEVERITY:
+                    self._new_errors[k] = t  # first sight of an ERROR pattern: does it keep coming?
             if _RANK[sev] < self._min_rank:
                 continue
             labels = {"resolution": f"{rs.step_s:g}s", "series": series, "incident": self._incident_key(svc, t)}
@@ -803,6 +820,14 @@ _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 def _iso(t_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ns // NS))
+
+
+def _wilson_low(k: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Lower Wilson score bound of the share k / n at z standard errors (NaN where n is NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        z2 = z * z
+        return (p + z2 / (2 * n) - z * np.sqrt(np.maximum(p * (1 - p), 0.0) / n + z2 / (4 * n * n))) / (1 + z2 / n)
 
 
 def _one_cell(shape: tuple, r: int, k: int) -> np.ndarray:

@@ -218,10 +218,6 @@ class ClickHouseExporterConfig:
                           key_file=self.tls.key_file)
 
 
-def default_config() -> ClickHouseExporterConfig:
-    return ClickHouseExporterConfig()
-
-
 class ClickHouseExporter(Exporter):
     """Writes otel_logs rows and derived tables of each batch; see the module docstring."""
 

@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
 from otelproc.config import ByteSize, Duration, Secret, setting
+from otelproc.extensions import clickhouse_exporter_config, store_listener_problems
 from otelproc.httpserver import BodyError, Handler, Server, compress, decompress, parse_endpoint, response_encoding
 from otelproc.extensions.native_revision import NativeFormatError, has_plain_datetime, native_at_revision
 from otelproc.store import output_format_clause, without_format_clause
@@ -179,13 +180,7 @@ class QueryEndpointConfig:
             return False
 
     def validate(self) -> list[str]:
-        out = []
-        try:
-            parse_endpoint(self.endpoint)
-        except ValueError as e:
-            out.append(f"endpoint: {e}")
-        if not self.exporter:
-            out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
+        out = store_listener_problems(self.endpoint, self.exporter)
         if self.allow_anonymous and self.password:
             out.append("allow_anonymous: cannot be combined with a password; remove one of them")
         elif not self.password and not self.anonymous and not out:
@@ -360,16 +355,7 @@ class QueryEndpoint(Extension):
 
     def _store_location(self) -> tuple[str, str] | None:
         """(chDB path, database) of the configured exporter, from the whole config; None for a server."""
-        whole = self.context.config
-        if whole is None:
-            raise RuntimeError(f"extension {self.name}: needs the service config to find exporter "
-                               f"{self.config.exporter!r}")
-        exporters = getattr(whole, "exporters", {}) or {}
-        exp = exporters.get(self.config.exporter)
-        if exp is None or self.config.exporter.split("/", 1)[0] != "clickhouse":
-            known = ", ".join(sorted(e for e in exporters if e.split("/", 1)[0] == "clickhouse")) or "none"
-            raise ValueError(f"extensions::{self.name}::exporter: {self.config.exporter!r} is not a configured "
-                             f"clickhouse exporter (configured: {known})")
+        exp = clickhouse_exporter_config(self.context.config, self.name, self.config.exporter)
         endpoint = str(exp.endpoint)
         scheme, _, rest = endpoint.partition("://")
         if scheme.lower() not in ("chdb", "chdb+connect") or not rest:

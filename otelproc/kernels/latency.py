@@ -25,8 +25,8 @@ bucket ends:
   constant is ``decay``'s, or the time ``memory_values`` values take at the series' own rate (the ring's
   span over its values), whichever is longer, so a sparse series' baseline holds enough values to be
   tested; the baseline's weight (the decayed number of values behind it) must reach ``min_weight`` and the
-  series must be ``warm_buckets`` old before it is tested: a template seen a few times an hour is only
-  after a day or so of its values.
+  series must be ``warm_buckets`` old before it is tested: a template seen a few times an hour is tested
+  only after a day or more of its values.
 * **Flag** when ``z >= z_min`` and the ratio ``exp(loc - mu) >= exp(min_log_ratio)`` (up); down likewise
   (the caller decides whether a lower latency is reported: by default it is not). While a series is flagged
   (either way) its baseline does not learn, so neither a spike nor a faster period becomes the normal, unless
@@ -233,8 +233,9 @@ def _latency_shift(row, sid, logv, first_bucket, B, ring_v, ring_b, ring_n, mu, 
 
 def latency_shift(row: np.ndarray, sid: np.ndarray, value: np.ndarray, first_bucket: int, n_buckets: int,
                   state: LatencyState, *, decay: float, window: int, memory_values: float = 0.0,
-                  min_values: int = 16, min_weight: float = 100.0, warm_buckets: int = 0, z_min: float = 5.0, min_ratio: float = 1.5, clip: float = 3.0,
-                  beta_tau: float = 0.02, relevel_buckets: int = 180) -> dict[str, np.ndarray]:
+                  min_values: int = 16, min_weight: float = 100.0, warm_buckets: int = 0, z_min: float = 5.0,
+                  min_ratio: float = 1.5, clip: float = 3.0, beta_tau: float = 0.02,
+                  relevel_buckets: int = 180) -> dict[str, np.ndarray]:
     """Test every (bucket, series) with new values for a shift of its latency; updates ``state`` in place.
 
     Parameters

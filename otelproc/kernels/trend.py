@@ -63,7 +63,13 @@ rebuilt whenever the profile changes, so the ring is always adjusted by one prof
 Deviations from a mean over a full day do not contain a linear trend (it moves every
 hour alike), so a creep is not learnt as a season. During the first day there is no
 profile: a load-driven latency cycle can fire then (the data of one monotone stretch
-cannot tell it from a creep).
+cannot always tell it from a creep).
+
+**Load.** Latency that follows the load (a business-hours ramp the profile's harmonics do not
+fit exactly, rate steps of some minutes, the first morning before a profile exists) is not a
+creep. On every day a flag must also survive the series' own log smoothed load as a covariate
+(:func:`_load_keeps_flag`): with the elasticity learnt in the reference part where the load moved
+there, else fitted together with the hinge over the whole span. It can only remove flags.
 
 Locations should be robust per bucket (the processor uses a trimmed mean of
 log(ms), :func:`otelproc.kernels.series.aggregate_cells`), so a few slow requests
@@ -99,13 +105,15 @@ MIN_SIGMA = 1e-6
 # hours of the last day that must have data before the hour-of-day profile is learnt / updated
 SEASON_MIN_HOURS = 20
 NO_HOUR = -(2**62)
-# harmonics of the day kept in the profile (periods 24, 12, 8, 6 h): a daily cycle is smooth, and the
-# hour-to-hour noise of 24 separately learnt hours would otherwise add slopes of its own
-SEASON_HARMONICS = 4
-# Day 1 (no hour-of-day profile yet): the load covariate. LOAD_SMOOTH_STEPS is the EWMA span of a series'
-# points per step; its log is the covariate. A flag stands only if the ramp remains after removing the
-# load effect, where the reference part shows one: elasticity significant at LOAD_MIN_T and a load that
-# moved (variance of its log over the reference at least LOAD_MIN_NOISE_RATIO x its Poisson noise).
+# harmonics of the day kept in the profile (periods 24, 12, ..., 3 h): the hour-to-hour noise of 24 separately
+# learnt hours would add slopes of its own, and 4 harmonics (down to 6 h) leave the 2-hour ramps of a
+# business-hours load as creeps every day (issue 14's quiet days: 8 harmonics ~ -75 % false trends on days 2-3
+# of benchmarks/nuisance.py's latency, no change on the flat-series rate in benchmarks/trend_power.py)
+SEASON_HARMONICS = 8
+# The load covariate. LOAD_SMOOTH_STEPS is the EWMA span of a series' points per step; its log is the
+# covariate. A flag stands only if the ramp remains after removing the load effect, where the data show one:
+# elasticity significant at LOAD_MIN_T and a load that moved (variance of its log at least
+# LOAD_MIN_NOISE_RATIO x its Poisson noise).
 LOAD_SMOOTH_STEPS = 15
 LOAD_MIN_T = 2.0
 LOAD_MIN_NOISE_RATIO = 2.0
@@ -654,17 +662,21 @@ def _best_lag(K, lag_f, lag_c, lag_a, lag_aa, lag_y, lag_ay, lag_m, need_ramp, n
 @njit(cache=True, nogil=True)
 def _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage, min_reference, min_t, log_rate,
                      steps_per_hour, load_alpha, load_min_t):
-    """Day 1 (no hour-of-day profile): does the flag of series ``s`` at ring position ``pos`` survive the load?
+    """Does the flag of series ``s`` at ring position ``pos`` survive the series' load as a covariate?
 
-    Latency that follows the daily load rises with the morning traffic and looks like a creep until a
-    profile is learnt. Where the reference part of the span (ages >= ``window``) shows a load effect
+    Latency that follows the load rises with the morning traffic (and looks like a creep until a profile
+    is learnt), with rate steps, and with the parts of a business-hours cycle the profile does not fit.
+    Where the reference part of the span (ages >= ``window``) shows a load effect
     -- the weighted regression of log-location on log smoothed load has a slope beta with
     |beta| >= ``load_min_t`` standard errors, and the log load there varied at least
     ``LOAD_MIN_NOISE_RATIO`` x its Poisson noise -- the ramp is tested again on y - beta x (the
     uncertainty of beta added through the ramp's own slope of x), and the flag stands only if some lag
-    passes both tests. Otherwise it stands as it is. Estimating beta before the window keeps a creep
-    inside it from being learnt as a load effect; the check can only remove flags. O(B), run only for
-    flagged series on their first day, so it costs nothing on the common path.
+    passes both tests. Estimating beta before the window keeps a creep inside it from being learnt as a
+    load effect. Where the reference part cannot tell (its load flat: the first rise after the night) but
+    the load moved in the span, hinge and log load are fitted together over the whole span, and a lag
+    loses its flag only if the load's coefficient is significant at ``load_min_t`` there and the hinge no
+    longer passes beside it. A load that moved nowhere leaves the flag as it is; the check can only remove
+    flags. O(B), run only for flagged series, so it costs nothing on the common path.
     """
     B = cnt.shape[1]
     K = len(lags)
@@ -724,19 +736,25 @@ def _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage, min_refe
             k_ax[k] = sax
             k_m[k] = m
             k += 1
-    if m < 4 or ref_m < max(min_reference, 3):
+    if m < 4:
         return True
-    vx_r = rxx - rx * rx / rc
-    if not (vx_r > 1e-12):
-        return True
-    cxy_r = rxy - rx * ry / rc
-    beta = cxy_r / vx_r
-    res_r = max((ryy - ry * ry / rc) - beta * cxy_r, 0.0)
-    se_beta = np.sqrt(res_r / (ref_m - 2) / vx_r)
-    noise = load_alpha / (2.0 - load_alpha) * ref_m / rc  # variance of the smoothed log count, Poisson
-    if vx_r / rc < LOAD_MIN_NOISE_RATIO * noise or abs(beta) < load_min_t * max(se_beta, 1e-12):
-        return True
+    # the elasticity from the reference part, where it can be told there (else joint = True: below)
+    joint = True
+    beta = se_beta = 0.0
+    if ref_m >= max(min_reference, 3):
+        vx_r = rxx - rx * rx / rc
+        if vx_r > 1e-12:
+            cxy_r = rxy - rx * ry / rc
+            beta = cxy_r / vx_r
+            res_r = max((ryy - ry * ry / rc) - beta * cxy_r, 0.0)
+            se_beta = np.sqrt(res_r / (ref_m - 2) / vx_r)
+            noise = load_alpha / (2.0 - load_alpha) * ref_m / rc  # variance of the smoothed log count, Poisson
+            joint = vx_r / rc < LOAD_MIN_NOISE_RATIO * noise or abs(beta) < load_min_t * max(se_beta, 1e-12)
     vyy = syy - sy * sy / sw
+    vxl = sxx - sx * sx / sw  # log load over the whole span
+    if joint and vxl / sw < LOAD_MIN_NOISE_RATIO * load_alpha / (2.0 - load_alpha) * m / sw:
+        return True  # the load did not move beyond its noise anywhere in the span: nothing to explain
+    vly = sxy - sx * sy / sw
     sy_x = sy - beta * sx
     vyy_x = (syy - 2.0 * beta * sxy + beta * beta * sxx) - sy_x * sy_x / sw
     for k in range(K):
@@ -757,14 +775,34 @@ def _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage, min_refe
         se = sigma / np.sqrt(vxx)
         if not (b / se >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate):
             continue
-        # ... and on y - beta x
         shx = L * k_x[k] - k_ax[k]
-        vxy = (shy - beta * shx) - sh * sy_x / sw
-        b = vxy / vxx
-        sigma = max(np.sqrt(max(vyy_x - b * vxy, 0.0) / (m - 2)), MIN_SIGMA)
-        bx = (shx - sh * sx / sw) / vxx  # the ramp's own slope of log load
-        se = np.sqrt(sigma * sigma / vxx + bx * bx * se_beta * se_beta)
-        if b / se >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate:
+        vhl = shx - sh * sx / sw  # hinge x log load
+        if not joint:
+            # ... and on y - beta x
+            vxy = (shy - beta * shx) - sh * sy_x / sw
+            b = vxy / vxx
+            sigma = max(np.sqrt(max(vyy_x - b * vxy, 0.0) / (m - 2)), MIN_SIGMA)
+            bx = vhl / vxx  # the ramp's own slope of log load
+            se = np.sqrt(sigma * sigma / vxx + bx * bx * se_beta * se_beta)
+            if b / se >= min_t and (b + UPPER_SE * se) * steps_per_hour >= log_rate:
+                return True
+            continue
+        # ... or, where the reference part cannot tell (the load was flat there: the first rise after the
+        # night), hinge and load fitted together over the whole span: the lag loses its flag only when the
+        # load's elasticity is significant in that fit and the hinge is no longer significant beside it
+        det = vxx * vxl - vhl * vhl
+        if not (det > 1e-12 * vxx * vxl):
+            return True  # hinge and load indistinguishable: the load cannot be told from a creep either
+        bj = (vxy * vxl - vly * vhl) / det
+        gj = (vly * vxx - vxy * vhl) / det
+        if m <= 3:
+            return True
+        sj = max(np.sqrt(max(vyy - bj * vxy - gj * vly, 0.0) / (m - 3)), MIN_SIGMA)
+        se_b = sj * np.sqrt(vxl / det)
+        se_g = sj * np.sqrt(vxx / det)
+        if abs(gj) < load_min_t * se_g:
+            return True  # the load explains nothing here
+        if bj / se_b >= min_t and (bj + UPPER_SE * se_b) * steps_per_hour >= log_rate:
             return True
     return False
 
@@ -874,7 +912,7 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                 mu[s, upos] = x
                 hsum[s] += w * x
                 hw[s] += w
-            # smoothed load (points per step, an empty step counts 0): the covariate of the day-1 check
+            # smoothed load (points per step, an empty step counts 0): the covariate of the load check
             load_ew[s] = c_new if np.isnan(load_ew[s]) else load_ew[s] + load_alpha * (c_new - load_ew[s])
             load[s, upos] = np.log(load_ew[s]) if load_ew[s] > 0 else np.nan
             seasonal = season and prof_days[s] > 0
@@ -927,7 +965,7 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                     if seasonal:
                         now_level += season_now
                     r_level = np.exp(now_level)
-                    if best_flag and not seasonal and load_min_t > 0:
+                    if best_flag and load_min_t > 0:
                         best_flag = _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage,
                                                      min_reference, min_t, log_rate, steps_per_hour, load_alpha,
                                                      load_min_t)
@@ -991,8 +1029,8 @@ def trend(loc: np.ndarray, weight: np.ndarray, step0: int, state: TrendState, *,
     ratio : float
         Relative threshold used when no absolute one is given.
     load_min_t : float
-        Day-1 load check (series without a profile): the t a load elasticity needs in the reference part
-        before a flag must also survive the load as a covariate (see :func:`_load_keeps_flag`); 0 = off.
+        Load check: the t a load elasticity needs before a flag must also survive the load as a covariate
+        (see :func:`_load_keeps_flag`); 0 = off.
 
     Returns
     -------

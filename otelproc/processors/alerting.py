@@ -76,10 +76,6 @@ class AlertingConfig:
         return self.rules_file or str(defaults.ALERT_RULES)
 
 
-def default_config() -> AlertingConfig:
-    return AlertingConfig()
-
-
 class AlertingProcessor(Processor):
     def __init__(self, name: str, cfg: AlertingConfig, next_consumer: Any, telemetry: Telemetry | None = None,
                  engine: AlertEngine | None = None):

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from otelproc.batch import LogBatch
+from otelproc.batch import LogBatch, concat_batches
 from otelproc.config import decode
 from otelproc.findings import FindingKind, Severity
 from otelproc.processors.anomaly import AnomalyProcessor, AnomalyProcessorConfig, factory
@@ -160,8 +160,8 @@ def test_error_burst_and_new_error_pattern():
     kinds = {(f.kind, f.pattern_id) for f in sink.findings}
     assert (FindingKind.ERROR_RATIO, 0) in kinds
     new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
-    # first sight: a warning; the next minute it keeps coming: critical (issue 14: severity that means something)
-    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.WARNING), (14, Severity.CRITICAL)]
+    # first sight: info (a rare error line is ordinary variation, issue 14); when it keeps coming: critical
+    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.INFO), (14, Severity.CRITICAL)]
     er = [f for f in sink.findings if f.kind == FindingKind.ERROR_RATIO]
     assert min(f.time_ns for f in er) <= T0 + 2060 * NS
 
@@ -224,6 +224,36 @@ def test_error_burst_is_critical_and_one_incident():
     assert any(f.severity == Severity.CRITICAL for f in burst)
     assert len({f.labels["incident"] for f in burst}) == 1
     assert all(f.severity == Severity.INFO for f in sink.findings if f.time_ns < T0 + 1990 * NS)
+
+
+def with_retry_bursts(b: LogBatch, starts: tuple, retries: int, give_ups: int, seed: int = 3) -> LogBatch:
+    """``b`` plus, at each start, a retry burst of service 'web' within 10 s: ``retries`` WARN retry lines
+    (pattern 16) of which ``give_ups`` end in an ERROR "giving up" line (pattern 17)."""
+    rng = np.random.default_rng(seed)
+    recs, pids = [], []
+    for at in starts:
+        for n, sev, body, pid in ((retries, 13, "upstream timed out, retry", 16),
+                                  (give_ups, 17, "giving up after 5 retries", 17)):
+            for t in np.sort(rng.uniform(at, at + 10, n)).tolist():
+                recs.append(dict(time_ns=T0 + int(t * NS), service="web", severity_number=sev, body=body))
+                pids.append(pid)
+    extra = LogBatch.from_records(recs).with_columns(pattern_id=np.asarray(pids, dtype=np.uint64))
+    both = concat_batches([b, extra])
+    return take(both, np.argsort(both.time_ns, kind="stable"))
+
+
+def test_a_few_error_lines_in_a_retry_burst_are_a_warning_not_a_page():
+    """Issue 14: 12 ERROR lines among 150 retries in 10 s (the second time as a spike of a known ERROR
+    pattern) are an error-ratio jump and a spike that the bucket's own sample cannot place beyond doubt
+    above the least jump: warning. The error burst of test_error_burst_is_critical_and_one_incident still pages."""
+    b = with_retry_bursts(stream(3000), (1200, 2200), 150, 12)
+    _, sink = run(slices(b, 4000))
+    found = [(f.kind, f.severity) for f in sink.findings if f.time_ns >= T0 + 1190 * NS]
+    assert (FindingKind.ERROR_RATIO, Severity.WARNING) in found, found
+    assert not [f for f in sink.findings if f.severity == Severity.CRITICAL], found
+    # the same give-up lines among few retries are a large share of the bucket beyond doubt: critical
+    _, sink = run(slices(with_retry_bursts(stream(3000), (2200,), 60, 20), 4000))
+    assert (FindingKind.ERROR_RATIO, Severity.CRITICAL) in [(f.kind, f.severity) for f in sink.findings]
 
 
 def test_restart_silence_is_not_a_drop_but_a_sustained_one_is_critical():
@@ -561,7 +591,7 @@ def test_simulated_traffic_gives_the_same_durations_and_findings_with_and_withou
                 np.testing.assert_array_equal(x.column(col).to_numpy(), y.column(col).to_numpy(), err_msg=col)
 
 
-def test_a_new_error_seen_once_is_a_warning_and_critical_when_it_keeps_coming():
+def test_a_new_error_seen_once_is_info_and_critical_when_it_keeps_coming():
     b = stream(3000)
     extra = [dict(time_ns=T0 + sec * NS + 950, service="web", severity_number=17, body="FATAL disk full")
              for sec in [2459] + list(range(2530, 2600, 10))]
@@ -572,5 +602,7 @@ def test_a_new_error_seen_once_is_a_warning_and_critical_when_it_keeps_coming():
     order = np.argsort(both.time_ns, kind="stable")
     _, sink = run(slices(take(both, order), 4000))
     new = [f for f in sink.findings if f.kind == FindingKind.NEW_PATTERN]
-    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.WARNING), (14, Severity.CRITICAL)]
+    # first sight: info (issue 14: every first-sight warning in the nuisance services of the tuning seeds was a
+    # false one); it keeps coming: critical, in the same incident
+    assert [(f.pattern_id, f.severity) for f in new] == [(14, Severity.INFO), (14, Severity.CRITICAL)]
     assert new[1].time_ns <= T0 + 2600 * NS and new[0].labels["incident"] == new[1].labels["incident"]

@@ -298,6 +298,13 @@ def test_existing_upstream_table_without_enrichment_columns(make, chdb_path, chd
     exp2.start()
     exp2.consume(LogBatch.from_records(records(1)).with_columns(pattern_id=np.array([9], np.uint64)))
     assert exp2.store.query_rows("SELECT PatternId FROM otel_logs ORDER BY PatternId") == [(0,), (0,), (9,)]
+    # ... and gives the old table our codecs (0004): parts written before read back the same once rewritten
+    codecs = dict(exp2.store.query_rows("SELECT name, compression_codec FROM system.columns WHERE database = "
+                                        "{db:String} AND table = 'otel_logs'", {"db": chdb_database}))
+    assert codecs["ResourceAttributes"] == codecs["ScopeName"] == "CODEC(LZ4)"
+    before = exp2.store.query_rows("SELECT ResourceAttributes, ScopeName, Body FROM otel_logs ORDER BY Body")
+    exp2.store.command("OPTIMIZE TABLE otel_logs FINAL")
+    assert exp2.store.query_rows("SELECT ResourceAttributes, ScopeName, Body FROM otel_logs ORDER BY Body") == before
 
 
 def test_missing_table_without_create_schema_fails_at_start(make):

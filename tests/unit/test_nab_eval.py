@@ -45,6 +45,17 @@ def test_a_shift_is_scored_by_the_engine_and_nothing_before_it():
     assert hits.max() < 1224 + 12, "one shift, reported while it lasts"
 
 
+def test_the_shipped_defaults_test_a_five_minute_metric():
+    # one value per 5 min: the shipped defaults test it on its last 16 values (no low-rate settings needed);
+    # a x3 shift for 2 h is found once most of the window is shifted, the same metric without it gives nothing
+    nab = _nab_eval()
+    event_ns, values = _metric()
+    hits = np.flatnonzero(nab.engine_scores(event_ns, values) > 0)
+    assert len(hits) and 1200 <= hits[0] <= 1212 and hits.max() < 1224, hits
+    event_ns, values = _metric(factor=1.0)
+    assert not nab.engine_scores(event_ns, values).any()
+
+
 def test_the_config_reaches_the_processor():
     nab = _nab_eval()
     event_ns, values = _metric()

@@ -20,7 +20,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otelproc.component import PermanentError
-from otelproc.kernels import otlp_scan as k
+from otelproc.kernels import otlp_gather as g
+from otelproc.kernels import otlp_wire as k
 from otelproc.receivers.decode import any_value_text, decode_protobuf
 
 
@@ -405,19 +406,23 @@ def test_scanner_rejects_wrong_input_type():
         k.scan_export_logs_request(np.zeros(4, dtype=np.int32))
 
 
-def test_gather_helpers_check_bounds():
-    src = np.frombuffer(b"hello world", dtype=np.uint8)
-    buf, off = k.gather_slices(src, np.array([6, 0]), np.array([5, 5]))
-    assert buf.tobytes() == b"worldhello" and off.tolist() == [0, 5, 10]
-    with pytest.raises(ValueError, match="outside"):
-        k.gather_slices(src, np.array([8]), np.array([5]))
-    kind = np.array([k.KIND_INT, k.KIND_INT, k.KIND_BOOL, k.KIND_BOOL, k.KIND_EMPTY, k.KIND_STRING])
-    ival = np.array([-2 ** 63, 0, 1, 0, 0, 0])
-    buf, off = k.gather_values(src, np.zeros(0, np.uint8), kind, np.array([0, 0, 0, 0, 0, 0]),
-                               np.array([0, 0, 0, 0, 0, 5]), ival)
-    texts = [buf[off[i]:off[i + 1]].tobytes().decode() for i in range(6)]
-    assert texts == [str(-2 ** 63), "0", "true", "false", "", "hello"]
-    assert k.ranges_to_index(np.array([3, 0, 7]), np.array([5, 0, 8])).tolist() == [3, 4, 7]
+def test_ints_and_bools_are_written_as_text():
+    values = [AnyValue(int_value=-2 ** 63), AnyValue(int_value=0), AnyValue(int_value=2 ** 63 - 1),
+              AnyValue(bool_value=True), AnyValue(bool_value=False), AnyValue(), AnyValue(string_value="hello")]
+    req = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[
+        LogRecord(body=v, attributes=[KeyValue(key="k", value=v)]) for v in values])])])
+    batch = decode_protobuf(req.SerializeToString()).batch
+    want = [str(-2 ** 63), "0", str(2 ** 63 - 1), "true", "false", "", "hello"]
+    assert batch.body.to_pylist() == want and batch.log_attrs.values.to_pylist() == want
+
+
+def test_gather_scanned_wants_rare_values_converted_first():
+    data = _request_with_record(_varint(5 << 3 | 2) + _varint(9) + AnyValue(double_value=1.5).SerializeToString())
+    buf = np.frombuffer(data, dtype=np.uint8)
+    scan = k.scan_export_logs_request(buf)
+    with pytest.raises(ValueError, match="KIND_EXTRA"):
+        g.gather_scanned(buf, np.zeros(0, np.uint8), scan)
+    assert decode_protobuf(data).batch.body[0] == "1.5"
 
 
 # --------------------------------------------------------------------------- fused decode (scan + gather in one call)
@@ -447,16 +452,16 @@ def test_fused_path_matches_library_on_fuzzed_requests():
         req = rand_request(rng)
         _simple_values(req)
         data = req.SerializeToString()
-        fused = k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8))
+        fused = g.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8))
         assert fused.status in (k.STATUS_OK, k.STATUS_FALLBACK)
         fast += fused.status == k.STATUS_OK
         assert assert_same_as_library(data) == "ok"
     assert fast == 1500  # none of these needs the slower paths
 
 
-def test_fused_and_python_gather_paths_agree():
-    """The same scan turned into a batch by the fused kernel and by the Python gather path."""
-    from otelproc.receivers.decode import _build_batch
+def test_fused_and_scanned_gather_paths_agree():
+    """The same request turned into a batch by the fused kernel and by the gather of separate scan tables."""
+    from otelproc.receivers.decode import _batch_from_columns
 
     rng = random.Random(5)
     for _ in range(300):
@@ -467,7 +472,7 @@ def test_fused_and_python_gather_paths_agree():
         scan = k.scan_export_logs_request(buf)
         if scan.status != k.STATUS_OK:
             continue
-        slow = _build_batch(buf, scan)
+        slow = _batch_from_columns(buf, g.gather_scanned(buf, np.zeros(0, np.uint8), scan))
         fast = decode_protobuf(data)
         assert batch_rows(fast.batch) == batch_rows(slow.batch)
         assert (fast.rejected, fast.message) == (slow.rejected, slow.message)
@@ -502,7 +507,7 @@ def test_fused_rejects_and_keeps_the_rest():
             LogRecord(body=AnyValue(int_value=-7), span_id=bytes(8)),
             LogRecord(body=AnyValue(bool_value=False), span_id=bytes(7))])])])
     data = req.SerializeToString()
-    fused = k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8))
+    fused = g.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8))
     assert fused.status == k.STATUS_OK and fused.rejected == 2
     got = decode_protobuf(data)
     assert got.batch.body.to_pylist() == ["a", "-7"] and got.rejected == 2
@@ -524,11 +529,11 @@ def test_event_name_decoded_on_fused_scan_and_library_paths():
     expected = ["browser.page_view", "", "é.日本 😀"]
     # fused: all values are strings
     data = _event_request(AnyValue(string_value="b")).SerializeToString()
-    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_OK
+    assert g.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_OK
     assert decode_protobuf(data).batch.event_name.to_pylist() == expected
     # scan + Python gather: a double body needs the Python conversion
     data = _event_request(AnyValue(double_value=0.5)).SerializeToString()
-    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_NEEDS_PYTHON
+    assert g.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == g.STATUS_NEEDS_PYTHON
     got = decode_protobuf(data).batch
     assert got.event_name.to_pylist() == expected and got.body.to_pylist() == ["a", "0.5", "c"]
     # protobuf library: a body sent twice (protobuf merges) sends the request to the library path
@@ -536,7 +541,7 @@ def test_event_name_decoded_on_fused_scan_and_library_paths():
     record = (_varint(12 << 3 | 2) + _varint(4) + b"ev.x" + _varint(5 << 3 | 2) + _varint(len(body2)) + body2
               + _varint(5 << 3 | 2) + _varint(len(body2)) + body2)
     data = _request_with_record(record)
-    assert k.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_FALLBACK
+    assert g.decode_export_logs_request(np.frombuffer(data, dtype=np.uint8)).status == k.STATUS_FALLBACK
     assert decode_protobuf(data).batch.event_name.to_pylist() == ["ev.x"]
     assert assert_same_as_library(data) == "ok"
 

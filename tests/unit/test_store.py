@@ -98,6 +98,11 @@ def test_otel_logs_columns_equal_upstream_plus_enrichment(logs_store):
     assert "ORDER BY (ServiceName, TimestampTime, Timestamp)" in ddl
     assert "TTL" not in ddl  # ttl 0 = keep forever
     assert "ttl_only_drop_parts = 1" in ddl
+    codecs = dict(logs_store.query_rows("SELECT name, compression_codec FROM system.columns WHERE database = "
+                                        "{db:String} AND table = 'otel_logs'", {"db": logs_store.database}))
+    # LZ4 where it is smaller and cheaper (values repeating row after row), ZSTD(1) elsewhere (benchmarks/README.md)
+    assert codecs["ResourceAttributes"] == codecs["ScopeName"] == "CODEC(LZ4)"
+    assert codecs["Body"] == codecs["LogAttributes"] == codecs["TraceId"] == "CODEC(ZSTD(1))"
 
 
 def test_schema_twice_is_idempotent_and_migrations_run_once(store):

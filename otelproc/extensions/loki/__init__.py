@@ -42,7 +42,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from otelproc.component import Context, Extension, Factory, Kind
 from otelproc.config import ByteSize, Duration, setting
-from otelproc.httpserver import Handler, Server, compress, decompress, parse_endpoint, response_encoding
+from otelproc.extensions import clickhouse_exporter_config, store_listener_problems
+from otelproc.httpserver import Handler, Server, compress, decompress, response_encoding
 from otelproc.extensions.loki.api import APIError, Limits, LokiAPI
 from otelproc.extensions.loki.sql import LOKI_INDEX_LABELS
 from otelproc.receivers.otlp import AuthConfig
@@ -76,15 +77,7 @@ class LokiConfig:
     index_labels: list[str] = field(default_factory=lambda: list(LOKI_INDEX_LABELS))
 
     def validate(self) -> list[str]:
-        out = []
-        try:
-            parse_endpoint(self.endpoint)
-        except ValueError as e:
-            out.append(f"endpoint: {e}")
-        if not self.exporter:
-            out.append("exporter: must name a clickhouse exporter (e.g. clickhouse)")
-        out += [f"auth::{m}" for m in self.auth.validate()]
-        return out
+        return store_listener_problems(self.endpoint, self.exporter) + [f"auth::{m}" for m in self.auth.validate()]
 
     def limits(self) -> Limits:
         return Limits(max_entries=self.max_entries, max_series=self.max_series,
@@ -133,20 +126,10 @@ class LokiExtension(Extension):
             raise RuntimeError(f"extension {self.name}: not started")
         return self._server.host, self._server.port
 
-    def _exporter_config(self):
-        whole = self.context.config
-        exporters = getattr(whole, "exporters", {}) or {}
-        exp = exporters.get(self.config.exporter)
-        if exp is None or self.config.exporter.split("/", 1)[0] != "clickhouse":
-            known = ", ".join(sorted(e for e in exporters if e.split("/", 1)[0] == "clickhouse")) or "none"
-            raise ValueError(f"extensions::{self.name}::exporter: {self.config.exporter!r} is not a configured "
-                             f"clickhouse exporter (configured: {known})")
-        return exp
-
     def start(self) -> None:
         from otelproc.store import open_store
 
-        exp = self._exporter_config()
+        exp = clickhouse_exporter_config(self.context.config, self.name, self.config.exporter)
         args = dict(tls=exp.tls_options(), timeout=float(exp.timeout), settings=exp.connection_params or None)
         if self.context.stores is not None:   # the exporter's own shared store (one chDB engine per process)
             store = self.context.stores.get(exp.endpoint, exp.database, exp.username, exp.password, **args)
