@@ -75,7 +75,7 @@ _PATTERN_TAG = np.uint64(0x7061747465726E31)  # "pattern1": pattern items live a
 _ID_MIN_DISTINCT = 32
 _DISPERSION_PRIOR = 10.0  # pseudo degrees of freedom at dispersion 1 (few buckets: close to binomial)
 _MAX_ITEMS = 200_000  # item descriptions kept (ids still in a sketch are never forgotten)
-_KIND_KV, _KIND_PATTERN, _KIND_PKV = 0, 1, 2
+_KIND_KV, _KIND_PATTERN = 0, 1
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Explainer:
         self.base_bucket = -1          # the latest bucket merged into the baseline
         self.max_event_ns = -(2 ** 62)
         self.late_records = 0
-        # item -> (kind, pattern id, attribute item) ; attribute item -> (key, value) in self.names
+        # attribute or pattern item -> (kind, pattern id, attribute item); attribute item -> (key, value)
         self.meta: dict[int, tuple[int, int, int]] = {}
         self.names: dict[int, tuple[str, str]] = {}
         self.excluded_keys = np.zeros(0, dtype=np.uint64)
@@ -249,12 +249,8 @@ class Explainer:
         m = np.flatnonzero(pattern != 0)
         if not len(m):
             return
-        pair = ks.combine(pattern[m], attr_item[m])
-        put(rows[m], pair)
-        u, first = np.unique(pair, return_index=True)
-        for it, pid, kv in zip(u.tolist(), pattern[m][first].tolist(), attr_item[m][first].tolist()):
-            if it not in self.meta:
-                self.meta[it] = (_KIND_PKV, pid, kv)
+        # not described: explain() finds a pattern's pairs by combining it with the attribute items it knows
+        put(rows[m], ks.combine(pattern[m], attr_item[m]))
 
     def _describe_attrs(self, item: np.ndarray, entry: np.ndarray, attrs: AttrMap) -> None:
         """Remember "key=value" of attribute items not seen before (entry: their positions in attrs)."""
@@ -430,16 +426,14 @@ class Explainer:
         return _Side(side.items[keep], side.counts[keep], side.total, side.floor)
 
     def _pattern_kv(self, side: _Side, pattern_id: int, total: float) -> _Side:
-        """The (pattern, attribute) items of ``pattern_id`` as attribute items, over its error lines."""
-        items, counts = [], []
-        for i, c in zip(side.items.tolist(), side.counts.tolist()):
-            m = self.meta.get(i)
-            if m is not None and m[0] == _KIND_PKV and m[1] == pattern_id:
-                items.append(m[2])
-                counts.append(c)
-        u, inv = np.unique(np.asarray(items, dtype=np.uint64), return_inverse=True)
-        return _Side(u, np.bincount(inv, weights=np.asarray(counts, dtype=np.float64), minlength=len(u)), total,
-                     side.floor)
+        """The (pattern, attribute) items of ``pattern_id`` as attribute items, over its error lines: every
+        attribute item of the error lines (``side``) combined with the pattern and looked up."""
+        kv = self._kv(side).items
+        pairs = ks.combine(np.full(len(kv), pattern_id, dtype=np.uint64), kv)
+        j = np.minimum(np.searchsorted(side.items, pairs), max(len(side.items) - 1, 0))
+        hit = side.items[j] == pairs if len(side.items) else np.zeros(len(kv), dtype=bool)
+        order = np.argsort(kv[hit])
+        return _Side(kv[hit][order], side.counts[j[hit]][order], total, side.floor)
 
     def _dispersion(self, code: int, pop: int, slots: np.ndarray, items: np.ndarray) -> float:
         """Over-dispersion (>= 1) of the candidates' counts across the window buckets before the finding.
