@@ -4,9 +4,9 @@ probable origin and the ordered chain of services it reached.
 Every finding belongs to its service's *episode* (findings of one service closer than ``cooldown`` in
 event time: the anomaly engine's per-service key ``service@time``). An episode with a warning or
 critical finding joins an open incident (one with such a finding less than ``gap`` ago in event time)
-when its service is linked to one of the incident's services in the call graph, or when the call graph
-knows nothing about it (no call seen from or to it: time is then the only evidence); otherwise it
-starts an incident. Info findings (ordinary variation) never join services together. The incident's
+when its service is linked to one of the incident's services in the call graph, or, when the call graph
+knows nothing about it (no call seen from or to it: time is then the only evidence), when its onset is
+within ``join`` (5 min) of the incident's start; otherwise it starts an incident. Info findings (ordinary variation) never join services together. The incident's
 id is the key of its first episode, so a single-service incident keeps the key it always had, and
 every finding of the incident carries it as the ``incident`` label (one alert group per incident with
 the shipped route ``group_by: [incident]``).
@@ -173,8 +173,9 @@ class Correlator:
     """Groups service episodes into incidents (see the module docstring)."""
 
     def __init__(self, gap_s: float = 900.0, origin_slack_s: float = 120.0, graph: CallGraph | None = None,
-                 max_open: int = 10_000):
+                 max_open: int = 10_000, join_s: float = 300.0):
         self.gap = int(gap_s * NS)
+        self.join = int(join_s * NS)
         self.slack = int(origin_slack_s * NS)
         self.graph = graph or CallGraph()
         self.episode: dict[str, str] = {}       # service episode key -> incident id
@@ -205,7 +206,10 @@ class Correlator:
         for inc in self.incidents.values():
             if t - inc.last > self.gap or inc.start - t > self.gap:
                 continue
-            if svc in inc.onsets or not self.graph.knows(svc) or any(self.graph.linked(svc, m) for m in inc.onsets):
+            linked = svc in inc.onsets or any(self.graph.linked(svc, m) for m in inc.onsets)
+            # without call evidence only an onset close to the incident's start joins (a failure spreads in
+            # minutes; a long incident, a creep, must not absorb every later one)
+            if linked or (not self.graph.knows(svc) and abs(t - inc.start) <= self.join):
                 if best is None or inc.last > best.last:
                     best = inc
         return best
