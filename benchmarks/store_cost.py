@@ -20,7 +20,6 @@ Each variant runs in its own process (chDB binds one engine per process).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import resource
@@ -33,20 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def thread_cpu_by_name() -> dict[str, float]:
-    out: dict[str, float] = collections.Counter()
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789").rstrip("_-")
-        fields = stat.rsplit(")", 1)[1].split()
-        out[name] += (int(fields[11]) + int(fields[12])) / tick
-    return out
+from e2e_throughput import thread_cpu_by_name  # noqa: E402
 
 
 def process_cpu() -> float:
@@ -113,7 +99,7 @@ def child(args) -> dict:
     # a WAL range per batch, as the shipped config (WAL on) sends an insert_deduplication_token
     for k, b in enumerate(batches):
         b.wal_seq = ("bench", k * 1_000_000, k * 1_000_000 + len(b) - 1)
-    threads0, cpu0 = thread_cpu_by_name(), process_cpu()
+    threads0, cpu0 = thread_cpu_by_name(os.getpid()), process_cpu()
     t0 = time.perf_counter()
     for b in batches:
         exp.consume(b)
@@ -121,7 +107,7 @@ def child(args) -> dict:
     cpu_insert = process_cpu() - cpu0
     waited = settle(store)
     cpu_total = process_cpu() - cpu0  # includes settle()'s polling queries (a few ms)
-    threads1 = thread_cpu_by_name()
+    threads1 = thread_cpu_by_name(os.getpid())
     by_thread = {k: (v - threads0.get(k, 0.0)) * 1e6 / rows for k, v in threads1.items()
                  if v - threads0.get(k, 0.0) > 0.005}
     parts = store.query_rows(

@@ -93,7 +93,7 @@ class EngineParams:
     error_p: float = setting(1e-7, gt=0, lt=1)
     # error ratio / ERROR-pattern spike: critical when the jump's size still holds at the lower confidence
     # bound of the bucket's own sample (this many standard errors), else a warning (a few ERROR lines)
-    error_confidence_z: float = setting(2.0, ge=0)
+    error_confidence_z: float = setting(3.0, ge=0)
     # latency shift (value anomaly): z of the window's location against the series' baseline, with its
     # standard error from the number of values and the series' own dispersion
     value_z: float = setting(5.0, ge=0)

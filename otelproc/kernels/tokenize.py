@@ -43,10 +43,11 @@ def _fnv_var(h):
 
 
 # Why the walk is fast (benchmarks/pattern_throughput.py, 2026-11-29 and README "Session 5"):
-# * it and the rules are inlined (inline="always": Numba pastes their IR into the caller), never
-#   called per line or segment: Numba increfs and decrefs every array argument of a call with atomic
-#   instructions (NRT_incref/NRT_decref), which cost more than the tokenising itself at ~60 bytes a
-#   line; for the same reason there is no array slice per parameter;
+# * it and the rules are written inside the per-line loop of one function, never called per line or
+#   segment: Numba increfs and decrefs every array argument of a call with atomic instructions
+#   (NRT_incref/NRT_decref), which cost more than the tokenising itself at ~60 bytes a line, and an
+#   inline="always" function's array arguments as well; for the same reason there is no array slice
+#   per parameter;
 # * one class load per byte answers every question (KEY_CLASS bits are OR-ed per segment) instead
 #   of counters and branches per byte; a segment stops being hashed at its first digit (it is a
 #   variable then) and a value after '=' is not hashed at all: only literal bytes feed the FNV

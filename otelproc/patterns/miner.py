@@ -51,6 +51,13 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+
+try:   # the regex parser, to find the literal text a masking rule needs (see _required_literal)
+    import re._constants as _sre
+    import re._parser as _sre_parse
+except ImportError:   # Python < 3.11
+    import sre_constants as _sre
+    import sre_parse as _sre_parse
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +169,8 @@ class PatternMiner:
         self.trace_frames = int(trace_frames)
         # user rules: (regex, name) masking rules applied in order before mining (a match becomes <name>), and
         # pinned templates (a body matching one belongs to it, whatever mining would say)
-        self.masking = [(re.compile(rx), f"<{name}>") for rx, name in masking]
+        self.masking = [(rx, f"<{name}>", _required_literal(rx)) for rx, name in
+                        ((re.compile(r), name) for r, name in masking)]
         self.pinned = [(t, _template_regex(t)) for t in pinned]
         self._pin_slot: dict[tuple[int, int], int] = {}   # (service, pinned index) -> slot
         self.max_patterns_per_service = int(max_patterns_per_service)
@@ -193,6 +201,7 @@ class PatternMiner:
         # the template as shown: p_tokens with the masked words its lines never changed (see template())
         self.p_display: list[str] = []
         self.p_nvar = np.zeros(0, dtype=np.int32)   # <*> count of the template
+        self.p_code = np.zeros(0, dtype=np.int32)   # index of p_display among the distinct texts (template_dictionary)
         # parameter evidence per slot (kernels.param_evidence), reset when the template changes; the first
         # line's parameter values are kept to show a constant word
         self._new_evidence(0)
@@ -211,9 +220,8 @@ class PatternMiner:
         # the evidence of how often a value occurs includes the batch being learnt
         self._pending: dict[int, int] = {}
         self._spanned = False   # the last _assign joined the key to a template of another token count
-        self._templates_cache: StringArray | None = None
-        # (templates_array it was built from, distinct texts, slot -> text index): template_dictionary
-        self._template_dict: tuple[StringArray, StringArray, np.ndarray] | None = None
+        # the distinct shown texts (p_code: each slot's), kept as they change: see template_dictionary
+        self._texts = _TextDictionary()
 
     # ------------------------------------------------------------------ public
 
@@ -241,26 +249,23 @@ class PatternMiner:
         return self.services[self.p_service[slot]]
 
     def templates_array(self) -> StringArray:
-        """Template text of every slot (a dead slot: its last template, until the slot is reused),
-        cached until a template changes."""
-        if self._templates_cache is None:
-            self._templates_cache = StringArray.from_pylist(self.p_display)
-        return self._templates_cache
+        """Template text of every slot (a dead slot: its last template, until the slot is reused)."""
+        dictionary, codes = self.template_dictionary()
+        return dictionary.take(codes)
 
     def template_dictionary(self) -> tuple[StringArray, np.ndarray]:
         """(distinct template texts, int32[slots] index of every slot's text among them).
 
         Slots of different services can share a template text, so this is what a LowCardinality
-        column wants. Cached with :meth:`templates_array`.
+        column wants. Kept up to date as templates change, at a cost per changed template, not per
+        pattern (rebuilding it per batch made the cost per line grow with the number of patterns);
+        the same objects are returned while nothing changed. Texts no slot shows any more stay in
+        the dictionary until they outnumber the slots, then it is rebuilt (amortised).
         """
-        templates = self.templates_array()
-        cached = self._template_dict
-        if cached is None or cached[0] is not templates:
-            index: dict[str, int] = {}
-            texts = templates.to_pylist()
-            codes = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int32, count=len(texts))
-            cached = self._template_dict = (templates, StringArray.from_pylist(list(index)), codes)
-        return cached[1], cached[2]
+        if self._texts.garbage(len(self.p_display)):
+            self._texts = _TextDictionary()
+            self.p_code[:] = [self._texts.code(t) for t in self.p_display]
+        return self._texts.strings(), self.p_code
 
     def learn(self, buf: np.ndarray, off: np.ndarray, service_index: np.ndarray, services: list[str],
               time_ns: np.ndarray | None = None, with_params: bool = False) -> LearnResult:
@@ -396,8 +401,7 @@ class PatternMiner:
         for s in redo.tolist():
             text = self._shown(s)
             if text != self.p_display[s]:
-                self.p_display[s] = text
-                self._templates_cache = None
+                self._show(s, text)
 
     def _shown(self, slot: int) -> str:
         tokens = self.p_tokens[slot]
@@ -416,7 +420,7 @@ class PatternMiner:
             out.append(text)
         return " ".join(out)
 
-    def _shown_value(self, slot: int, k: int, value: str, single: bool = False) -> str:
+    def _shown_value(self, slot: int, k: int, value: str, single: bool) -> str:
         if k >= EVIDENCE_PARAMS or self.ev_varied[slot, k] & SHAPE_VARIED:
             return VAR
         varied = int(self.ev_varied[slot, k])
@@ -441,11 +445,11 @@ class PatternMiner:
         a varying one the text all its values share: a head of letters up to the last punctuation
         (``node-<*>``, ``core.<*>``; no digit: ``10.250.<*>`` stays ``<*>``) and a tail of
         punctuation (``<*>):``), each only when it ended within the bytes tracked."""
-        raw = value.encode("utf-8", "surrogateescape")
         if not varied:
             head = value[:len(value) - len(value.lstrip(_OPENING))]
             tail = value[len(value.rstrip(_CLOSING_PUNCT)):]
         else:
+            raw = value.encode("utf-8", "surrogateescape")
             p, q = int(self.ev_prefix[slot, k]), int(self.ev_suffix[slot, k])
             head = raw[:p].decode("utf-8", "ignore") if p < EVIDENCE_HEAD else ""
             head = _WORD_TAIL.sub("", _HEAD_STOP.split(head, 1)[0])   # up to a digit or / : @, then to punctuation
@@ -459,6 +463,11 @@ class PatternMiner:
             return VAR
         return head + VAR + tail
 
+    def _show(self, slot: int, text: str) -> None:
+        """Set the template shown for ``slot`` (p_display and its dictionary code)."""
+        self.p_display[slot] = text
+        self.p_code[slot] = self._texts.code(text)
+
     # ------------------------------------------------------------------ slow path
 
     def _code(self, service: str) -> int:
@@ -471,15 +480,26 @@ class PatternMiner:
         return c
 
     def _mask(self, buf: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bodies with the user's masking rules applied (Python regexes: ~1-2 us per line and rule)."""
-        out = []
-        for r in range(len(off) - 1):
-            text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
-            for rx, repl in self.masking:
-                text = rx.sub(repl, text)
-            out.append(text.encode("utf-8", "surrogateescape"))
-        sa = StringArray.from_pylist(out)
-        return sa.buf, sa.off
+        """The bodies with the user's masking rules applied, in order (Python regexes, ~1-2 us per line
+        and rule). A rule runs only on the lines that hold the literal text every match of it must
+        contain (``blk_`` for ``blk_-?\\d+``, found for the whole batch at once by numpy) and on lines
+        an earlier rule changed; a rule without such text runs on every line."""
+        n = len(off) - 1
+        changed: dict[int, str] = {}
+        for rx, repl, literal in self.masking:
+            rows = np.arange(n) if literal is None else _rows_containing(buf, off, literal)
+            for r in set(rows.tolist()) | changed.keys():
+                text = changed.get(r)
+                if text is None:
+                    text = buf[off[r]:off[r + 1]].tobytes().decode("utf-8", "surrogateescape")
+                new = rx.sub(repl, text)
+                if new != text:
+                    changed[r] = new
+        if not changed:
+            return buf, off
+        rows = np.asarray(sorted(changed), dtype=np.int64)
+        sub = StringArray.from_pylist([changed[r].encode("utf-8", "surrogateescape") for r in rows.tolist()])
+        return replace_strings(buf, off, rows, sub.buf, sub.off)
 
     def _pinned_for(self, svc: int, raw: str) -> tuple[int, list[PatternChange]]:
         """The pinned pattern whose template ``raw`` matches (the first in the list), or -1."""
@@ -665,13 +685,12 @@ class PatternMiner:
         # (a pinned template's tokens are not the key's: its lines give their own variables as parameters)
         self.p_tvmask[slot] = 0 if self.p_pinned[slot] or self.p_refined[slot] else _var_mask(tokens)
         self.p_nvar[slot] = sum(t.count(VAR) for t in tokens)
-        self.p_display[slot] = " ".join(tokens)
+        self._show(slot, " ".join(tokens))
         self.ev_seen[slot] = 0
         self.ev_lines[slot] = 0
         self.ev_irregular[slot] = bool(self.p_pinned[slot])   # (a pinned template is shown as the user wrote it)
         self.ev_varied[slot] = 0
         self.ev_sample[slot] = None
-        self._templates_cache = None
 
     def _new_pattern(self, svc: int, tokens: tuple[str, ...], pinned: bool = False, refined: bool = False) -> int:
         if self._alive_per_service.get(svc, 0) >= self.max_patterns_per_service:
@@ -708,7 +727,7 @@ class PatternMiner:
         return index
 
     _SLOT_ARRAYS = ("p_id", "p_count", "p_first_ns", "p_last_ns", "p_last_seq", "p_alive", "p_tvmask", "p_genpos",
-                    "p_pinned", "p_refined",
+                    "p_pinned", "p_refined", "p_code",
                     "p_nvar", "ev_seen", "ev_lines", "ev_irregular", "ev_words", "ev_hash", "ev_varied", "ev_head", "ev_prefix",
                     "ev_tail", "ev_suffix")
 
@@ -767,7 +786,6 @@ class PatternMiner:
             self._kill(v)
         self._alive_per_service[svc] -= len(victims)
         self.table.rebuild_without(victims.astype(np.int32))
-        self._templates_cache = None
         log.info("evicted %d patterns of service %r (cap %d)", len(victims), self.services[svc],
                  self.max_patterns_per_service)
 
@@ -845,6 +863,7 @@ class PatternMiner:
             self.p_tvmask = np.asarray([_var_mask(t) for t in self.p_tokens], dtype=np.uint64)
             # parameter evidence is not stored: it builds up again from the next lines
             self.p_display = [" ".join(t) for t in self.p_tokens]
+            self.p_code = np.asarray([self._texts.code(t) for t in self.p_display], dtype=np.int32)
             self.p_nvar = np.asarray([sum(x.count(VAR) for x in t) for t in self.p_tokens], dtype=np.int32)
             self._new_evidence(len(self.p_tokens))
             ao, av = z["alias_off"], z["alias_val"]
@@ -879,6 +898,43 @@ class PatternMiner:
                 self._evict(svc)
         self.apply_pins()
         return self
+
+
+class _TextDictionary:
+    """Distinct texts, append-only: one growing byte buffer with offsets (doubling), and a dict from
+    text to its index. Views handed out stay valid: bytes are only ever appended."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.buf = np.zeros(1 << 12, dtype=np.uint8)
+        self.off = np.zeros(1 << 8, dtype=np.int64)
+        self._view: StringArray | None = None
+
+    def code(self, text: str) -> int:
+        c = self.index.get(text)
+        if c is None:
+            c = len(self.index)
+            data = text.encode("utf-8", "surrogateescape")
+            end = int(self.off[c])
+            if end + len(data) > len(self.buf):
+                self.buf = np.concatenate([self.buf, np.zeros(max(len(self.buf), len(data)), dtype=np.uint8)])
+            if c + 2 > len(self.off):
+                self.off = np.concatenate([self.off, np.zeros(len(self.off), dtype=np.int64)])
+            self.buf[end:end + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            self.off[c + 1] = end + len(data)
+            self.index[text] = c
+            self._view = None
+        return c
+
+    def strings(self) -> StringArray:
+        if self._view is None:
+            n = len(self.index)
+            self._view = StringArray(self.buf[:self.off[n]], self.off[:n + 1])
+        return self._view
+
+    def garbage(self, slots: int) -> bool:
+        """More texts than twice the slots (plus slack): time to rebuild from the texts in use."""
+        return len(self.index) > 2 * slots + 1024
 
 
 class _ShapeIndex:
@@ -1068,6 +1124,50 @@ def _is_name(word: str) -> bool:
     ``@`` (e-mail), run of 3+ digits (ids, counters) or ``0x`` prefix."""
     return (any(c.isalpha() for c in word) and word.lower() not in _TIME_WORDS
             and _NOT_A_NAME.search(word) is None)
+
+
+def _required_literal(rx: re.Pattern) -> bytes | None:
+    """The longest text every match of ``rx`` contains (UTF-8), or None: runs of literal characters
+    in its top-level sequence, in groups and in repeats of at least one. None for a case-blind
+    pattern or one whose every part is optional or a choice."""
+    if rx.flags & re.IGNORECASE:
+        return None
+    runs: list[str] = []
+
+    def walk(items) -> None:
+        run = ""
+        for op, arg in items:
+            if op is _sre.LITERAL:
+                run += chr(arg)
+                continue
+            runs.append(run)
+            run = ""
+            if op is _sre.SUBPATTERN:
+                walk(arg[-1])
+            elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and arg[0] >= 1:
+                walk(arg[2])
+        runs.append(run)
+
+    try:
+        walk(_sre_parse.parse(rx.pattern, rx.flags & ~re.UNICODE))
+    except Exception:   # (a parser detail of another Python version: no prefilter, the rule runs on every line)
+        return None
+    best = max(runs, key=len, default="")
+    return best.encode("utf-8", "surrogateescape") if best else None
+
+
+def _rows_containing(buf: np.ndarray, off: np.ndarray, literal: bytes) -> np.ndarray:
+    """Rows whose bytes may contain ``literal`` (every row that does; a match across two rows gives
+    a row that does not, which is harmless)."""
+    lit = np.frombuffer(literal, dtype=np.uint8)
+    body = buf[off[0]:off[-1]]
+    m = len(body) - len(lit) + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    hit = body[:m] == lit[0]
+    for j in range(1, len(lit)):
+        hit &= body[j:m + j] == lit[j]
+    return np.unique(np.searchsorted(off, np.flatnonzero(hit) + off[0], side="right") - 1)
 
 
 def _template_regex(template: str) -> re.Pattern:

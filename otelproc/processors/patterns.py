@@ -217,7 +217,7 @@ class PatternsProcessor(Processor):
                            tmin: np.ndarray, tmax: np.ndarray, mix: np.ndarray) -> pa.Table:
         """One row per slot seen in the batch (``present``, ascending), from the per-slot aggregates."""
         miner = self.miner
-        idx = pa.array(present, type=pa.int64())
+        dictionary, code_of_slot = miner.template_dictionary()
         p_service = miner.p_service  # a list over all slots: index it per present slot, never convert it whole
         svc = np.fromiter((p_service[s] for s in present.tolist()), dtype=np.int32, count=len(present))
         mix = mix[present]
@@ -225,7 +225,7 @@ class PatternsProcessor(Processor):
             "ServiceName": self._miner_services().take(pa.array(svc)),
             "PatternId": pa.array(miner.p_id[present], pa.uint64()),
             # (a slot evicted later in this batch still holds its last template: slots are reused only after it)
-            "Template": miner.templates_array().to_arrow().take(idx).cast(pa.string()),
+            "Template": dictionary.take(code_of_slot[present]).to_arrow().cast(pa.string()),
             "FirstSeen": pa.array(tmin[present], pa.timestamp("ns", tz="UTC")),
             "LastSeen": pa.array(tmax[present], pa.timestamp("ns", tz="UTC")),
             "Count": pa.array(count[present].astype(np.uint64), pa.uint64()),

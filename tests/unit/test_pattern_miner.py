@@ -252,11 +252,28 @@ def test_template_dictionary_holds_each_text_once():
     dictionary, code_of_slot = miner.template_dictionary()
     assert dictionary.to_pylist() == ["GET <*> took <*> ms"]
     assert code_of_slot[res.slot].tolist() == [0, 0] and len(set(res.slot.tolist())) == 2
-    assert miner.template_dictionary()[0] is dictionary  # cached until a template changes
+    assert miner.template_dictionary()[0] is dictionary  # the same object while no template changes
     learn(miner, ["cache miss"], ["api"])  # evicts api's pattern (cap 1): its slot is reused
     dictionary2, codes2 = miner.template_dictionary()
     assert dictionary2 is not dictionary
     assert [dictionary2[c] for c in codes2.tolist()] == [miner.templates_array()[s] for s in range(len(codes2))]
+
+
+def test_template_dictionary_stays_bounded_while_templates_come_and_go():
+    miner = PatternMiner(max_patterns_per_service=16)
+    def word(k: int) -> str:   # a distinct word of letters (no digit: it is not masked)
+        out = "w"
+        while k:
+            k, d = divmod(k, 26)
+            out += "abcdefghijklmnopqrstuvwxyz"[d]
+        return out
+
+    for k in range(30):   # 3000 distinct templates through 16 slots: evicted slots are reused
+        learn(miner, [f"{word(100 * k + i)}z started now" for i in range(100)], ["api"])
+        dictionary, codes = miner.template_dictionary()
+        assert len(dictionary) <= 2 * len(miner.p_display) + 1024
+        assert [dictionary[c] for c in codes.tolist()] == miner.p_display
+    assert len(miner.p_display) <= 200 and len(dictionary) <= 2 * 200 + 1024   # 3000 texts were shown
 
 
 def test_eviction_inside_a_batch_keeps_every_line_on_its_own_pattern():
@@ -403,3 +420,31 @@ def test_single_token_messages_are_not_one_pattern():
             m.save(d)
             back = PatternMiner.load(d)
             assert {line: int(back.p_id[s]) for line, s in zip(order, learn(back, order).slot.tolist())} == ids
+
+
+def test_masking_rules_run_only_where_their_literal_text_can_match():
+    import re
+
+    from otelproc.patterns.miner import _required_literal
+
+    assert _required_literal(re.compile(r"blk_-?\d+")) == b"blk_"
+    assert _required_literal(re.compile(r"(req-)\d+ msec")) == b" msec"   # the longest run, groups too
+    assert _required_literal(re.compile(r"(\d+\.){3}\d+")) == b"."
+    for no_literal in (r"foo|bar", r"(?i)blk_\d+", r"\d+", r"(x)?\d"):
+        assert _required_literal(re.compile(no_literal)) is None
+    # the result is the rules applied to every line in order, also when a rule's replacement holds the
+    # next rule's text and with bodies that are views into a larger buffer
+    rules = [(r"blk_-?\d+", "BLK"), (r"<BLK> ok", "DONE"), (r"\d+ms", "DUR"), (r"(?i)user\s\w+", "USER")]
+    rng = np.random.default_rng(4)
+    words = ["blk_-12", "blk_7", "ok", "4ms", "User bob", "x", "blk_", "<BLK>", "é", "12"]
+    lines = [" ".join(rng.choice(words, rng.integers(0, 6))) for _ in range(500)]
+    sa = StringArray.from_pylist(["padding line"] + lines)
+    buf, off = sa.buf, sa.off[1:]
+    miner = PatternMiner(masking=rules)
+    got = StringArray(*miner._mask(buf, off)).to_pylist()
+    want = []
+    for line in lines:
+        for rx, name in rules:
+            line = re.sub(rx, f"<{name}>", line)
+        want.append(line)
+    assert got == want and any("<DONE>" in t for t in got) and any("<USER>" in t for t in got)
