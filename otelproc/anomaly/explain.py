@@ -150,7 +150,6 @@ class Explainer:
         self.base_tot = np.concatenate([self.base_tot, np.zeros(add_b)])
         self.n_services = new
 
-
     # ------------------------------------------------------------------ ingest
     def add(self, event_ns: np.ndarray, service: np.ndarray, pattern: np.ndarray, severity: np.ndarray,
             resource_index: np.ndarray, resource_attrs: AttrMap, log_attrs: AttrMap) -> None:
