@@ -44,7 +44,7 @@ def shipped_batch() -> dict:
 
 
 def config(mode: str, http_port: int, grpc_port: int, data: str, state: str, metrics_port: int = 0,
-           batch: dict | None = None) -> str:
+           batch: dict | None = None, anomaly: dict | None = None) -> str:
     # as the shipped config/otelproc.yaml: write-ahead log on, its batch settings
     # full: the batch processor first, so the analysis stages see 100k-record batches (their
     # per-call costs are amortised); full-per-request: analysis on each request's batch, then batch
@@ -58,7 +58,7 @@ receivers:
       grpc: {{endpoint: 127.0.0.1:{grpc_port}}}
 processors:
   patterns: {{state_dir: "{state}"}}
-  anomaly: {{}}
+  anomaly: {json.dumps(anomaly or {})}
   alerting: {{rules_file: "{REPO / 'config' / 'alerts.yaml'}"}}
   batch: {json.dumps(batch or shipped_batch())}
 exporters:
@@ -114,7 +114,8 @@ def run(mode: str, transport: str, payloads: list[bytes], records: int, args) ->
     http_port, grpc_port = free_port(), free_port()
     cfg = tmp / "cfg.yaml"
     cfg.write_text(config(mode, http_port, grpc_port, str(tmp / "data"), str(tmp / "state"),
-                          batch={**shipped_batch(), "send_batch_size": args.send_batch_size} if args.send_batch_size else None))
+                          batch={**shipped_batch(), "send_batch_size": args.send_batch_size} if args.send_batch_size else None,
+                          anomaly=json.loads(args.anomaly) if args.anomaly else None))
     ready = tmp / "ready.json"
     env = server_env()
     prof = tmp / "stages.json"
@@ -280,6 +281,8 @@ def main() -> None:
     ap.add_argument("--mode", nargs="+", choices=("full", "full-per-request", "store"), default=["full", "store"])
     ap.add_argument("--no-gzip", action="store_true")
     ap.add_argument("--send-batch-size", type=int, help="batch processor's send_batch_size (default: the shipped config's)")
+    ap.add_argument("--anomaly", help="anomaly processor settings as JSON, e.g. '{\"explain\": false, "
+                                      "\"incidents\": false}' (the cost of the explanation and incidents)")
     ap.add_argument("--profile", action="store_true", help="CPU by stage (benchmarks/stage_profiler.py)")
     ap.add_argument("--drain3", action="store_true", help="also: pattern kernel vs Drain3 on the same lines")
     ap.add_argument("--otelcol-lines", type=int, default=0,

@@ -41,10 +41,11 @@ bucket once the watermark passed it, ``allowed_lateness`` later, so those lines 
 its baseline is the decayed baseline plus the window buckets before it. The significance
 is the Chernoff bound exp(-n KL(window share || baseline share)) on the one-sided binomial tail of
 the value's lines among the window's n (an upper bound on the p-value at any count, where the
-chi-square approximation of a G-test overstates small ones), Bonferroni-adjusted for the number of
-candidates tested; an
+chi-square approximation of a G-test overstates small ones), its exponent divided by the values'
+over-dispersion across the buckets before the window (lines come in clusters: a request logs several
+lines on one pod), Bonferroni-adjusted for the number of candidates tested; an
 entry is reported when the adjusted p <= ``p`` (1e-4), the lift >= ``min_lift`` (<= 1/``min_lift``
-for a drop) and it has >= ``min_count`` lines in the window (in the baseline, for a drop). Values with
+for a drop) or its share gained ``min_share_gain`` (0.25; lost, for a drop), and it has >= ``min_count`` lines in the window (in the baseline, for a drop). Values with
 the same counts in window and baseline (a pod and its host) are one entry with ``also``.
 Sketch counts are upper bounds; a value missing from a full baseline row is given that row's
 smallest count (its largest possible count), which can only lower its lift.
@@ -72,8 +73,9 @@ _PATTERN_TAG = np.uint64(0x7061747465726E31)  # "pattern1": pattern items live a
 # an attribute key is identifier-like when, in one batch, it has >= this many distinct values and
 # more than half of its values are distinct
 _ID_MIN_DISTINCT = 32
+_DISPERSION_PRIOR = 10.0  # pseudo degrees of freedom at dispersion 1 (few buckets: close to binomial)
 _MAX_ITEMS = 200_000  # item descriptions kept (ids still in a sketch are never forgotten)
-_KIND_KV, _KIND_PATTERN, _KIND_PKV = 0, 1, 2
+_KIND_KV, _KIND_PATTERN = 0, 1
 
 
 @dataclass
@@ -86,6 +88,7 @@ class ExplainParams:
     memory_s: float = 1800.0       # baseline decay time constant (event time)
     p: float = 1e-4                # Bonferroni-adjusted significance an entry needs
     min_lift: float = 1.5
+    min_share_gain: float = 0.25   # ... or this gain (loss, for a drop) of share
     min_count: float = 3.0
     min_reference: float = 30.0    # errors in the baseline needed to compare errors with errors
     top: int = 5                   # attribute entries per finding
@@ -120,10 +123,11 @@ class Explainer:
         self.base_bucket = -1          # the latest bucket merged into the baseline
         self.max_event_ns = -(2 ** 62)
         self.late_records = 0
-        # item -> (kind, pattern id, attribute item) ; attribute item -> (key, value) in self.names
+        # attribute or pattern item -> (kind, pattern id, attribute item); attribute item -> (key, value)
         self.meta: dict[int, tuple[int, int, int]] = {}
         self.names: dict[int, tuple[str, str]] = {}
         self.excluded_keys = np.zeros(0, dtype=np.uint64)
+        self._forget_at = _MAX_ITEMS
         skip = AttrMap.from_pylist([{k: ""} for k in _SKIP_KEYS])
         self._skip_keys = ks.hash_pairs(skip.keys.buf, skip.keys.off, skip.values.buf, skip.values.off)[1]
 
@@ -145,7 +149,6 @@ class Explainer:
         self.base_cnt = np.concatenate([self.base_cnt, np.zeros((add_b, KB))])
         self.base_tot = np.concatenate([self.base_tot, np.zeros(add_b)])
         self.n_services = new
-
 
     # ------------------------------------------------------------------ ingest
     def add(self, event_ns: np.ndarray, service: np.ndarray, pattern: np.ndarray, severity: np.ndarray,
@@ -235,20 +238,18 @@ class Explainer:
         if rows:
             ks.sketch_add(self.win_ids, self.win_cnt, np.concatenate(rows).astype(np.int64),
                           np.concatenate(items), np.concatenate(weights).astype(np.float64))
-        if len(self.meta) > _MAX_ITEMS:
+        if len(self.meta) > self._forget_at:
             self._forget()
+            # amortised: the next pass once as many items again were described
+            self._forget_at = max(_MAX_ITEMS, 2 * len(self.meta))
 
     def _pair_items(self, put, rows: np.ndarray, pattern: np.ndarray, attr_item: np.ndarray) -> None:
         """(pattern, attribute) items of error records (a pattern of 0 has none)."""
         m = np.flatnonzero(pattern != 0)
         if not len(m):
             return
-        pair = ks.combine(pattern[m], attr_item[m])
-        put(rows[m], pair)
-        u, first = np.unique(pair, return_index=True)
-        for it, pid, kv in zip(u.tolist(), pattern[m][first].tolist(), attr_item[m][first].tolist()):
-            if it not in self.meta:
-                self.meta[it] = (_KIND_PKV, pid, kv)
+        # not described: explain() finds a pattern's pairs by combining it with the attribute items it knows
+        put(rows[m], ks.combine(pattern[m], attr_item[m]))
 
     def _describe_attrs(self, item: np.ndarray, entry: np.ndarray, attrs: AttrMap) -> None:
         """Remember "key=value" of attribute items not seen before (entry: their positions in attrs)."""
@@ -368,7 +369,7 @@ class Explainer:
 
     def explain(self, f: Finding, code: int) -> list[dict]:
         """The explanation entries of finding ``f`` of service code ``code``:
-        attribute values then patterns, each a dict (see :func:`_entry`); [] when nothing is significant
+        attribute values then patterns, each a dict (the keys of Finding.explanation); [] when nothing is significant
         or the kind is not explained."""
         if f.kind not in EXPLAINED_KINDS or code >= self.n_services:
             return []
@@ -403,11 +404,13 @@ class Explainer:
                     target = self._pattern_kv(err_win, f.pattern_id, float(err_win.counts[j]))
             attrs = self._kv(target) if population != "pattern errors" else target
             ref = ref_all
+        ref_pop = ERR if ref is not ref_all else ALL
         out = [dict(e, population=population) for e in
-               self._compare(attrs, self._kv(ref), down, self.p.top)]
+               self._compare(attrs, self._kv(ref), down, self.p.top, lambda c: self._dispersion(code, ref_pop, before, c))]
         skip = {int(f.pattern_id)}
+        pat_pop = ERR if pat_ref is not ref_all else ALL
         pats = self._compare(self._patterns(pat_target, skip), self._patterns(pat_ref, skip), down,
-                             self.p.top_patterns)
+                             self.p.top_patterns, lambda c: self._dispersion(code, pat_pop, before, c))
         out += [dict(e, population="errors" if f.kind == FindingKind.ERROR_RATIO else "lines") for e in pats]
         return out
 
@@ -422,18 +425,44 @@ class Explainer:
         return _Side(side.items[keep], side.counts[keep], side.total, side.floor)
 
     def _pattern_kv(self, side: _Side, pattern_id: int, total: float) -> _Side:
-        """The (pattern, attribute) items of ``pattern_id`` as attribute items, over its error lines."""
-        items, counts = [], []
-        for i, c in zip(side.items.tolist(), side.counts.tolist()):
-            m = self.meta.get(i)
-            if m is not None and m[0] == _KIND_PKV and m[1] == pattern_id:
-                items.append(m[2])
-                counts.append(c)
-        u, inv = np.unique(np.asarray(items, dtype=np.uint64), return_inverse=True)
-        return _Side(u, np.bincount(inv, weights=np.asarray(counts, dtype=np.float64), minlength=len(u)), total,
-                     side.floor)
+        """The (pattern, attribute) items of ``pattern_id`` as attribute items, over its error lines: every
+        attribute item of the error lines (``side``) combined with the pattern and looked up."""
+        kv = self._kv(side).items
+        pairs = ks.combine(np.full(len(kv), pattern_id, dtype=np.uint64), kv)
+        j = np.minimum(np.searchsorted(side.items, pairs), max(len(side.items) - 1, 0))
+        hit = side.items[j] == pairs if len(side.items) else np.zeros(len(kv), dtype=bool)
+        order = np.argsort(kv[hit])
+        return _Side(kv[hit][order], side.counts[j[hit]][order], total, side.floor)
 
-    def _compare(self, t: _Side, r: _Side, down: bool, top: int) -> list[dict]:
+    def _dispersion(self, code: int, pop: int, slots: np.ndarray, items: np.ndarray) -> float:
+        """Over-dispersion (>= 1) of the candidates' counts across the window buckets before the finding.
+
+        Lines come in clusters (one request logs several lines on one pod; one failure, error lines in
+        caller and callee), so a value's count varies more from bucket to bucket than independent lines
+        would: the Pearson chi-square of the counts per bucket against their pooled shares, per degree of
+        freedom, shrunk towards 1 by ``_DISPERSION_PRIOR`` pseudo degrees of freedom. The tail bound's
+        exponent is divided by it (a quasi-binomial test)."""
+        P = self.p.slots
+        rows = (code * P + slots.astype(np.int64)) * 2 + pop
+        rows = rows[self.win_tot[rows] > 0]
+        if len(rows) < 2 or not len(items):
+            return 1.0
+        items = np.unique(items)
+        n = self.win_tot[rows]
+        c = np.zeros((len(rows), len(items)))
+        for i, r in enumerate(rows.tolist()):
+            ids = self.win_ids[r]
+            j = np.minimum(np.searchsorted(items, ids), len(items) - 1)
+            hit = (items[j] == ids) & (ids != 0)
+            c[i, j[hit]] = self.win_cnt[r][hit]
+        share = c.sum(axis=0) / n.sum()
+        ok = (share > 0) & (share < 1)
+        expect = n[:, None] * share[None, ok]
+        chi = float((((c[:, ok] - expect) ** 2) / (expect * (1 - share[None, ok]))).sum())
+        dof = (len(rows) - 1) * int(ok.sum())
+        return max(1.0, (chi + _DISPERSION_PRIOR) / (dof + _DISPERSION_PRIOR))
+
+    def _compare(self, t: _Side, r: _Side, down: bool, top: int, dispersion) -> list[dict]:
         p = self.p
         if t.total <= 0 or r.total <= 0:
             return []
@@ -449,8 +478,12 @@ class Explainer:
         a, b = np.minimum(a, n1), np.minimum(b, n2)
         share1, share0 = a / n1, b / n2
         lift = ((a + 0.5) / (n1 + 0.5)) / ((b + 0.5) / (n2 + 0.5))
-        log10p = _log10_tail(a, n1, b, n2, down) + math.log10(len(cand))
-        ok = (log10p <= math.log10(p.p)) & ((lift <= 1 / p.min_lift) if down else (lift >= p.min_lift))
+        log10p = _log10_tail(a, n1, b, n2, down) / dispersion(cand) + math.log10(len(cand))
+        # the effect: a lift, or for a value most lines carry anyway (a region of 2/3 of the pods carrying all
+        # the errors) a gain of share
+        big = ((lift <= 1 / p.min_lift) | (share0 - share1 >= p.min_share_gain)) if down else \
+            ((lift >= p.min_lift) | (share1 - share0 >= p.min_share_gain))
+        ok = (log10p <= math.log10(p.p)) & big
         idx = np.flatnonzero(ok)
         idx = idx[np.argsort(log10p[idx], kind="stable")]
         out: list[dict] = []

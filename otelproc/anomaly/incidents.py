@@ -4,9 +4,9 @@ probable origin and the ordered chain of services it reached.
 Every finding belongs to its service's *episode* (findings of one service closer than ``cooldown`` in
 event time: the anomaly engine's per-service key ``service@time``). An episode with a warning or
 critical finding joins an open incident (one with such a finding less than ``gap`` ago in event time)
-when its service is linked to one of the incident's services in the call graph, or when the call graph
-knows nothing about it (no call seen from or to it: time is then the only evidence); otherwise it
-starts an incident. Info findings (ordinary variation) never join services together. The incident's
+when its service is linked to one of the incident's services in the call graph, or, when the call graph
+knows nothing about it (no call seen from or to it: time is then the only evidence), when its onset is
+within ``join`` (5 min) of the incident's start; otherwise it starts an incident. Info findings (ordinary variation) never join services together. The incident's
 id is the key of its first episode, so a single-service incident keeps the key it always had, and
 every finding of the incident carries it as the ``incident`` label (one alert group per incident with
 the shipped route ``group_by: [incident]``).
@@ -49,11 +49,13 @@ class CallGraph:
         self.max_edges = max_edges
         self.min_calls = min_calls
         self._decay = 0.5 ** (1.0 / half_life_batches)
+        # counts are stored divided by the decay so far (one multiplication per batch, not one per edge)
+        self._scale = 1.0
         self._known: set[str] = set()
         self.names: set[str] = set()  # every service name seen (peer attributes are matched against them)
 
     def calls(self, a: str, b: str) -> bool:
-        return self.edges.get((a, b), 0.0) >= self.min_calls
+        return self.edges.get((a, b), 0.0) * self._scale >= self.min_calls
 
     def linked(self, a: str, b: str) -> bool:
         return self.calls(a, b) or self.calls(b, a)
@@ -75,11 +77,12 @@ class CallGraph:
             self._from_traces(services, service_index, trace_id, event_ns, found)
         if not found:
             return
-        if self._decay < 1.0:
-            for k in list(self.edges):
-                self.edges[k] *= self._decay
+        self._scale *= self._decay
+        if self._scale < 1e-200:  # renormalise (every ~660k batches at the default half-life)
+            self.edges = {k: v * self._scale for k, v in self.edges.items()}
+            self._scale = 1.0
         for k, c in found.items():
-            self.edges[k] = self.edges.get(k, 0.0) + c
+            self.edges[k] = self.edges.get(k, 0.0) + c / self._scale
             self._known.update(k)
         if len(self.edges) > self.max_edges:  # keep the busiest pairs
             keep = sorted(self.edges.items(), key=lambda kv: -kv[1])[: self.max_edges // 2]
@@ -170,8 +173,9 @@ class Correlator:
     """Groups service episodes into incidents (see the module docstring)."""
 
     def __init__(self, gap_s: float = 900.0, origin_slack_s: float = 120.0, graph: CallGraph | None = None,
-                 max_open: int = 10_000):
+                 max_open: int = 10_000, join_s: float = 300.0):
         self.gap = int(gap_s * NS)
+        self.join = int(join_s * NS)
         self.slack = int(origin_slack_s * NS)
         self.graph = graph or CallGraph()
         self.episode: dict[str, str] = {}       # service episode key -> incident id
@@ -202,7 +206,10 @@ class Correlator:
         for inc in self.incidents.values():
             if t - inc.last > self.gap or inc.start - t > self.gap:
                 continue
-            if svc in inc.onsets or not self.graph.knows(svc) or any(self.graph.linked(svc, m) for m in inc.onsets):
+            linked = svc in inc.onsets or any(self.graph.linked(svc, m) for m in inc.onsets)
+            # without call evidence only an onset close to the incident's start joins (a failure spreads in
+            # minutes; a long incident, a creep, must not absorb every later one)
+            if linked or (not self.graph.knows(svc) and abs(t - inc.start) <= self.join):
                 if best is None or inc.last > best.last:
                     best = inc
         return best

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from otelproc.batch import LogBatch
-from otelproc.component import Context, Exporter, Factory, Kind
+from otelproc.component import Exporter, Factory, Kind
 
 log = logging.getLogger(__name__)
 

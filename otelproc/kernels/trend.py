@@ -110,8 +110,9 @@ SEASON_MIN_HOURS = 20
 NO_HOUR = -(2**62)
 # harmonics of the day kept in the profile (periods 24, 12, ..., 3 h): the hour-to-hour noise of 24 separately
 # learnt hours would add slopes of its own, and 4 harmonics (down to 6 h) leave the 2-hour ramps of a
-# business-hours load as creeps every day (issue 14's quiet days: 8 harmonics ~ -75 % false trends on days 2-3
-# of benchmarks/nuisance.py's latency, no change on the flat-series rate in benchmarks/trend_power.py)
+# business-hours load as creeps every day (issue 14's quiet days; kernel alone on benchmarks/nuisance.py-like
+# latency with the load check on every day: false trends on days 2-3 ~17 -> ~5 per seed-day; flat series,
+# days 2-4 of benchmarks/trend_power.py: 11 false trends in 7,200 series-hours, 6 with 4 harmonics)
 SEASON_HARMONICS = 8
 # The load covariate. LOAD_SMOOTH_STEPS is the EWMA span of a series' points per step; its log is the
 # covariate. A flag stands only if the ramp remains after removing the load effect, where the data show one:
@@ -798,8 +799,6 @@ def _load_keeps_flag(s, pos, cnt, mu, load, lags, window, min_coverage, min_refe
             return True  # hinge and load indistinguishable: the load cannot be told from a creep either
         bj = (vxy * vxl - vly * vhl) / det
         gj = (vly * vxx - vxy * vhl) / det
-        if m <= 3:
-            return True
         sj = max(np.sqrt(max(vyy - bj * vxy - gj * vly, 0.0) / (m - 3)), MIN_SIGMA)
         se_b = sj * np.sqrt(vxl / det)
         se_g = sj * np.sqrt(vxx / det)
@@ -973,9 +972,8 @@ def _trend(loc, weight, step0, cnt, mu, prof, pfit, prof_days, hmean, hstamp, hf
                         # what is left to the load is its moves off the cycle (rate steps, a ramp the profile's
                         # harmonics do not fit)
                         best_flag = _load_keeps_flag(s, pos, cnt, ring_y if seasonal else mu, load, lags, window,
-                                                     min_coverage,
-                                                     min_reference, min_t, log_rate, steps_per_hour, load_alpha,
-                                                     load_min_t)
+                                                     min_coverage, min_reference, min_t, log_rate, steps_per_hour,
+                                                     load_alpha, load_min_t)
                     if best_flag:
                         r_flag = 1
                     thr = threshold[s]

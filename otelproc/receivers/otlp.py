@@ -40,7 +40,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from otelproc.component import Consumer, Context, Factory, Kind, PermanentError, Receiver
-from otelproc.config import ByteSize, Duration, Secret, setting
+from otelproc.config import ByteSize, Secret, setting
 from otelproc.httpserver import BodyError, Handler, Server, decompress, parse_endpoint
 from otelproc.receivers.decode import Decoded, decode_json, decode_protobuf
 from otelproc.receivers.errors import Answer, RequestError, answer_for, rpc_status
@@ -176,15 +176,10 @@ class OtlpReceiverConfig:
 
 def _check_endpoint(endpoint: str) -> list[str]:
     try:
-        split_endpoint(endpoint)
+        parse_endpoint(endpoint, empty_host="0.0.0.0")  # ":4318" means all interfaces
         return []
     except ValueError as e:
         return [f"endpoint: {e}"]
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``:port`` means all interfaces) -> (host, port)."""
-    return parse_endpoint(endpoint, empty_host="0.0.0.0")
 
 
 class OtlpReceiver(Receiver):
@@ -310,7 +305,7 @@ class OtlpReceiver(Receiver):
             "Export": grpc.unary_unary_rpc_method_handler(export),
         })
         server.add_generic_rpc_handlers((handler,))
-        host, port = split_endpoint(cfg.endpoint)
+        host, port = parse_endpoint(cfg.endpoint, empty_host="0.0.0.0")
         address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         try:
             if cfg.tls.enabled():
@@ -435,4 +430,4 @@ def _create(name: str, config: OtlpReceiverConfig, next_consumer: Consumer, cont
 
 factory = Factory(type="otlp", kind=Kind.RECEIVER, config_class=OtlpReceiverConfig, create=_create, stability="beta")
 
-__all__ = ["OtlpReceiver", "OtlpReceiverConfig", "factory", "decompress", "split_endpoint"]
+__all__ = ["OtlpReceiver", "OtlpReceiverConfig", "factory"]

@@ -135,8 +135,10 @@ def test_critical_logs_through_real_alertmanager(tmp_path, alertmanager, sink):
         checkout = groups["checkout"]
         assert checkout["status"] == "firing" and checkout["receiver"] == "hook"
         assert checkout["groupLabels"] == {"alertname": "CriticalLogPattern", "service": "checkout"}
+        # a logs rule's alert is its service's own incident (the shipped routes group by incident)
         assert checkout["commonLabels"] == {"alertname": "CriticalLogPattern", "service": "checkout",
-                                            "severity": "critical", "kind": "critical_match", "team": "payments"}
+                                            "severity": "critical", "kind": "critical_match", "team": "payments",
+                                            "incident": "checkout"}
         # both checkout lines came in one batch -> one otelproc alert (one group per service) -> one AM alert
         assert len(checkout["alerts"]) == 1
         assert checkout["alerts"][0]["annotations"]["summary"].startswith("checkout: 2 critical line(s): ")

@@ -77,6 +77,9 @@ def test_unlinked_service_at_the_same_time_is_another_incident():
     assert corr.incident_of(_finding("b", 20), "b@1") == "a@1"
     # a service the graph knows nothing about joins by time alone: the incident active last (b, at 20 s)
     assert corr.incident_of(_finding("zeta", 30), "zeta@1") == "a@1"
+    # ... but not an incident that started long before (a creep must not absorb every later failure)
+    corr.incident_of(_finding("a", 800), "a@1")
+    assert corr.incident_of(_finding("omega", 850), "omega@1") == "omega@1"
 
 
 def test_cascade_through_the_processors_gives_one_incident_stored_and_shown(chdb_path, chdb_database, capsys):
