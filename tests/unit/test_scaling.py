@@ -189,8 +189,18 @@ service:
     common = set(results[0]) & set(results[1])
     assert common
     assert all(results[0][k] == results[1][k] for k in common)
+    # the id is the one of the mined template (masked words as <*>); the template shown refines it
+    sink = _Sink()
+    proc = factory.create("patterns", PatternsProcessorConfig(), sink, Context(telemetry=Telemetry()))
+    proc.start()
+    for seed in range(4):
+        proc.consume(LogBatch.from_records(_records(seed, 300)))
+    proc.shutdown()
+    m = proc.miner
+    mined = {pattern_id(m.service_of(s), m.template_mined(s)): m.template_mined(s) for s in range(len(m.p_tokens))}
     for (svc, tpl), pid in results[0].items():
-        assert pid == pattern_id(svc, tpl)
+        assert pid in mined and pid == pattern_id(svc, mined[pid])
+        assert re.fullmatch(".*".join(map(re.escape, mined[pid].split("<*>"))), tpl, re.S)
 
 
 def test_shipped_scale_out_configs():
