@@ -265,44 +265,10 @@ def finding_groups(findings: list, severities=("info", "warning", "critical")) -
 
 
 def score(results: list, kinds: list, verbose: bool = False) -> None:
-    """Per kind and per severity level: recall (runs whose incident has a finding of an expected kind at that
-    level), precision over finding groups (every group of any kind counts; a group is true when one of its
-    findings matches the run's incident), and the legacy per-finding table at any severity."""
+    """Per severity level: recall per kind (runs whose incident has a finding of an expected kind at that
+    level) and precision over finding groups (every group of any kind counts; a group is true when one of its
+    findings matches the run's incident). The per-finding table per kind is ``_score_kind``'s."""
     kinds = [k for k in kinds if k not in NON_INCIDENT]
-    print(f"{'kind':<20} {'recall':>7} {'precision':>9} {'delay_med_s':>11} {'delay_max_s':>11} {'findings':>8}")
-    for k in kinds:
-        runs = [r for r in results if r["kind"] == k]
-        detected, delays = 0, []
-        per_run = []
-        for r in runs:
-            inc = r["incidents"][0]
-            hits = [f for f in r["findings"] if f[0] in EXPECTED[k] and matches(f, inc)]
-            if hits:
-                detected += 1
-                delays.append(min(f[2] + f[3] for f in hits) - inc[2])
-                per_run.append(f"seed {r['seed']} {inc[1]} {delays[-1]:.0f}s")
-            else:
-                per_run.append(f"seed {r['seed']} {inc[1]} MISSED")
-                if verbose:
-                    print(f"  missed {k} seed {r['seed']}: {inc}; findings: {r['findings'][:5]}")
-        if verbose:
-            # per-run delays (bucket end - incident start), so "every run within X" is visible
-            print(f"  {k} delays: " + ", ".join(per_run))
-            if k in DELAY_GOAL_S:
-                late = sum(1 for d in delays if d > DELAY_GOAL_S[k]) + len(runs) - detected
-                print(f"  {k}: {late} of {len(runs)} runs not detected within {DELAY_GOAL_S[k]:.0f} s")
-        n_kind, n_true = 0, 0
-        for r in results:
-            for f in r["findings"]:
-                if f[0] in EXPECTED[k]:
-                    n_kind += 1
-                    if any(matches(f, inc) for inc in r["incidents"]):
-                        n_true += 1
-        recall = detected / len(runs) if runs else float("nan")
-        precision = n_true / n_kind if n_kind else float("nan")
-        dmed = float(np.median(delays)) if delays else float("nan")
-        dmax = float(np.max(delays)) if delays else float("nan")
-        print(f"{k:<20} {recall:>7.2f} {precision:>9.2f} {dmed:>11.0f} {dmax:>11.0f} {n_kind:>8}")
     hours = sum(r["hours"] for r in results)
     for level, sevs in SEVERITY_LEVELS.items():
         groups = [(r, g) for r in results for g in finding_groups(r["findings"], sevs)]
